@@ -1,0 +1,390 @@
+//! Configuration from environment variables and command-line flags.
+//!
+//! A service declares its settings once, as a table of [`Setting`]s: the environment variable
+//! (the seeds' name where one exists), any older aliases, the flag, the default and a help line.
+//! The binary turns that table into clap flags ([`crate::cli`]); values given as flags override the
+//! environment. Both end up in one [`Source`], which a service parses into its typed `Config`.
+//! Tests build a `Source` from a map and never touch the process environment.
+//!
+//! Every parse error names where the bad value came from (`TODO_BIND`, or `--bind`) and what was
+//! expected, in one line.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// One configurable value of a service.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The environment variable, also the key in [`Source`].
+    pub env: &'static str,
+    /// Other environment variables accepted for the same value (older names from the seeds).
+    pub aliases: &'static [&'static str],
+    /// The long flag, without dashes; `None` for env-only settings.
+    pub flag: Option<&'static str>,
+    /// Placeholder shown in `--help`, such as `HOST:PORT`.
+    pub value_name: &'static str,
+    /// The default as documented; `None` when the setting is optional or required.
+    pub default: Option<&'static str>,
+    /// One line for `--help` and the README.
+    pub help: &'static str,
+    /// A switch flag takes no value; giving it sets the variable to `1`.
+    pub switch: bool,
+}
+
+impl Setting {
+    /// A setting with a value, an env var and a flag of the same meaning.
+    pub const fn new(
+        env: &'static str,
+        flag: &'static str,
+        value_name: &'static str,
+        help: &'static str,
+    ) -> Self {
+        Setting {
+            env,
+            aliases: &[],
+            flag: Some(flag),
+            value_name,
+            default: None,
+            help,
+            switch: false,
+        }
+    }
+
+    /// The `--bind HOST:PORT` setting every service has, under the service's own env var.
+    pub const fn bind(env: &'static str, default: &'static str) -> Self {
+        Setting::new(env, "bind", "HOST:PORT", "address to listen on").default(default)
+    }
+
+    pub const fn default(mut self, default: &'static str) -> Self {
+        self.default = Some(default);
+        self
+    }
+
+    pub const fn aliases(mut self, aliases: &'static [&'static str]) -> Self {
+        self.aliases = aliases;
+        self
+    }
+
+    pub const fn switch(mut self) -> Self {
+        self.switch = true;
+        self
+    }
+
+    pub const fn env_only(mut self) -> Self {
+        self.flag = None;
+        self
+    }
+}
+
+/// A bad configuration value, reported as one line naming its origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {origin}={value:?}: expected {expected}")]
+    Invalid {
+        origin: String,
+        value: String,
+        expected: String,
+    },
+    #[error("{origin} is required: {help}")]
+    Missing { origin: String, help: String },
+    #[error("{first} and {second} are both set, to different values; set only one")]
+    Conflict { first: String, second: String },
+}
+
+/// Where configuration values come from: command-line flags first, then environment variables.
+/// Empty values count as unset, as with the seeds' nginx templates (`LOG_STDOUT=`).
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    env: HashMap<String, String>,
+    flags: HashMap<&'static str, String>,
+}
+
+/// A value together with the name it was found under, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found<'a> {
+    pub origin: &'a str,
+    pub value: &'a str,
+}
+
+impl Source {
+    /// The process environment.
+    pub fn from_env() -> Self {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// A fixed set of variables, for tests and for children started by `flotilla up`.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Source {
+            env: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            flags: HashMap::new(),
+        }
+    }
+
+    /// Records a value given on the command line; it wins over the environment.
+    pub fn set_flag(&mut self, setting: &Setting, value: impl Into<String>) {
+        self.flags.insert(setting.env, value.into());
+    }
+
+    /// The raw value of a setting. A flag wins; otherwise the primary env var and its aliases must
+    /// not disagree.
+    pub fn get(&self, setting: &Setting) -> Result<Option<Found<'_>>, ConfigError> {
+        if let Some(value) = self.flags.get(setting.env) {
+            return Ok(Some(Found {
+                origin: setting.flag.unwrap_or(setting.env),
+                value,
+            }));
+        }
+        let mut found: Option<Found<'_>> = None;
+        for name in std::iter::once(&setting.env).chain(setting.aliases) {
+            let Some(value) = self.env.get(*name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            match found {
+                Some(first) if first.value != value => {
+                    return Err(ConfigError::Conflict {
+                        first: first.origin.to_string(),
+                        second: (*name).to_string(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    found = Some(Found {
+                        origin: name,
+                        value,
+                    })
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Parses a setting with `parse`, which returns what it expected on failure.
+    pub fn parse<T>(
+        &self,
+        setting: &Setting,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(found) = self.get(setting)? else {
+            return Ok(None);
+        };
+        parse(found.value)
+            .map(Some)
+            .map_err(|expected| ConfigError::Invalid {
+                origin: origin_label(setting, found.origin),
+                value: found.value.to_string(),
+                expected,
+            })
+    }
+
+    /// Parses a setting, falling back to its documented default.
+    pub fn parse_or_default<T>(
+        &self,
+        setting: &Setting,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        if let Some(value) = self.parse(setting, &parse)? {
+            return Ok(value);
+        }
+        let default = setting
+            .default
+            .unwrap_or_else(|| panic!("setting {} has no default", setting.env));
+        Ok(parse(default).unwrap_or_else(|e| panic!("default of {} is invalid: {e}", setting.env)))
+    }
+
+    /// A setting that must be present.
+    pub fn require<T>(
+        &self,
+        setting: &Setting,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        self.parse(setting, parse)?
+            .ok_or_else(|| ConfigError::Missing {
+                origin: setting.env.to_string(),
+                help: setting.help.to_string(),
+            })
+    }
+
+    /// Whether a switch is on (`1`, `true`, `yes`, `on`); an unrecognised value is an error.
+    pub fn switch(&self, setting: &Setting) -> Result<bool, ConfigError> {
+        Ok(self.parse(setting, parse_bool)?.unwrap_or(false))
+    }
+}
+
+/// `--bind` rather than `bind` when the value came from a flag.
+fn origin_label(setting: &Setting, origin: &str) -> String {
+    if setting.flag == Some(origin) && !setting.env.eq_ignore_ascii_case(origin) {
+        format!("--{origin}")
+    } else {
+        origin.to_string()
+    }
+}
+
+/// `HOST:PORT`, `:PORT` (Go's form, as in the seeds' `TODO_BIND=:8080`) or `localhost:PORT`.
+pub fn parse_bind(value: &str) -> Result<SocketAddr, String> {
+    let expected = || "HOST:PORT, such as 0.0.0.0:8080 or :8080".to_string();
+    if let Some(port) = value.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| expected())?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = value.rsplit_once(':').ok_or_else(expected)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(expected());
+    }
+    (host, port.parse::<u16>().unwrap_or_default())
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("{} (host {host:?} does not resolve)", expected()))
+}
+
+/// nginx-style durations: `10s`, `500ms`, `2m`, `1h`; a bare number means seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let expected = || "a duration such as 10s, 500ms or 2m".to_string();
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| expected())?;
+    let millis = match unit {
+        "" | "s" => number.checked_mul(1_000),
+        "ms" => Some(number),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => None,
+    };
+    millis.map(Duration::from_millis).ok_or_else(expected)
+}
+
+pub fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("one of 1/0, true/false, yes/no, on/off".to_string()),
+    }
+}
+
+/// A positive integer no larger than `max`.
+pub fn parse_count(value: &str, max: u64) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("a whole number from 1 to {max}")),
+    }
+}
+
+impl fmt::Display for Found<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.origin, self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BIND: Setting = Setting::bind("TODO_BIND", "0.0.0.0:8080");
+    const PRIMARY: Setting =
+        Setting::new("TODO_PRIMARY_URL", "primary-url", "URL", "primary database")
+            .aliases(&["TODO_MASTER_URL"]);
+
+    #[test]
+    fn flag_wins_over_env_and_errors_name_the_flag() {
+        let mut source = Source::from_pairs([("TODO_BIND", ":9000")]);
+        assert_eq!(
+            source.parse_or_default(&BIND, parse_bind).unwrap().port(),
+            9000
+        );
+        source.set_flag(&BIND, "nonsense");
+        let err = source.parse_or_default(&BIND, parse_bind).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid --bind=\"nonsense\": expected HOST:PORT, such as 0.0.0.0:8080 or :8080"
+        );
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let source = Source::from_pairs([("TODO_BIND", "8080")]);
+        let err = source.parse_or_default(&BIND, parse_bind).unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid TODO_BIND=\"8080\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unset_and_empty_use_the_default() {
+        for source in [Source::default(), Source::from_pairs([("TODO_BIND", "")])] {
+            let addr = source.parse_or_default(&BIND, parse_bind).unwrap();
+            assert_eq!(addr, "0.0.0.0:8080".parse().unwrap());
+        }
+    }
+
+    #[test]
+    fn aliases_are_read_and_must_agree() {
+        let source = Source::from_pairs([("TODO_MASTER_URL", "a")]);
+        let found = source.get(&PRIMARY).unwrap().unwrap();
+        assert_eq!((found.origin, found.value), ("TODO_MASTER_URL", "a"));
+
+        let same = Source::from_pairs([("TODO_MASTER_URL", "a"), ("TODO_PRIMARY_URL", "a")]);
+        assert_eq!(same.get(&PRIMARY).unwrap().unwrap().value, "a");
+
+        let differ = Source::from_pairs([("TODO_MASTER_URL", "a"), ("TODO_PRIMARY_URL", "b")]);
+        assert_eq!(
+            differ.get(&PRIMARY).unwrap_err().to_string(),
+            "TODO_PRIMARY_URL and TODO_MASTER_URL are both set, to different values; set only one"
+        );
+    }
+
+    #[test]
+    fn bind_forms() {
+        assert_eq!(
+            parse_bind(":8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_bind("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(parse_bind("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
+        assert_eq!(parse_bind("localhost:81").unwrap().port(), 81);
+        for bad in ["", "8080", ":", ":99999", "host:", "a b:1"] {
+            assert!(parse_bind(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "s", "-1s", "1.5s", "10x", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn switches() {
+        let source = Source::from_pairs([("A", "yes"), ("B", "maybe")]);
+        let a = Setting::new("A", "a", "", "").switch();
+        let b = Setting::new("B", "b", "", "").switch();
+        let c = Setting::new("C", "c", "", "").switch();
+        assert!(source.switch(&a).unwrap());
+        assert!(source.switch(&b).is_err());
+        assert!(!source.switch(&c).unwrap());
+    }
+}

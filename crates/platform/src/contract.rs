@@ -1,0 +1,82 @@
+//! The service contract as a router: `/hc`, `/ready` and `/metrics` next to the service's own
+//! routes, and the layers every request passes through.
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_TYPE, HeaderValue};
+use axum::middleware::from_fn;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::errors::{error_response, json_error_bodies};
+use crate::health::{self, Readiness};
+
+/// The OpenAPI description of the contract endpoints, to merge into a service's own document.
+pub fn contract_openapi() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(paths(health::liveness, health::readiness, metrics))]
+    struct Contract;
+    <Contract as utoipa::OpenApi>::openapi()
+}
+
+/// How a service answers the errors the router produces itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStyle {
+    /// `{"status", "message"}` bodies, for JSON APIs.
+    Json,
+    /// Whatever the router gives (short or empty bodies), for pages and plain-text services.
+    Plain,
+}
+
+/// Adds the contract endpoints and the per-request layers to a service's router.
+pub fn contract_router(app: Router, readiness: &Readiness, errors: ErrorStyle) -> Router {
+    // Install the recorder now: metrics recorded before it exists are lost.
+    crate::telemetry::metrics_handle();
+    let contract = Router::new()
+        // The seeds' API answers /hc on any method.
+        .route("/hc", any(health::liveness))
+        .route("/ready", get(health::readiness))
+        .route("/metrics", get(metrics))
+        .with_state(readiness.clone());
+    // Route-level layers (inside routing) see the matched route template: observation labels
+    // metrics with it and logs the final status, including a 500 from a caught panic.
+    let routed = app
+        .merge(contract)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(crate::observe::observe));
+    // Outer layers wrap the router as a whole. The request id is set before anything logs and
+    // copied to the response last. JSON error bodies must sit outside the router: axum adds the
+    // `Allow` header of a 405 after its route-level layers have run.
+    let outer = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id());
+    match errors {
+        ErrorStyle::Json => {
+            Router::new().fallback_service(outer.layer(from_fn(json_error_bodies)).service(routed))
+        }
+        ErrorStyle::Plain => Router::new().fallback_service(outer.service(routed)),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "contract",
+    responses((status = 200, description = "Prometheus text exposition format", body = String,
+        content_type = "text/plain")))]
+async fn metrics() -> Response {
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::telemetry::render_metrics(),
+    )
+        .into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}

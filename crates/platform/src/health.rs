@@ -1,0 +1,202 @@
+//! Liveness (`GET /hc`) and readiness (`GET /ready`).
+//!
+//! Liveness only says the process answers. Readiness says whether it should get traffic: it is
+//! 503 while the service starts and while it drains on shutdown, and otherwise runs the service's
+//! dependency checks (the database, an upstream API). A check marked `critical: false` is
+//! reported but does not make the service unready (a replica the API can do without).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+/// Where the service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting = 0,
+    Serving = 1,
+    Draining = 2,
+}
+
+type CheckFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+type CheckFn = dyn Fn() -> CheckFuture + Send + Sync;
+
+struct Check {
+    name: String,
+    critical: bool,
+    run: Box<CheckFn>,
+}
+
+/// Shared readiness state of one service. Cheap to clone.
+#[derive(Clone)]
+pub struct Readiness {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    phase: AtomicU8,
+    checks: std::sync::RwLock<Vec<Arc<Check>>>,
+}
+
+/// How long one dependency check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Readiness {
+            inner: Arc::new(Inner {
+                phase: AtomicU8::new(Phase::Starting as u8),
+                checks: std::sync::RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.inner.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Serving,
+            _ => Phase::Draining,
+        }
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.inner.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// Adds a dependency check. It returns details to show (`Ok`) or what is wrong (`Err`).
+    pub fn add_check<F, Fut>(&self, name: impl Into<String>, critical: bool, run: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        let check = Check {
+            name: name.into(),
+            critical,
+            run: Box::new(move || Box::pin(run())),
+        };
+        self.inner
+            .checks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(check));
+    }
+
+    /// Runs every check concurrently; the service is ready when it is serving and no critical
+    /// check failed.
+    pub async fn report(&self) -> (bool, Value) {
+        let phase = self.phase();
+        let checks: Vec<Arc<Check>> = self
+            .inner
+            .checks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let runs = checks.iter().map(|check| {
+            let fut = (check.run)();
+            async move { tokio::time::timeout(CHECK_TIMEOUT, fut).await }
+        });
+        let results = futures_util::future::join_all(runs).await;
+
+        let mut ready = phase == Phase::Serving;
+        let mut details = Map::new();
+        for (check, result) in checks.iter().zip(results) {
+            let result =
+                result.unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
+            let entry = match result {
+                Ok(detail) => json!({"status": "up", "critical": check.critical, "detail": detail}),
+                Err(error) => {
+                    ready &= !check.critical;
+                    json!({"status": "down", "critical": check.critical, "error": error})
+                }
+            };
+            details.insert(check.name.clone(), entry);
+        }
+        let status = match (phase, ready) {
+            (Phase::Starting, _) => "starting",
+            (Phase::Draining, _) => "draining",
+            (Phase::Serving, true) => "ready",
+            (Phase::Serving, false) => "unavailable",
+        };
+        (ready, json!({"status": status, "checks": details}))
+    }
+}
+
+/// `GET /hc`: the process is alive.
+#[utoipa::path(get, path = "/hc", tag = "contract",
+    responses((status = 200, description = "The process is alive", body = String, example = "OK")))]
+pub(crate) async fn liveness() -> &'static str {
+    "OK"
+}
+
+/// `GET /ready`: 200 with the check report when ready, 503 otherwise.
+#[utoipa::path(get, path = "/ready", tag = "contract", responses(
+    (status = 200, description = "Serving, and every critical dependency answers", body = Object),
+    (status = 503, description = "Starting, draining, or a critical dependency is down", body = Object)))]
+pub(crate) async fn readiness(
+    axum::extract::State(readiness): axum::extract::State<Readiness>,
+) -> Response {
+    let (ready, body) = readiness.report().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn phases_and_checks_decide_readiness() {
+        let readiness = Readiness::new();
+        assert_eq!(readiness.report().await.1["status"], "starting");
+
+        readiness.set_phase(Phase::Serving);
+        readiness.add_check("db", true, || async { Ok(json!("ok")) });
+        readiness.add_check("replica", false, || async { Err("refused".to_string()) });
+        let (ready, body) = readiness.report().await;
+        assert!(
+            ready,
+            "a non-critical failure must not make it unready: {body}"
+        );
+        assert_eq!(body["checks"]["replica"]["status"], "down");
+        assert_eq!(body["checks"]["replica"]["error"], "refused");
+
+        readiness.add_check("api", true, || async { Err("timeout".to_string()) });
+        let (ready, body) = readiness.report().await;
+        assert!(!ready);
+        assert_eq!(body["status"], "unavailable");
+
+        readiness.set_phase(Phase::Draining);
+        assert_eq!(readiness.report().await.1["status"], "draining");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_check_times_out() {
+        let readiness = Readiness::new();
+        readiness.set_phase(Phase::Serving);
+        readiness.add_check("stuck", true, || std::future::pending());
+        let (ready, body) = readiness.report().await;
+        assert!(!ready);
+        assert!(
+            body["checks"]["stuck"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("no answer")
+        );
+    }
+}

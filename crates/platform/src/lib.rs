@@ -1,0 +1,58 @@
+//! What every Flotilla service shares, so that each service is only its own logic.
+//!
+//! A service declares its settings, builds an axum `Router` of its own routes, wraps it with
+//! [`contract_router`] (health, readiness, metrics, request ids, request logs) and hands it to
+//! [`serve`], which runs it until [`shutdown_signal`] and then drains.
+//!
+//! Layout:
+//! - [`config`]: settings from env vars and flags, typed parsing with one-line errors.
+//! - [`cli`]: clap flags generated from a service's settings; the settings all services share.
+//! - [`telemetry`]: log setup (text or JSON lines) and the Prometheus recorder.
+//! - [`health`]: liveness and readiness with dependency checks.
+//! - [`contract`]: the router every service is wrapped in.
+//! - [`observe`]: per-request log line and metrics.
+//! - [`errors`]: the JSON error body of the JSON APIs.
+//! - [`server`]: HTTP/1.1 + HTTP/2 server with limits and graceful shutdown.
+
+pub mod cli;
+pub mod config;
+pub mod contract;
+pub mod errors;
+pub mod health;
+pub mod observe;
+pub mod server;
+pub mod telemetry;
+
+use std::time::Duration;
+
+pub use config::{ConfigError, Setting, Source};
+pub use contract::{ErrorStyle, contract_openapi, contract_router};
+pub use errors::{ErrorBody, error_response};
+pub use health::{Phase, Readiness};
+pub use server::{ServeOptions, bind, serve, shutdown_signal};
+pub use telemetry::{LogConfig, init_logging};
+
+/// The settings every service has: how it logs and how long it drains.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    pub log: LogConfig,
+    pub drain_timeout: Duration,
+}
+
+impl CommonConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let drain = &cli::COMMON_SETTINGS[2];
+        Ok(CommonConfig {
+            log: LogConfig::from_source(source)?,
+            drain_timeout: source.parse_or_default(drain, config::parse_duration)?,
+        })
+    }
+
+    /// Server options with this config's drain timeout.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            drain_timeout: self.drain_timeout,
+            ..ServeOptions::default()
+        }
+    }
+}

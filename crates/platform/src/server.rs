@@ -1,0 +1,161 @@
+//! The HTTP server every service runs on: HTTP/1.1 with keep-alive and HTTP/2 (h2c prior
+//! knowledge) on one port, a connection limit, a header read timeout, and graceful shutdown.
+//!
+//! Shutdown follows the service contract: when the shutdown future resolves, readiness turns 503,
+//! the listener closes (new connections are refused), idle keep-alive connections are closed,
+//! requests in flight run to completion, and after `drain_timeout` whatever is left is dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::{Service, ServiceExt};
+
+use crate::health::{Phase, Readiness};
+
+/// Connection handling limits.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How long in-flight requests may run after shutdown begins.
+    pub drain_timeout: Duration,
+    /// A client must send a request head within this time; it also bounds idle keep-alive.
+    pub header_read_timeout: Duration,
+    /// Open connections beyond this wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Largest request head accepted; larger ones get 431.
+    pub max_header_size: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            drain_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_header_size: 32 * 1024,
+        }
+    }
+}
+
+/// Binds a listener, with an error that says which address could not be bound.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then drains. The peer address is
+/// available to handlers as `ConnectInfo<SocketAddr>`.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    options: ServeOptions,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let local = listener.local_addr()?;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        // hyper answers 431 when a request head does not fit the read buffer.
+        .max_buf_size(options.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(options.max_header_size as u32)
+        .enable_connect_protocol();
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+
+    readiness.set_phase(Phase::Serving);
+    tracing::info!(address = %local, "listening");
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Waiting for a permit before accepting keeps excess connections in the accept queue, as
+        // nginx does at worker_connections, instead of accepting and dropping them.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    readiness.set_phase(Phase::Draining);
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(address = %local, open_connections = open, "shutting down, draining");
+    match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!(
+            timeout = ?options.drain_timeout,
+            "drain timeout reached; dropping the requests still in flight"
+        ),
+    }
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler can be installed");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+}

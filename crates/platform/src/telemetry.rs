@@ -1,0 +1,100 @@
+//! Logs and metrics.
+//!
+//! Logs go to stderr through `tracing`: readable text by default, one JSON object per line with
+//! `LOG_FORMAT=json` (what the container image sets). Metrics are recorded through the `metrics`
+//! facade into one process-wide Prometheus recorder, rendered by `GET /metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigError, Source};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How a process logs: `LOG_FORMAT` and `LOG_LEVEL`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl LogConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let [format, level, _] = crate::cli::COMMON_SETTINGS else {
+            unreachable!("COMMON_SETTINGS lists format, level, drain timeout")
+        };
+        let format =
+            source.parse_or_default(format, |v| match v.to_ascii_lowercase().as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("text or json".to_string()),
+            })?;
+        let filter = source.parse_or_default(level, |v| {
+            EnvFilter::try_new(v).map(|_| v.to_string()).map_err(|_| {
+                "a level (error, warn, info, debug, trace) or filter directives".to_string()
+            })
+        })?;
+        Ok(LogConfig { format, filter })
+    }
+}
+
+/// Installs the global log subscriber. Safe to call more than once (tests): later calls do nothing.
+pub fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::new(&config.filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+/// Buckets for every `*_duration_seconds` histogram: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+            .expect("latency buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder can only exist if something else in the process installed one; metrics
+        // then go there and ours renders empty, which is visible rather than fatal.
+        let _ = metrics::set_global_recorder(recorder);
+        metrics::describe_counter!(
+            "http_requests_total",
+            "HTTP requests answered, by method, route template and status"
+        );
+        metrics::describe_histogram!(
+            "http_request_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time from receiving a request to producing its response head"
+        );
+        metrics::describe_gauge!("http_requests_in_flight", "HTTP requests being handled now");
+        handle
+    })
+}
+
+/// Every metric of the process in Prometheus text format.
+pub fn render_metrics() -> String {
+    let handle = metrics_handle();
+    handle.run_upkeep();
+    handle.render()
+}
