@@ -189,7 +189,7 @@ mod tests {
     async fn a_hanging_check_times_out() {
         let readiness = Readiness::new();
         readiness.set_phase(Phase::Serving);
-        readiness.add_check("stuck", true, || std::future::pending());
+        readiness.add_check("stuck", true, std::future::pending);
         let (ready, body) = readiness.report().await;
         assert!(!ready);
         assert!(

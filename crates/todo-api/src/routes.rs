@@ -138,34 +138,27 @@ async fn list_todos(
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Response, ApiError> {
     let query = params.validate()?;
-    // One extra row tells whether another page follows.
-    let mut items = state
-        .store
-        .list(&ListQuery {
-            limit: query.limit + 1,
-            ..query
-        })
-        .await?;
+    let page = state.store.list(&query).await?;
     let mut headers = HeaderMap::new();
-    if items.len() > query.limit as usize {
-        items.truncate(query.limit as usize);
-        let last = items.last().expect("limit is at least 1");
-        let cursor = encode_cursor(Cursor {
-            updated: last.updated,
-            id: last.id,
-        });
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(next) = page.next {
         // A query-only reference resolves against the request's own path, so it stays right
         // behind a gateway that strips a prefix such as /api.
         let link = format!(
-            "<?status={}&limit={}&cursor={cursor}>; rel=\"next\"",
-            query.status, query.limit
+            "<?status={}&limit={}&cursor={}>; rel=\"next\"",
+            query.status,
+            query.limit,
+            encode_cursor(next)
         );
         headers.insert(
             header::LINK,
             HeaderValue::try_from(link).expect("ASCII only"),
         );
     }
-    Ok((headers, Json(items)).into_response())
+    Ok((headers, page.json).into_response())
 }
 
 /// One item.

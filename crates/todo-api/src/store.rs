@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::DatabaseUrl;
-use crate::model::{Changes, NewTodo, Status, Timestamp, Todo};
+use crate::model::{Changes, NewTodo, Status, Timestamp, Todo, TodoRef};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,23 +25,7 @@ pub enum StoreError {
     Unavailable(String),
     /// Anything else: a bug or a broken database.
     #[error("database error")]
-    Other(#[source] sqlx::Error),
-}
-
-impl StoreError {
-    /// Sorts a driver error into "try again later" and "broken".
-    pub(crate) fn from_sqlx(error: sqlx::Error) -> Self {
-        use sqlx::Error as E;
-        match &error {
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-                StoreError::Unavailable(error.to_string())
-            }
-            E::Database(db) if sqlite::is_transient(db.as_ref()) => {
-                StoreError::Unavailable(db.message().to_string())
-            }
-            _ => StoreError::Other(error),
-        }
-    }
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Position after the last item of a page: items sort by `(updated, id)` descending.
@@ -57,6 +41,67 @@ pub struct ListQuery {
     pub status: Status,
     pub after: Option<Cursor>,
     pub limit: u32,
+}
+
+/// A page of items, already as the JSON array the API answers with: written straight from the
+/// database rows, without an owned copy of each item in between.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub json: Vec<u8>,
+    pub items: usize,
+    /// Where the next page starts, when more items remain.
+    pub next: Option<Cursor>,
+}
+
+/// Roughly the JSON size of one item, to allocate a page once instead of regrowing it.
+const ITEM_JSON_BYTES: usize = 160;
+
+/// Accumulates a page from rows in list order; the store fetches one row beyond the limit to
+/// learn whether another page follows.
+pub(crate) struct PageWriter {
+    page: Page,
+    limit: usize,
+    last: Option<Cursor>,
+}
+
+impl PageWriter {
+    pub(crate) fn new(limit: u32) -> Self {
+        let limit = limit as usize;
+        let mut json = Vec::with_capacity(2 + limit.min(200) * ITEM_JSON_BYTES);
+        json.push(b'[');
+        PageWriter {
+            page: Page {
+                json,
+                items: 0,
+                next: None,
+            },
+            limit,
+            last: None,
+        }
+    }
+
+    /// Adds a row; returns `false` once the page is full (the row only told that more remain).
+    pub(crate) fn push(&mut self, item: &TodoRef<'_>) -> Result<bool, serde_json::Error> {
+        if self.page.items == self.limit {
+            self.page.next = self.last;
+            return Ok(false);
+        }
+        if self.page.items > 0 {
+            self.page.json.push(b',');
+        }
+        item.write_json(&mut self.page.json)?;
+        self.page.items += 1;
+        self.last = Some(Cursor {
+            updated: item.updated,
+            id: item.id,
+        });
+        Ok(true)
+    }
+
+    pub(crate) fn finish(mut self) -> Page {
+        self.page.json.push(b']');
+        self.page
+    }
 }
 
 /// One database server (or file) and how to talk to it.
@@ -125,7 +170,8 @@ impl Store {
         &self.replicas[n % self.replicas.len()]
     }
 
-    pub async fn list(&self, query: &ListQuery) -> Result<Vec<Todo>, StoreError> {
+    /// One page of a column, newest change first.
+    pub async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         match self.reader() {
             Node::Sqlite(db) => db.list(query).await,
         }
