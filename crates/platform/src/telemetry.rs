@@ -35,13 +35,31 @@ impl LogConfig {
                 "json" => Ok(LogFormat::Json),
                 _ => Err("text or json".to_string()),
             })?;
-        let filter = source.parse_or_default(level, |v| {
-            EnvFilter::try_new(v).map(|_| v.to_string()).map_err(|_| {
-                "a level (error, warn, info, debug, trace) or filter directives".to_string()
-            })
-        })?;
+        let filter = source.parse_or_default(level, parse_filter)?;
         Ok(LogConfig { format, filter })
     }
+}
+
+const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// A level, or comma-separated directives each a level or `target=level`. A bare word that is
+/// not a level is refused, although the filter syntax would read it as a target name: `loud`
+/// is a typo, not a wish to log only the module `loud`.
+fn parse_filter(value: &str) -> Result<String, String> {
+    let expected = || {
+        "a level (error, warn, info, debug, trace, off) or directives like info,todo_api=debug"
+            .to_string()
+    };
+    let valid = value.split(',').all(|directive| {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+    });
+    if !valid || EnvFilter::try_new(value).is_err() {
+        return Err(expected());
+    }
+    Ok(value.to_string())
 }
 
 /// Installs the global log subscriber. Safe to call more than once (tests): later calls do nothing.
@@ -97,4 +115,25 @@ pub fn render_metrics() -> String {
     let handle = metrics_handle();
     handle.run_upkeep();
     handle.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_filter;
+
+    #[test]
+    fn log_filters_are_levels_or_directives() {
+        for good in [
+            "info",
+            "DEBUG",
+            "warn,todo_api=debug",
+            "platform::server=trace",
+            "off",
+        ] {
+            assert!(parse_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["loud", "", "info,", "todo_api=loud", "=info="] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+    }
 }

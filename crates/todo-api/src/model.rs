@@ -177,13 +177,15 @@ impl Serialize for Todo {
     }
 }
 
-/// `POST /todo`: a new item; it starts in TODO.
+/// `POST /todo`: a new item; it starts in TODO unless `status` says otherwise.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateTodo {
     /// 1 to 188 characters, not only spaces.
     #[schema(required = true)]
     pub title: Option<String>,
     pub content: Option<String>,
+    /// The starting column (default TODO).
+    pub status: Option<Status>,
 }
 
 /// `PUT /todo` and `PUT /todo/{id}`: every field of the item is replaced.
@@ -261,7 +263,7 @@ impl CreateTodo {
         Ok(NewTodo {
             title: valid_title(self.title)?,
             content: valid_content(self.content)?,
-            status: Status::Todo,
+            status: self.status.unwrap_or(Status::Todo),
         })
     }
 }

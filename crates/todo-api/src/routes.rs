@@ -180,7 +180,7 @@ async fn get_todo(
         .ok_or(ApiError::NotFound(id))
 }
 
-/// Create an item in the TODO column.
+/// Create an item, in the TODO column unless `status` names another.
 #[utoipa::path(post, path = "/todo", tag = "todo", request_body = CreateTodo, responses(
     (status = 201, description = "Created", body = Todo,
         headers(("Location" = String, description = "`/todo/{id}` of the new item"))),

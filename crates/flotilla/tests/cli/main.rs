@@ -1,0 +1,5 @@
+//! The `flotilla` binary as a user runs it: real processes, signals, exit codes, logs.
+
+mod helpers;
+mod lifecycle;
+mod startup;

@@ -1,0 +1,266 @@
+//! Starts the API on a free loopback port with its own SQLite file, and talks HTTP to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use platform::Source;
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use todo_api::Config;
+use tokio::sync::oneshot;
+
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) client: reqwest::Client,
+    pub(crate) db_path: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), todo_api::RunError>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Extra settings on top of "a fresh database in a temporary directory".
+#[derive(Default)]
+pub(crate) struct Options {
+    pub(crate) env: Vec<(String, String)>,
+    /// Reuse this database file instead of a fresh one.
+    pub(crate) db_path: Option<PathBuf>,
+}
+
+impl Options {
+    pub(crate) fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub(crate) async fn spawn_with(options: Options) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        platform::init_logging(&platform::LogConfig {
+            format: platform::telemetry::LogFormat::Text,
+            filter: "debug".into(),
+        });
+    }
+    let (dir, db_path) = match options.db_path {
+        Some(path) => (None, path),
+        None => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path = dir.path().join("todo.db");
+            (Some(dir), path)
+        }
+    };
+    let mut env = vec![
+        (
+            "TODO_PRIMARY_URL".to_string(),
+            format!("sqlite://{}", db_path.display()),
+        ),
+        ("TODO_DB_TIMEOUT".to_string(), "300ms".to_string()),
+        ("FLOTILLA_DRAIN_TIMEOUT".to_string(), "5s".to_string()),
+    ];
+    env.extend(options.env);
+    let config = Config::from_source(&Source::from_pairs(env)).expect("valid test config");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(todo_api::run(listener, config, async {
+        let _ = rx.await;
+    }));
+    let app = TestApp {
+        addr,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        db_path,
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    };
+    app.wait_ready().await;
+    app
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Polls `/ready` until it answers 200 (the store opens before serving starts).
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(response) = self.client.get(self.url("/ready")).send().await
+                && response.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the API did not become ready");
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub(crate) async fn put_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    pub(crate) async fn patch_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    /// A request with an arbitrary method, content type and body.
+    pub(crate) async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// Creates an item and returns it.
+    pub(crate) async fn create(&self, title: &str, content: &str) -> Value {
+        let response = self
+            .post_json(
+                "/todo",
+                &serde_json::json!({"title": title, "content": content}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    /// Moves an item to `status` and returns it.
+    pub(crate) async fn set_status(&self, id: i64, status: &str) -> Value {
+        let response = self
+            .patch_json(
+                &format!("/todo/{id}"),
+                &serde_json::json!({"status": status}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Every item of a column, following `Link` headers.
+    pub(crate) async fn list_all(&self, status: &str, limit: u32) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut url = format!("/todo?status={status}&limit={limit}");
+        loop {
+            let response = self.get(&url).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let next = next_link(&response);
+            let page: Vec<Value> = response.json().await.unwrap();
+            assert!(page.len() <= limit as usize);
+            items.extend(page);
+            match next {
+                Some(query) => url = format!("/todo{query}"),
+                None => return items,
+            }
+        }
+    }
+
+    /// How many rows the table holds, read straight from the file.
+    pub(crate) fn row_count(&self) -> i64 {
+        let conn = rusqlite::Connection::open(&self.db_path).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM todo", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    /// Stops the server as SIGTERM would and waits for it to finish draining.
+    pub(crate) async fn shut_down(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The query-only reference in a `Link: <?...>; rel="next"` header.
+pub(crate) fn next_link(response: &Response) -> Option<String> {
+    let link = response.headers().get("link")?.to_str().ok()?;
+    assert!(link.ends_with("; rel=\"next\""), "{link}");
+    let target = link.strip_prefix('<')?.split('>').next()?;
+    assert!(target.starts_with('?'), "a query-only reference: {target}");
+    Some(target.to_string())
+}
+
+/// Asserts the JSON error body: `{"status": <code>, "message": "..."}` with the message containing `needle`.
+pub(crate) async fn assert_error(response: Response, status: u16, needle: &str) -> String {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["status"], status, "{body}");
+    let message = body["message"].as_str().expect("a message").to_string();
+    assert!(
+        message.contains(needle),
+        "message {message:?} should mention {needle:?}"
+    );
+    message
+}
