@@ -42,17 +42,15 @@ pub(crate) fn start(service: &str, extra_args: &[&str], env: &[(&str, &str)]) ->
         .spawn()
         .expect("spawn flotilla");
     let logs = forward_json_lines(child.stderr.take().unwrap());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = logs
-            .recv_timeout(remaining)
-            .expect("a 'listening' log line");
-        if line["message"] == "listening" {
-            let addr = line["address"].as_str().unwrap().parse().unwrap();
-            return Running { child, addr, logs };
-        }
-    }
+    // Owned by `Running` from here on, so a failed wait below still kills the process.
+    let mut running = Running {
+        child,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        logs,
+    };
+    let listening = running.log_matching(|line| line["message"] == "listening");
+    running.addr = listening["address"].as_str().unwrap().parse().unwrap();
+    running
 }
 
 fn forward_json_lines(stderr: ChildStderr) -> mpsc::Receiver<Value> {
