@@ -91,7 +91,7 @@ where
         }
     };
     let (bind, common) = bind_and_common(&config);
-    platform::init_logging(&common.log);
+    let _log = platform::init_logging(&common.log);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -62,13 +62,26 @@ fn parse_filter(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
-/// Installs the global log subscriber. Safe to call more than once (tests): later calls do nothing.
-pub fn init_logging(config: &LogConfig) {
+/// Keeps the log writer running; dropping it flushes what is still queued. Hold it until exit.
+#[must_use = "dropping the guard stops log output"]
+pub struct LogGuard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Installs the global log subscriber. Lines are written by a background thread, batched into
+/// few writes, so a request never waits on stderr; when the queue is full, logging blocks rather
+/// than losing lines. Safe to call more than once (tests): later calls do nothing.
+pub fn init_logging(config: &LogConfig) -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = EnvFilter::new(&config.filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.format {
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer);
+    let installed = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -77,6 +90,9 @@ pub fn init_logging(config: &LogConfig) {
             .with_span_list(false)
             .try_init(),
     };
+    LogGuard {
+        _writer: installed.is_ok().then_some(guard),
+    }
 }
 
 /// Buckets for every `*_duration_seconds` histogram: 0.5 ms to 10 s.

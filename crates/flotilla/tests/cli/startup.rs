@@ -107,3 +107,33 @@ fn no_subcommand_prints_usage() {
         + &String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("todo-api") && text.contains("echo"), "{text}");
 }
+
+#[test]
+fn the_readme_documents_every_setting() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let all = [
+        platform::cli::COMMON_SETTINGS,
+        todo_api::SETTINGS,
+        echo::SETTINGS,
+    ];
+    for setting in all.iter().flat_map(|s| s.iter()) {
+        assert!(
+            readme.contains(&format!("`{}`", setting.env)),
+            "README lacks {}",
+            setting.env
+        );
+        if let Some(flag) = setting.flag {
+            assert!(
+                readme.contains(&format!("`--{flag}`")),
+                "README lacks --{flag}"
+            );
+        }
+        for alias in setting.aliases {
+            assert!(
+                readme.contains(&format!("`{alias}`")),
+                "README lacks {alias}"
+            );
+        }
+    }
+}

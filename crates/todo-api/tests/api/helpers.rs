@@ -40,10 +40,11 @@ pub(crate) async fn spawn_app() -> TestApp {
 
 pub(crate) async fn spawn_with(options: Options) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        platform::init_logging(&platform::LogConfig {
+        // Kept for the whole test process: dropping the guard would stop the output.
+        std::mem::forget(platform::init_logging(&platform::LogConfig {
             format: platform::telemetry::LogFormat::Text,
             filter: "debug".into(),
-        });
+        }));
     }
     let (dir, db_path) = match options.db_path {
         Some(path) => (None, path),

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Benchmarks the TODO API on its embedded SQLite default with wrk (keep-alive, 64 connections):
+#   GET  /todo?status=PROGRESS  with 100 rows in that column
+#   POST /todo
+# and the API's peak RSS. Prints a table and appends it, with this command, to docs/benchmarks.md.
+#
+#   bench/todo-api.sh [--duration 20] [--connections 64] [--no-record]
+#
+# The API logs as it does by default (one text line per request), to a file. wrk runs on the same
+# machine, so it shares the CPU with the API: the numbers are for the pair.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=20
+connections=64
+record=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --no-record) record=0; shift ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+cargo build --release --quiet
+bin=target/release/flotilla
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+base="http://127.0.0.1:$port"
+"$bin" todo-api --bind "127.0.0.1:$port" --primary-url "sqlite://$work/todo.db" >"$work/api.log" 2>&1 &
+api=$!
+trap 'kill $api 2>/dev/null; wait $api 2>/dev/null; rm -rf "$work"' EXIT
+
+for _ in $(seq 100); do curl -sf "$base/ready" >/dev/null && break; sleep 0.1; done
+# 100 items in PROGRESS (the measured page), and some in the other columns.
+for i in $(seq 100); do
+  curl -sf -o /dev/null -H 'content-type: application/json' \
+    -d "{\"title\":\"item $i\",\"content\":\"benchmark content for item $i\",\"status\":\"PROGRESS\"}" "$base/todo"
+done
+for status in TODO DONE; do
+  for i in $(seq 20); do
+    curl -sf -o /dev/null -H 'content-type: application/json' \
+      -d "{\"title\":\"$status $i\",\"content\":\"other column\",\"status\":\"$status\"}" "$base/todo"
+  done
+done
+[ "$(curl -sf "$base/todo?status=PROGRESS" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 100 ]
+
+# wrk's summary -> "req/s p50 p99"
+measure() {
+  wrk -t2 -c"$connections" -d"${duration}s" --latency "$@" | awk '
+    /Requests\/sec/ {rps=$2}
+    $1=="50%" {p50=$2}
+    $1=="99%" {p99=$2}
+    /Non-2xx/ {bad=$NF}
+    END {if (bad) {print "non-2xx answers: " bad > "/dev/stderr"; exit 1}; printf "%d %s %s\n", rps, p50, p99}'
+}
+
+wrk -t2 -c"$connections" -d2s "$base/todo?status=PROGRESS" >/dev/null   # warm-up
+read -r get_rps get_p50 get_p99 < <(measure "$base/todo?status=PROGRESS")
+read -r post_rps post_p50 post_p99 < <(measure -s bench/post-todo.lua "$base/todo")
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$api/status")
+rss_mb=$(awk -v kb="$rss_kb" 'BEGIN {printf "%.1f", kb/1024}')
+
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+table=$(cat <<EOF
+| case | req/s | p50 | p99 |
+|---|---:|---:|---:|
+| GET /todo?status=PROGRESS (100 rows) | $get_rps | $get_p50 | $get_p99 |
+| POST /todo | $post_rps | $post_p50 | $post_p99 |
+
+Peak RSS of the API: $rss_mb MB (VmHWM).
+EOF
+)
+echo "$table"
+
+if [ "$record" = 1 ]; then
+  {
+    echo
+    echo "### TODO API, SQLite — $(date -u +%Y-%m-%d)"
+    echo
+    echo "\`bench/todo-api.sh --duration $duration --connections $connections\` on $(nproc) cores ($cpu),"
+    echo "wrk -t2 -c$connections -d${duration}s on the same machine, API logging every request to a file."
+    echo
+    echo "$table"
+  } >>docs/benchmarks.md
+  echo "appended to docs/benchmarks.md"
+fi

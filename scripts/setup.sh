@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing Flotilla needs on a fresh Debian machine, skipping what is
+# already there. Needs root (or sudo) only when something must be installed.
+set -euo pipefail
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# A C compiler builds the bundled SQLite.
+packages=()
+command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "setup: installing ${packages[*]}"
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+# rustfmt and clippy come with the toolchain; add them if this toolchain lacks them.
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+echo "setup: ready"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md gives it: formatting, lints, then every test of the workspace.
+# Tests start real servers on 127.0.0.1 ports they pick themselves; nothing leaves the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
