@@ -223,3 +223,27 @@ async fn two_servers_can_start_on_one_new_file_together() {
         .unwrap();
     assert_eq!(seen, item);
 }
+
+#[tokio::test]
+async fn a_clean_shutdown_leaves_only_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("todo.db");
+    let app = spawn_with(Options {
+        db_path: Some(db.clone()),
+        ..Options::default()
+    })
+    .await;
+    app.create("x", "").await;
+    let wal = db.with_extension("db-wal");
+    assert!(wal.exists());
+    app.shut_down().await;
+    assert!(
+        !wal.exists(),
+        "the WAL was checkpointed and removed on close"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let count: i64 = conn
+        .query_row("SELECT COUNT(*) FROM todo", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 1);
+}
