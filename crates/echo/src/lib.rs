@@ -70,6 +70,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let readiness = Readiness::new();
     let router = app(&config.hostname, &readiness);
+    // Nothing to prepare: ready as soon as it listens.
+    readiness.started();
     platform::serve(
         listener,
         router,

@@ -30,6 +30,13 @@ pub const COMMON_SETTINGS: &[Setting] = &[
         "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
     )
     .default("10s"),
+    Setting::new(
+        "FLOTILLA_SHUTDOWN_DELAY",
+        "shutdown-delay",
+        "DURATION",
+        "on SIGTERM/SIGINT, how long to keep serving while /ready says 503, before draining",
+    )
+    .default("0s"),
 ];
 
 /// Adds one flag per setting that has one, with the env var and default in its help.

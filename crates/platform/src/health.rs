@@ -75,6 +75,17 @@ impl Readiness {
         self.inner.phase.store(phase as u8, Ordering::Release);
     }
 
+    /// Marks startup as done, unless shutdown has begun meanwhile (a draining service must not
+    /// turn ready again).
+    pub fn started(&self) {
+        let _ = self.inner.phase.compare_exchange(
+            Phase::Starting as u8,
+            Phase::Serving as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     /// Adds a dependency check. It returns details to show (`Ok`) or what is wrong (`Err`).
     pub fn add_check<F, Fut>(&self, name: impl Into<String>, critical: bool, run: F)
     where
@@ -183,6 +194,12 @@ mod tests {
 
         readiness.set_phase(Phase::Draining);
         assert_eq!(readiness.report().await.1["status"], "draining");
+        readiness.started();
+        assert_eq!(
+            readiness.phase(),
+            Phase::Draining,
+            "startup finishing late must not undo a drain"
+        );
     }
 
     #[tokio::test(start_paused = true)]

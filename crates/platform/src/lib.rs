@@ -32,26 +32,31 @@ pub use health::{Phase, Readiness};
 pub use server::{ServeOptions, bind, serve, shutdown_signal};
 pub use telemetry::{LogConfig, init_logging};
 
-/// The settings every service has: how it logs and how long it drains.
+/// The settings every service has: how it logs and how it shuts down.
 #[derive(Debug, Clone)]
 pub struct CommonConfig {
     pub log: LogConfig,
     pub drain_timeout: Duration,
+    pub shutdown_delay: Duration,
 }
 
 impl CommonConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let drain = &cli::COMMON_SETTINGS[2];
+        let [_, _, drain, delay] = cli::COMMON_SETTINGS else {
+            unreachable!("COMMON_SETTINGS lists format, level, drain timeout, shutdown delay")
+        };
         Ok(CommonConfig {
             log: LogConfig::from_source(source)?,
             drain_timeout: source.parse_or_default(drain, config::parse_duration)?,
+            shutdown_delay: source.parse_or_default(delay, config::parse_duration)?,
         })
     }
 
-    /// Server options with this config's drain timeout.
+    /// Server options with this config's shutdown timings.
     pub fn serve_options(&self) -> ServeOptions {
         ServeOptions {
             drain_timeout: self.drain_timeout,
+            shutdown_delay: self.shutdown_delay,
             ..ServeOptions::default()
         }
     }

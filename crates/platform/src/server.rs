@@ -1,9 +1,14 @@
 //! The HTTP server every service runs on: HTTP/1.1 with keep-alive and HTTP/2 (h2c prior
 //! knowledge) on one port, a connection limit, a header read timeout, and graceful shutdown.
 //!
-//! Shutdown follows the service contract: when the shutdown future resolves, readiness turns 503,
-//! the listener closes (new connections are refused), idle keep-alive connections are closed,
-//! requests in flight run to completion, and after `drain_timeout` whatever is left is dropped.
+//! Shutdown follows the service contract: when the shutdown future resolves, readiness turns 503;
+//! for `shutdown_delay` the service keeps serving normally, so load balancers that check `/ready`
+//! stop sending to it first; then the listener closes (new connections are refused), idle
+//! keep-alive connections are closed, requests in flight run to completion, and after
+//! `drain_timeout` whatever is left is dropped.
+//!
+//! The server never marks the service ready: the service does, once its own startup (opening a
+//! database, say) is done. Until then `/ready` answers 503 `starting`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +35,9 @@ use crate::health::{Phase, Readiness};
 pub struct ServeOptions {
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// How long to keep serving, unready, after shutdown is requested and before the listener
+    /// closes.
+    pub shutdown_delay: Duration,
     /// A client must send a request head within this time; it also bounds idle keep-alive.
     pub header_read_timeout: Duration,
     /// Open connections beyond this wait in the kernel's accept queue.
@@ -42,6 +50,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             drain_timeout: Duration::from_secs(10),
+            shutdown_delay: Duration::ZERO,
             header_read_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_header_size: 32 * 1024,
@@ -92,10 +101,19 @@ where
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(options.max_connections));
 
-    readiness.set_phase(Phase::Serving);
     tracing::info!(address = %local, "listening");
 
-    let mut shutdown = std::pin::pin!(shutdown);
+    // Resolves when the listener should close: the shutdown signal, then the shutdown delay
+    // (during which readiness already says "draining").
+    let stop_accepting = async {
+        shutdown.await;
+        readiness.set_phase(Phase::Draining);
+        if !options.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?options.shutdown_delay, "unready; still serving during the shutdown delay");
+            tokio::time::sleep(options.shutdown_delay).await;
+        }
+    };
+    let mut shutdown = std::pin::pin!(stop_accepting);
     loop {
         // Waiting for a permit before accepting keeps excess connections in the accept queue, as
         // nginx does at worker_connections, instead of accepting and dropping them.
@@ -134,7 +152,6 @@ where
         });
     }
 
-    readiness.set_phase(Phase::Draining);
     drop(listener);
     let open = graceful.count();
     tracing::info!(address = %local, open_connections = open, "shutting down, draining");

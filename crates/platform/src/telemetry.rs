@@ -26,8 +26,8 @@ pub struct LogConfig {
 
 impl LogConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let [format, level, _] = crate::cli::COMMON_SETTINGS else {
-            unreachable!("COMMON_SETTINGS lists format, level, drain timeout")
+        let [format, level, ..] = crate::cli::COMMON_SETTINGS else {
+            unreachable!("COMMON_SETTINGS starts with format and level")
         };
         let format =
             source.parse_or_default(format, |v| match v.to_ascii_lowercase().as_str() {

@@ -24,6 +24,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     PayloadTooLarge,
+    #[error("the API is starting up; try again shortly")]
+    Starting,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -41,10 +43,12 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Starting | ApiError::Store(StoreError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Store(StoreError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        if status.is_server_error() && !matches!(self, ApiError::Starting) {
             tracing::error!(error = %error_chain(&self), "request failed");
         }
         let message = match &self {

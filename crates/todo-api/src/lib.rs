@@ -25,7 +25,7 @@ use platform::{ErrorStyle, Readiness};
 use tokio::net::TcpListener;
 
 pub use config::{Config, SETTINGS};
-use store::{Store, StoreError, StoreOptions};
+use store::{Store, StoreError, StoreOptions, StoreSlot};
 
 /// Opens the database named by `config`, migrating and (if asked) seeding it.
 pub async fn open_store(config: &Config) -> Result<Arc<Store>, StoreError> {
@@ -42,8 +42,15 @@ pub async fn open_store(config: &Config) -> Result<Arc<Store>, StoreError> {
     Ok(Arc::new(store))
 }
 
-/// The API's routes wrapped in the service contract, with readiness checks on every database.
-pub fn app(store: Arc<Store>, readiness: &Readiness) -> axum::Router {
+/// The API's routes wrapped in the service contract. Until `store` is filled, the API answers
+/// 503 "starting".
+pub fn app(store: StoreSlot, readiness: &Readiness) -> axum::Router {
+    let (routes, _) = routes::router(store);
+    platform::contract_router(routes, readiness, ErrorStyle::Json)
+}
+
+/// Readiness checks on every database of `store`.
+fn add_checks(store: &Arc<Store>, readiness: &Readiness) {
     let primary = store.clone();
     readiness.add_check("primary", true, move || {
         let store = primary.clone();
@@ -57,28 +64,53 @@ pub fn app(store: Arc<Store>, readiness: &Readiness) -> axum::Router {
             async move { store.check_replica(index).await }
         });
     }
-    let (routes, _) = routes::router(store);
-    platform::contract_router(routes, readiness, ErrorStyle::Json)
 }
 
-/// Opens the database, then serves until `shutdown` resolves and drains.
+/// Serves at once (503 "starting" until the database is open and migrated), then serves the API
+/// until `shutdown` resolves and drains. A database that cannot be opened at all ends the run
+/// with an error; one that is only locked is waited for.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let store = open_store(&config).await?;
     let readiness = Readiness::new();
-    let router = app(store, &readiness);
-    platform::serve(
+    let slot = StoreSlot::default();
+    let router = app(slot.clone(), &readiness);
+    let (give_up, gave_up) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = gave_up => {}
+        }
+    };
+    let serving = platform::serve(
         listener,
         router,
         config.common.serve_options(),
-        readiness,
-        shutdown,
-    )
-    .await?;
-    Ok(())
+        readiness.clone(),
+        stop,
+    );
+    let mut serving = std::pin::pin!(serving);
+    let opened = tokio::select! {
+        // Asked to stop before startup finished.
+        served = &mut serving => return served.map_err(RunError::from),
+        opened = open_store(&config) => opened,
+    };
+    match opened {
+        Ok(store) => {
+            add_checks(&store, &readiness);
+            slot.set(store);
+            readiness.started();
+            serving.await?;
+            Ok(())
+        }
+        Err(error) => {
+            let _ = give_up.send(());
+            serving.await?;
+            Err(error.into())
+        }
+    }
 }
 
 /// Why the API could not run.

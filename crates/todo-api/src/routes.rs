@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, JsonBody, MAX_BODY_BYTES, QueryParams, TodoId};
 use crate::model::{CreateTodo, PatchTodo, ReplaceTodo, Status, Timestamp, Todo};
-use crate::store::{Cursor, ListQuery, Store};
+use crate::store::{Cursor, ListQuery, Store, StoreSlot};
 
 /// Items per page unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -27,8 +27,15 @@ pub const MAX_LIMIT: u32 = 1000;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<Store>,
+    store: StoreSlot,
     openapi: Arc<OnceLock<String>>,
+}
+
+impl AppState {
+    /// The store, or 503 while startup is still opening it.
+    fn store(&self) -> Result<&Arc<Store>, ApiError> {
+        self.store.get().ok_or(ApiError::Starting)
+    }
 }
 
 #[derive(OpenApi)]
@@ -42,7 +49,7 @@ pub struct AppState {
 struct ApiDoc;
 
 /// The API's routes and their OpenAPI document.
-pub fn router(store: Arc<Store>) -> (axum::Router, utoipa::openapi::OpenApi) {
+pub fn router(store: StoreSlot) -> (axum::Router, utoipa::openapi::OpenApi) {
     let state = AppState {
         store,
         openapi: Arc::new(OnceLock::new()),
@@ -138,7 +145,7 @@ async fn list_todos(
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Response, ApiError> {
     let query = params.validate()?;
-    let page = state.store.list(&query).await?;
+    let page = state.store()?.list(&query).await?;
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -173,7 +180,7 @@ async fn get_todo(
     TodoId(id): TodoId,
 ) -> Result<Json<Todo>, ApiError> {
     state
-        .store
+        .store()?
         .get(id)
         .await?
         .map(Json)
@@ -193,7 +200,7 @@ async fn create_todo(
     JsonBody(body): JsonBody<CreateTodo>,
 ) -> Result<Response, ApiError> {
     let new = body.validate()?;
-    let todo = state.store.create(&new, Timestamp::now()).await?;
+    let todo = state.store()?.create(&new, Timestamp::now()).await?;
     let location = HeaderValue::try_from(format!("/todo/{}", todo.id)).expect("digits only");
     Ok((
         StatusCode::CREATED,
@@ -241,7 +248,7 @@ async fn replace(
     body: ReplaceTodo,
 ) -> Result<Json<Todo>, ApiError> {
     let (id, todo) = body.validate(path_id)?;
-    let updated = state.store.replace(id, &todo, Timestamp::now()).await?;
+    let updated = state.store()?.replace(id, &todo, Timestamp::now()).await?;
     updated.map(Json).ok_or(ApiError::NotFound(id))
 }
 
@@ -260,7 +267,10 @@ async fn patch_todo(
     JsonBody(body): JsonBody<PatchTodo>,
 ) -> Result<Json<Todo>, ApiError> {
     let changes = body.validate()?;
-    let updated = state.store.update(id, &changes, Timestamp::now()).await?;
+    let updated = state
+        .store()?
+        .update(id, &changes, Timestamp::now())
+        .await?;
     updated.map(Json).ok_or(ApiError::NotFound(id))
 }
 
@@ -275,7 +285,7 @@ async fn delete_todo(
     State(state): State<AppState>,
     TodoId(id): TodoId,
 ) -> Result<StatusCode, ApiError> {
-    if state.store.delete(id).await? {
+    if state.store()?.delete(id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(id))

@@ -10,6 +10,7 @@
 mod sqlite;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -120,6 +121,21 @@ impl Node {
         match self {
             Node::Sqlite(db) => db.ping().await,
         }
+    }
+}
+
+/// The store, once startup has opened it; requests before that are answered 503.
+#[derive(Clone, Default)]
+pub struct StoreSlot(Arc<OnceLock<Arc<Store>>>);
+
+impl StoreSlot {
+    pub fn get(&self) -> Option<&Arc<Store>> {
+        self.0.get()
+    }
+
+    pub fn set(&self, store: Arc<Store>) {
+        // Startup opens the store once; a second set would be a bug, and keeps the first.
+        let _ = self.0.set(store);
     }
 }
 

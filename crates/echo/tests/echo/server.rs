@@ -99,3 +99,28 @@ async fn the_drain_timeout_bounds_shutdown() {
     );
     slow.abort();
 }
+
+#[tokio::test]
+async fn during_the_shutdown_delay_it_is_unready_but_still_serves() {
+    let mut app = spawn_echo(&[("FLOTILLA_SHUTDOWN_DELAY", "1s")]).await;
+    assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
+    app.begin_shutdown();
+    // New connections during the delay: /ready says draining, real requests still succeed.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let ready = client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "draining");
+    assert_eq!(
+        client.get(app.url("/")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    app.server.take().unwrap().await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(app.addr).await.is_err(),
+        "closed after the delay"
+    );
+}

@@ -72,6 +72,17 @@ impl Running {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Polls `/ready` until it answers 200.
+    pub(crate) fn wait_ready(&self) {
+        for _ in 0..500 {
+            if reqwest::blocking::get(self.url("/ready")).is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("flotilla did not become ready");
+    }
+
     pub(crate) fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("send signal");
     }

@@ -41,6 +41,7 @@ fn the_api_drains_on_sigterm_too() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("t.db").display());
     let mut api = start("todo-api", &["--seed"], &[("TODO_PRIMARY_URL", &db)]);
+    api.wait_ready();
     let items: serde_json::Value = reqwest::blocking::get(api.url("/todo?status=PROGRESS"))
         .unwrap()
         .json()

@@ -110,19 +110,17 @@ async fn open_pool(
 ) -> Result<Pool<Connection>, StoreError> {
     let path = path.to_path_buf();
     let timeout = options.timeout;
-    let connections = tokio::task::spawn_blocking(move || {
-        let mut connections = Vec::with_capacity(size);
-        for _ in 0..size {
-            connections
-                .push(open_connection(&path, writable, timeout).map_err(|e| open_error(&path, e))?);
-        }
-        if writable {
-            migrate(&mut connections[0])?;
-        }
-        Ok::<_, StoreError>(connections)
+    let mut connections = tokio::task::spawn_blocking(move || {
+        (0..size)
+            .map(|_| open_connection(&path, writable, timeout).map_err(|e| open_error(&path, e)))
+            .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(|e| StoreError::Other(Box::new(e)))??;
+    if writable {
+        let first = connections.remove(0);
+        connections.insert(0, migrate(first).await?);
+    }
     let pool = Pool::from_config(&PoolConfig {
         max_size: size,
         timeout: Some(options.timeout),
@@ -380,18 +378,25 @@ where
         .map_err(StoreError::from_sqlite)
 }
 
-/// Brings the schema up to date. Two processes starting on the same new file can race to apply
-/// the same migration; the loser fails, and on retry finds it applied.
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let migrations = migrations();
-    let mut attempt = 0;
+/// Brings the schema up to date. While another connection holds the write lock (another process
+/// migrating the same new file, or a long write), it waits and tries again, for as long as it
+/// takes: the service answers 503 "starting" meanwhile, and a shutdown cancels the wait.
+async fn migrate(mut conn: Connection) -> Result<Connection, StoreError> {
+    let mut pause = Duration::from_millis(25);
     loop {
-        match migrations.to_latest(conn) {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < 5 => {
-                attempt += 1;
-                tracing::debug!(%error, attempt, "migration failed, retrying");
-                std::thread::sleep(Duration::from_millis(20 * attempt));
+        let (back, result) = tokio::task::spawn_blocking(move || {
+            let result = migrations().to_latest(&mut conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| StoreError::Other(Box::new(e)))?;
+        conn = back;
+        match result {
+            Ok(()) => return Ok(conn),
+            Err(rusqlite_migration::Error::RusqliteError { err, .. }) if is_busy(&err) => {
+                tracing::warn!(error = %err, retry_in = ?pause, "the database is locked; waiting to migrate it");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
             Err(error) => {
                 return Err(StoreError::Unavailable(format!(

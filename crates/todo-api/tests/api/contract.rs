@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{Options, spawn_app, spawn_with};
+use crate::helpers::{Options, assert_error, spawn_app, spawn_starting, spawn_with};
 
 #[tokio::test]
 async fn hc_answers_ok_on_any_method() {
@@ -125,4 +125,50 @@ async fn a_slow_request_in_flight_at_shutdown_completes() {
         .await
         .expect("a complete JSON body");
     stop.await.unwrap();
+}
+
+#[tokio::test]
+async fn it_answers_503_while_starting_and_serves_once_the_database_is_free() {
+    // A new database file whose write lock another program holds: migrating it must wait.
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("todo.db");
+    let mut other = rusqlite::Connection::open(&db_path).unwrap();
+    other.pragma_update(None, "journal_mode", "WAL").unwrap();
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+
+    let app = spawn_starting(Options {
+        db_path: Some(db_path.clone()),
+        ..Options::default()
+    })
+    .await;
+    // Poll until the server answers at all, then check what it says.
+    let ready = loop {
+        match app.client.get(app.url("/ready")).send().await {
+            Ok(response) => break response,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "starting");
+    assert_eq!(
+        app.get("/hc").await.status(),
+        StatusCode::OK,
+        "alive while starting"
+    );
+    assert_error(app.get("/todo").await, 503, "starting").await;
+    assert_error(
+        app.post_json("/todo", &serde_json::json!({"title": "early"}))
+            .await,
+        503,
+        "starting",
+    )
+    .await;
+
+    drop(lock);
+    app.wait_ready().await;
+    assert_eq!(app.get("/todo").await.status(), StatusCode::OK);
+    assert_eq!(app.create("now", "").await["title"], "now");
 }

@@ -39,6 +39,13 @@ pub(crate) async fn spawn_app() -> TestApp {
 }
 
 pub(crate) async fn spawn_with(options: Options) -> TestApp {
+    let app = spawn_starting(options).await;
+    app.wait_ready().await;
+    app
+}
+
+/// Starts the API without waiting for it to become ready.
+pub(crate) async fn spawn_starting(options: Options) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         // Kept for the whole test process: dropping the guard would stop the output.
         std::mem::forget(platform::init_logging(&platform::LogConfig {
@@ -84,7 +91,6 @@ pub(crate) async fn spawn_with(options: Options) -> TestApp {
         server: Some(server),
         _dir: dir,
     };
-    app.wait_ready().await;
     app
 }
 
@@ -94,7 +100,7 @@ impl TestApp {
     }
 
     /// Polls `/ready` until it answers 200 (the store opens before serving starts).
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         for _ in 0..200 {
             if let Ok(response) = self.client.get(self.url("/ready")).send().await
                 && response.status() == StatusCode::OK
