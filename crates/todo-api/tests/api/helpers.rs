@@ -80,7 +80,7 @@ pub(crate) async fn spawn_starting(options: Options) -> TestApp {
     let server = tokio::spawn(todo_api::run(listener, config, async {
         let _ = rx.await;
     }));
-    let app = TestApp {
+    TestApp {
         addr,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -90,8 +90,7 @@ pub(crate) async fn spawn_starting(options: Options) -> TestApp {
         shutdown: Some(tx),
         server: Some(server),
         _dir: dir,
-    };
-    app
+    }
 }
 
 impl TestApp {
