@@ -4,8 +4,10 @@
 #   POST /todo
 # and the API's peak RSS. Prints a table and appends it, with this command, to docs/benchmarks.md.
 #
-#   bench/todo-api.sh [--duration 20] [--connections 64] [--no-record]
+#   bench/todo-api.sh [--duration 20] [--connections 64] [--runs 3] [--no-record]
 #
+# Each case runs --runs times; the table shows the run with the median req/s, and the range of
+# req/s over all runs (this machine is shared, and single runs vary by tens of percent).
 # The API logs as it does by default (one text line per request), to a file. wrk runs on the same
 # machine, so it shares the CPU with the API: the numbers are for the pair.
 set -euo pipefail
@@ -13,11 +15,13 @@ cd "$(dirname "$0")/.."
 
 duration=20
 connections=64
+runs=3
 record=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
     --no-record) record=0; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -58,18 +62,25 @@ measure() {
     END {if (bad) {print "non-2xx answers: " bad > "/dev/stderr"; exit 1}; printf "%d %s %s\n", rps, p50, p99}'
 }
 
+# Runs a case $runs times -> "median_rps p50 p99 min_rps max_rps" (latencies of the median run).
+repeat() {
+  for _ in $(seq "$runs"); do measure "$@"; done | sort -n | awk -v n="$runs" '
+    {rps[NR]=$1; p50[NR]=$2; p99[NR]=$3}
+    END {m=int((n+1)/2); printf "%d %s %s %d %d\n", rps[m], p50[m], p99[m], rps[1], rps[n]}'
+}
+
 wrk -t2 -c"$connections" -d2s "$base/todo?status=PROGRESS" >/dev/null   # warm-up
-read -r get_rps get_p50 get_p99 < <(measure "$base/todo?status=PROGRESS")
-read -r post_rps post_p50 post_p99 < <(measure -s bench/post-todo.lua "$base/todo")
+read -r get_rps get_p50 get_p99 get_min get_max < <(repeat "$base/todo?status=PROGRESS")
+read -r post_rps post_p50 post_p99 post_min post_max < <(repeat -s bench/post-todo.lua "$base/todo")
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$api/status")
 rss_mb=$(awk -v kb="$rss_kb" 'BEGIN {printf "%.1f", kb/1024}')
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 table=$(cat <<EOF
-| case | req/s | p50 | p99 |
-|---|---:|---:|---:|
-| GET /todo?status=PROGRESS (100 rows) | $get_rps | $get_p50 | $get_p99 |
-| POST /todo | $post_rps | $post_p50 | $post_p99 |
+| case | req/s (median of $runs) | range of $runs runs | p50 | p99 |
+|---|---:|---:|---:|---:|
+| GET /todo?status=PROGRESS (100 rows) | $get_rps | $get_min–$get_max | $get_p50 | $get_p99 |
+| POST /todo | $post_rps | $post_min–$post_max | $post_p50 | $post_p99 |
 
 Peak RSS of the API: $rss_mb MB (VmHWM).
 EOF
@@ -81,7 +92,7 @@ if [ "$record" = 1 ]; then
     echo
     echo "### TODO API, SQLite — $(date -u +%Y-%m-%d)"
     echo
-    echo "\`bench/todo-api.sh --duration $duration --connections $connections\` on $(nproc) cores ($cpu),"
+    echo "\`bench/todo-api.sh --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu),"
     echo "wrk -t2 -c$connections -d${duration}s on the same machine, API logging every request to a file."
     echo
     echo "$table"
