@@ -47,13 +47,117 @@ pub const SETTINGS: &[Setting] = &[BIND, PRIMARY_URL, REPLICA_URLS, DB_TIMEOUT, 
 pub enum DatabaseUrl {
     /// An embedded SQLite file.
     Sqlite(PathBuf),
+    /// A MySQL or MariaDB server.
+    MySql(MySqlTarget),
+}
+
+/// Where and how to reach a MySQL/MariaDB database.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MySqlTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+}
+
+impl std::fmt::Debug for MySqlTarget {
+    // Passwords stay out of logs and error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mysql://{}@{}:{}/{}", self.user, self.host, self.port, self.database)
+    }
+}
+
+impl MySqlTarget {
+    /// `host:port/database`, for logs and readiness reports.
+    pub fn label(&self) -> String {
+        format!("mysql://{}:{}/{}", self.host, self.port, self.database)
+    }
+}
+
+const EXPECTED_URL: &str = "a database URL: sqlite://PATH, mysql://USER:PASSWORD@HOST:PORT/DB, \
+     or the Go form USER:PASSWORD@tcp(HOST:PORT)/DB";
+
+/// `mysql://user:pass@host:port/db` (user and password percent-encoded, as in any URL).
+fn parse_mysql_url(rest: &str) -> Result<MySqlTarget, String> {
+    let expected = || EXPECTED_URL.to_string();
+    let (authority, path) = rest.split_once('/').ok_or_else(expected)?;
+    let database = path.split(['?', '#']).next().unwrap_or_default();
+    let (credentials, host_port) = match authority.rsplit_once('@') {
+        Some((credentials, host_port)) => (Some(credentials), host_port),
+        None => (None, authority),
+    };
+    let (user, password) = match credentials {
+        Some(credentials) => {
+            let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+            (percent_decode(user).ok_or_else(expected)?, percent_decode(password).ok_or_else(expected)?)
+        }
+        None => ("root".to_string(), String::new()),
+    };
+    target(host_port, user, password, database)
+}
+
+/// Go's `user:pass@tcp(host:port)/db?params`, as the seeds' stack files write it. The password
+/// is taken as written (Go's driver does not percent-decode it).
+fn parse_go_dsn(value: &str) -> Result<MySqlTarget, String> {
+    let expected = || EXPECTED_URL.to_string();
+    let (credentials, rest) = value.rsplit_once("@tcp(").ok_or_else(expected)?;
+    let (host_port, path) = rest.split_once(")/").ok_or_else(expected)?;
+    let database = path.split('?').next().unwrap_or_default();
+    let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+    target(host_port, user.to_string(), password.to_string(), database)
+}
+
+fn target(host_port: &str, user: String, password: String, database: &str) -> Result<MySqlTarget, String> {
+    let expected = || EXPECTED_URL.to_string();
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+            (host, port.parse::<u16>().map_err(|_| format!("{} (bad port {port:?})", expected()))?)
+        }
+        _ => (host_port, 3306),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || user.is_empty() || database.is_empty() {
+        return Err(format!("{} (host, user and database are required)", expected()));
+    }
+    Ok(MySqlTarget {
+        host: host.to_string(),
+        port,
+        user,
+        password,
+        database: database.to_string(),
+    })
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl DatabaseUrl {
-    /// Accepts `sqlite://PATH` and `sqlite:PATH`.
+    /// Accepts `sqlite://PATH`, `sqlite:PATH`, `mysql://USER:PASSWORD@HOST:PORT/DB` and Go's
+    /// `USER:PASSWORD@tcp(HOST:PORT)/DB?parseTime=true`.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let expected = || "a database URL such as sqlite://./data/todo.db".to_string();
+        let expected = || EXPECTED_URL.to_string();
         let value = value.trim();
+        if let Some(rest) = value.strip_prefix("mysql://").or_else(|| value.strip_prefix("mariadb://")) {
+            return parse_mysql_url(rest).map(DatabaseUrl::MySql);
+        }
+        if value.contains("@tcp(") {
+            return parse_go_dsn(value).map(DatabaseUrl::MySql);
+        }
         if let Some(path) = value
             .strip_prefix("sqlite://")
             .or_else(|| value.strip_prefix("sqlite:"))
@@ -94,6 +198,16 @@ impl Config {
                     .collect::<Result<Vec<_>, _>>()
             })?
             .unwrap_or_default();
+        let mixed = replicas
+            .iter()
+            .any(|r| matches!(r, DatabaseUrl::Sqlite(_)) != matches!(primary, DatabaseUrl::Sqlite(_)));
+        if mixed {
+            return Err(platform::ConfigError::Invalid {
+                origin: REPLICA_URLS.env.to_string(),
+                value: "(mixed)".to_string(),
+                expected: "replicas of the same kind as the primary (all sqlite, or all mysql)".to_string(),
+            });
+        }
         Ok(Config {
             bind: source.parse_or_default(&BIND, parse_bind)?,
             primary,
@@ -141,6 +255,37 @@ mod tests {
             ]
         );
         assert!(config.seed);
+    }
+
+    fn mysql(value: &str) -> MySqlTarget {
+        match DatabaseUrl::parse(value).unwrap() {
+            DatabaseUrl::MySql(target) => target,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mysql_urls_and_go_dsns() {
+        let t = mysql("mysql://gihyo:gihyo@127.0.0.1:3307/tododb");
+        assert_eq!((t.host.as_str(), t.port, t.user.as_str(), t.password.as_str(), t.database.as_str()),
+            ("127.0.0.1", 3307, "gihyo", "gihyo", "tododb"));
+        // The seeds' stack files, unchanged.
+        let t = mysql("gihyo:gihyo@tcp(todo_mysql_master:3306)/tododb?parseTime=true");
+        assert_eq!((t.host.as_str(), t.port, t.database.as_str()), ("todo_mysql_master", 3306, "tododb"));
+        let t = mysql("u:p@ss:w@rd@tcp(db)/x");
+        assert_eq!((t.password.as_str(), t.port), ("p@ss:w@rd", 3306));
+        let t = mysql("mysql://u:p%40ss@[::1]:3306/x");
+        assert_eq!((t.host.as_str(), t.password.as_str()), ("::1", "p@ss"));
+        assert_eq!(format!("{t:?}"), "mysql://u@::1:3306/x", "no password in Debug");
+        for bad in ["mysql://u:p@host:notaport/db", "mysql://u:p@host:3306", "mysql://u:p@:3306/db", "u:p@tcp(h:1)", "mysql://u:%zz@h/db"] {
+            assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn replicas_must_match_the_primary_kind() {
+        let source = Source::from_pairs([("TODO_PRIMARY_URL", "sqlite://a.db"), ("TODO_REPLICA_URLS", "mysql://u:p@h/db")]);
+        assert!(Config::from_source(&source).unwrap_err().to_string().contains("TODO_REPLICA_URLS"));
     }
 
     #[test]

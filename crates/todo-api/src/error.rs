@@ -26,6 +26,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("the API is starting up; try again shortly")]
     Starting,
+    #[error("{0}")]
+    BadPosition(#[from] crate::store::BadPosition),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -39,21 +41,25 @@ impl From<Invalid> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::BadPosition(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Starting | ApiError::Store(StoreError::Unavailable(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Store(StoreError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Starting => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() && !matches!(self, ApiError::Starting) {
-            tracing::error!(error = %error_chain(&self), "request failed");
+        match status {
+            StatusCode::INTERNAL_SERVER_ERROR => tracing::error!(error = %error_chain(&self), "request failed"),
+            StatusCode::SERVICE_UNAVAILABLE if !matches!(self, ApiError::Starting) => {
+                tracing::warn!(error = %error_chain(&self), "request refused: database unavailable");
+            }
+            _ => {}
         }
         let message = match &self {
             // The cause stays in the log; the client learns only that it is not its fault.
             ApiError::Store(StoreError::Other(_)) => "internal error".to_string(),
+            ApiError::Store(StoreError::NoNode(message)) => message.clone(),
             other => other.to_string(),
         };
         platform::error_response(status, message)

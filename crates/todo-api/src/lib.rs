@@ -49,19 +49,25 @@ pub fn app(store: StoreSlot, readiness: &Readiness) -> axum::Router {
     platform::contract_router(routes, readiness, ErrorStyle::Json)
 }
 
-/// Readiness checks on every database of `store`.
+/// Readiness checks on every database of `store`, from what the background check last found.
+/// With replicas, the API can serve reads while any node answers, so only that is critical;
+/// the primary and each replica are reported on their own.
 fn add_checks(store: &Arc<Store>, readiness: &Readiness) {
-    let primary = store.clone();
-    readiness.add_check("primary", true, move || {
-        let store = primary.clone();
-        async move { store.check_primary().await }
-    });
-    for index in 0..store.replica_count() {
-        let replica = store.clone();
-        // Reads can fall back to the primary, so a replica down does not make the API unready.
-        readiness.add_check(format!("replica-{}", index + 1), false, move || {
-            let store = replica.clone();
-            async move { store.check_replica(index).await }
+    let replicated = store.replica_count() > 0;
+    for name in store.node_names() {
+        let store = store.clone();
+        let critical = !replicated;
+        let node = name.clone();
+        readiness.add_check(name, critical, move || {
+            let report = store.node_report(&node);
+            async move { report }
+        });
+    }
+    if replicated {
+        let store = store.clone();
+        readiness.add_check("reads", true, move || {
+            let report = store.readable();
+            async move { report }
         });
     }
 }

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, JsonBody, MAX_BODY_BYTES, QueryParams, TodoId};
 use crate::model::{CreateTodo, PatchTodo, ReplaceTodo, Status, Timestamp, Todo};
-use crate::store::{Cursor, ListQuery, Store, StoreSlot};
+use crate::store::{Cursor, ListQuery, Position, Store, StoreSlot, Written};
 
 /// Items per page unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -118,6 +118,35 @@ impl ListParams {
     }
 }
 
+/// Header carrying a replication position: on a write's answer, where the write landed; on a
+/// read, what the answer must include (read-your-writes across API replicas).
+pub const POSITION_HEADER: &str = "x-todo-position";
+
+/// The `X-Todo-Position` a read must see, if the client sent one.
+struct ReadAfter(Option<Position>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadAfter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get(POSITION_HEADER) {
+            None => Ok(ReadAfter(None)),
+            Some(value) => {
+                let text = value.to_str().map_err(|_| ApiError::BadRequest("X-Todo-Position is not text".into()))?;
+                Ok(ReadAfter(Some(text.parse()?)))
+            }
+        }
+    }
+}
+
+/// Adds `X-Todo-Position` to a write's answer.
+fn with_position(mut response: Response, position: Option<&Position>) -> Response {
+    if let Some(value) = position.and_then(|p| HeaderValue::try_from(p.to_string()).ok()) {
+        response.headers_mut().insert(POSITION_HEADER, value);
+    }
+    response
+}
+
 /// Cursors are opaque to clients: `updated.id`, base64url-encoded.
 fn encode_cursor(cursor: Cursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}.{}", cursor.updated.0, cursor.id))
@@ -142,10 +171,11 @@ fn decode_cursor(text: &str) -> Option<Cursor> {
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn list_todos(
     State(state): State<AppState>,
+    ReadAfter(after): ReadAfter,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Response, ApiError> {
     let query = params.validate()?;
-    let page = state.store()?.list(&query).await?;
+    let page = state.store()?.list(&query, after.as_ref()).await?;
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -177,11 +207,12 @@ async fn list_todos(
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn get_todo(
     State(state): State<AppState>,
+    ReadAfter(after): ReadAfter,
     TodoId(id): TodoId,
 ) -> Result<Json<Todo>, ApiError> {
     state
         .store()?
-        .get(id)
+        .get(id, after.as_ref())
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound(id))
@@ -200,14 +231,10 @@ async fn create_todo(
     JsonBody(body): JsonBody<CreateTodo>,
 ) -> Result<Response, ApiError> {
     let new = body.validate()?;
-    let todo = state.store()?.create(&new, Timestamp::now()).await?;
+    let Written { value: todo, position } = state.store()?.create(&new, Timestamp::now()).await?;
     let location = HeaderValue::try_from(format!("/todo/{}", todo.id)).expect("digits only");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(todo),
-    )
-        .into_response())
+    let response = (StatusCode::CREATED, [(header::LOCATION, location)], Json(todo)).into_response();
+    Ok(with_position(response, position.as_ref()))
 }
 
 /// Replace every field of the item whose `id` is in the body (the original API's form).
@@ -221,7 +248,7 @@ async fn create_todo(
 async fn replace_todo_by_body(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ReplaceTodo>,
-) -> Result<Json<Todo>, ApiError> {
+) -> Result<Response, ApiError> {
     replace(&state, None, body).await
 }
 
@@ -238,18 +265,20 @@ async fn replace_todo(
     State(state): State<AppState>,
     TodoId(id): TodoId,
     JsonBody(body): JsonBody<ReplaceTodo>,
-) -> Result<Json<Todo>, ApiError> {
+) -> Result<Response, ApiError> {
     replace(&state, Some(id), body).await
 }
 
-async fn replace(
-    state: &AppState,
-    path_id: Option<i64>,
-    body: ReplaceTodo,
-) -> Result<Json<Todo>, ApiError> {
+async fn replace(state: &AppState, path_id: Option<i64>, body: ReplaceTodo) -> Result<Response, ApiError> {
     let (id, todo) = body.validate(path_id)?;
-    let updated = state.store()?.replace(id, &todo, Timestamp::now()).await?;
-    updated.map(Json).ok_or(ApiError::NotFound(id))
+    let written = state.store()?.replace(id, &todo, Timestamp::now()).await?;
+    updated_item(id, written)
+}
+
+/// 200 with the item and where it was written, or 404.
+fn updated_item(id: i64, written: Written<Option<Todo>>) -> Result<Response, ApiError> {
+    let todo = written.value.ok_or(ApiError::NotFound(id))?;
+    Ok(with_position(Json(todo).into_response(), written.position.as_ref()))
 }
 
 /// Change some fields of an item, such as only its `status`.
@@ -265,13 +294,10 @@ async fn patch_todo(
     State(state): State<AppState>,
     TodoId(id): TodoId,
     JsonBody(body): JsonBody<PatchTodo>,
-) -> Result<Json<Todo>, ApiError> {
+) -> Result<Response, ApiError> {
     let changes = body.validate()?;
-    let updated = state
-        .store()?
-        .update(id, &changes, Timestamp::now())
-        .await?;
-    updated.map(Json).ok_or(ApiError::NotFound(id))
+    let written = state.store()?.update(id, &changes, Timestamp::now()).await?;
+    updated_item(id, written)
 }
 
 /// Delete an item.
@@ -281,15 +307,12 @@ async fn patch_todo(
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "No such item", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
-async fn delete_todo(
-    State(state): State<AppState>,
-    TodoId(id): TodoId,
-) -> Result<StatusCode, ApiError> {
-    if state.store()?.delete(id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(id))
+async fn delete_todo(State(state): State<AppState>, TodoId(id): TodoId) -> Result<Response, ApiError> {
+    let Written { value: deleted, position } = state.store()?.delete(id).await?;
+    if !deleted {
+        return Err(ApiError::NotFound(id));
     }
+    Ok(with_position(StatusCode::NO_CONTENT.into_response(), position.as_ref()))
 }
 
 /// This document.
