@@ -5,10 +5,13 @@ set -euo pipefail
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# A C compiler builds the bundled SQLite.
+# A C compiler builds the bundled SQLite; MariaDB runs the TODO API's primary/replica tests
+# (scripts/db/mariadb.sh starts it, never systemd).
 packages=()
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 command -v curl >/dev/null 2>&1 || packages+=(curl)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null 2>&1 || packages+=(mariadb-server mariadb-client)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "setup: installing ${packages[*]}"
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The MariaDB tests share one primary/replica cluster, started on first use; stop it at the end.
+shared_mariadb=target/tmp/flotilla-test-mariadb
+trap 'scripts/db/mariadb.sh down --dir "$shared_mariadb" >/dev/null 2>&1 || true' EXIT
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

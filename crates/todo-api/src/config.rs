@@ -64,7 +64,11 @@ pub struct MySqlTarget {
 impl std::fmt::Debug for MySqlTarget {
     // Passwords stay out of logs and error messages.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mysql://{}@{}:{}/{}", self.user, self.host, self.port, self.database)
+        write!(
+            f,
+            "mysql://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
     }
 }
 
@@ -90,7 +94,10 @@ fn parse_mysql_url(rest: &str) -> Result<MySqlTarget, String> {
     let (user, password) = match credentials {
         Some(credentials) => {
             let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-            (percent_decode(user).ok_or_else(expected)?, percent_decode(password).ok_or_else(expected)?)
+            (
+                percent_decode(user).ok_or_else(expected)?,
+                percent_decode(password).ok_or_else(expected)?,
+            )
         }
         None => ("root".to_string(), String::new()),
     };
@@ -108,17 +115,27 @@ fn parse_go_dsn(value: &str) -> Result<MySqlTarget, String> {
     target(host_port, user.to_string(), password.to_string(), database)
 }
 
-fn target(host_port: &str, user: String, password: String, database: &str) -> Result<MySqlTarget, String> {
+fn target(
+    host_port: &str,
+    user: String,
+    password: String,
+    database: &str,
+) -> Result<MySqlTarget, String> {
     let expected = || EXPECTED_URL.to_string();
     let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            (host, port.parse::<u16>().map_err(|_| format!("{} (bad port {port:?})", expected()))?)
-        }
+        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("{} (bad port {port:?})", expected()))?,
+        ),
         _ => (host_port, 3306),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || user.is_empty() || database.is_empty() {
-        return Err(format!("{} (host, user and database are required)", expected()));
+        return Err(format!(
+            "{} (host, user and database are required)",
+            expected()
+        ));
     }
     Ok(MySqlTarget {
         host: host.to_string(),
@@ -152,7 +169,10 @@ impl DatabaseUrl {
     pub fn parse(value: &str) -> Result<Self, String> {
         let expected = || EXPECTED_URL.to_string();
         let value = value.trim();
-        if let Some(rest) = value.strip_prefix("mysql://").or_else(|| value.strip_prefix("mariadb://")) {
+        if let Some(rest) = value
+            .strip_prefix("mysql://")
+            .or_else(|| value.strip_prefix("mariadb://"))
+        {
             return parse_mysql_url(rest).map(DatabaseUrl::MySql);
         }
         if value.contains("@tcp(") {
@@ -198,14 +218,15 @@ impl Config {
                     .collect::<Result<Vec<_>, _>>()
             })?
             .unwrap_or_default();
-        let mixed = replicas
-            .iter()
-            .any(|r| matches!(r, DatabaseUrl::Sqlite(_)) != matches!(primary, DatabaseUrl::Sqlite(_)));
+        let mixed = replicas.iter().any(|r| {
+            matches!(r, DatabaseUrl::Sqlite(_)) != matches!(primary, DatabaseUrl::Sqlite(_))
+        });
         if mixed {
             return Err(platform::ConfigError::Invalid {
                 origin: REPLICA_URLS.env.to_string(),
                 value: "(mixed)".to_string(),
-                expected: "replicas of the same kind as the primary (all sqlite, or all mysql)".to_string(),
+                expected: "replicas of the same kind as the primary (all sqlite, or all mysql)"
+                    .to_string(),
             });
         }
         Ok(Config {
@@ -267,25 +288,54 @@ mod tests {
     #[test]
     fn mysql_urls_and_go_dsns() {
         let t = mysql("mysql://gihyo:gihyo@127.0.0.1:3307/tododb");
-        assert_eq!((t.host.as_str(), t.port, t.user.as_str(), t.password.as_str(), t.database.as_str()),
-            ("127.0.0.1", 3307, "gihyo", "gihyo", "tododb"));
+        assert_eq!(
+            (
+                t.host.as_str(),
+                t.port,
+                t.user.as_str(),
+                t.password.as_str(),
+                t.database.as_str()
+            ),
+            ("127.0.0.1", 3307, "gihyo", "gihyo", "tododb")
+        );
         // The seeds' stack files, unchanged.
         let t = mysql("gihyo:gihyo@tcp(todo_mysql_master:3306)/tododb?parseTime=true");
-        assert_eq!((t.host.as_str(), t.port, t.database.as_str()), ("todo_mysql_master", 3306, "tododb"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.database.as_str()),
+            ("todo_mysql_master", 3306, "tododb")
+        );
         let t = mysql("u:p@ss:w@rd@tcp(db)/x");
         assert_eq!((t.password.as_str(), t.port), ("p@ss:w@rd", 3306));
         let t = mysql("mysql://u:p%40ss@[::1]:3306/x");
         assert_eq!((t.host.as_str(), t.password.as_str()), ("::1", "p@ss"));
-        assert_eq!(format!("{t:?}"), "mysql://u@::1:3306/x", "no password in Debug");
-        for bad in ["mysql://u:p@host:notaport/db", "mysql://u:p@host:3306", "mysql://u:p@:3306/db", "u:p@tcp(h:1)", "mysql://u:%zz@h/db"] {
+        assert_eq!(
+            format!("{t:?}"),
+            "mysql://u@::1:3306/x",
+            "no password in Debug"
+        );
+        for bad in [
+            "mysql://u:p@host:notaport/db",
+            "mysql://u:p@host:3306",
+            "mysql://u:p@:3306/db",
+            "u:p@tcp(h:1)",
+            "mysql://u:%zz@h/db",
+        ] {
             assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn replicas_must_match_the_primary_kind() {
-        let source = Source::from_pairs([("TODO_PRIMARY_URL", "sqlite://a.db"), ("TODO_REPLICA_URLS", "mysql://u:p@h/db")]);
-        assert!(Config::from_source(&source).unwrap_err().to_string().contains("TODO_REPLICA_URLS"));
+        let source = Source::from_pairs([
+            ("TODO_PRIMARY_URL", "sqlite://a.db"),
+            ("TODO_REPLICA_URLS", "mysql://u:p@h/db"),
+        ]);
+        assert!(
+            Config::from_source(&source)
+                .unwrap_err()
+                .to_string()
+                .contains("TODO_REPLICA_URLS")
+        );
     }
 
     #[test]

@@ -50,7 +50,9 @@ impl IntoResponse for ApiError {
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         match status {
-            StatusCode::INTERNAL_SERVER_ERROR => tracing::error!(error = %error_chain(&self), "request failed"),
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %error_chain(&self), "request failed")
+            }
             StatusCode::SERVICE_UNAVAILABLE if !matches!(self, ApiError::Starting) => {
                 tracing::warn!(error = %error_chain(&self), "request refused: database unavailable");
             }

@@ -112,6 +112,7 @@ pub async fn run(
             Ok(())
         }
         Err(error) => {
+            tracing::error!(%error, cause = ?std::error::Error::source(&error), "cannot open the database; stopping");
             let _ = give_up.send(());
             serving.await?;
             Err(error.into())

@@ -128,11 +128,16 @@ struct ReadAfter(Option<Position>);
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ReadAfter {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
         match parts.headers.get(POSITION_HEADER) {
             None => Ok(ReadAfter(None)),
             Some(value) => {
-                let text = value.to_str().map_err(|_| ApiError::BadRequest("X-Todo-Position is not text".into()))?;
+                let text = value
+                    .to_str()
+                    .map_err(|_| ApiError::BadRequest("X-Todo-Position is not text".into()))?;
                 Ok(ReadAfter(Some(text.parse()?)))
             }
         }
@@ -231,9 +236,17 @@ async fn create_todo(
     JsonBody(body): JsonBody<CreateTodo>,
 ) -> Result<Response, ApiError> {
     let new = body.validate()?;
-    let Written { value: todo, position } = state.store()?.create(&new, Timestamp::now()).await?;
+    let Written {
+        value: todo,
+        position,
+    } = state.store()?.create(&new, Timestamp::now()).await?;
     let location = HeaderValue::try_from(format!("/todo/{}", todo.id)).expect("digits only");
-    let response = (StatusCode::CREATED, [(header::LOCATION, location)], Json(todo)).into_response();
+    let response = (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(todo),
+    )
+        .into_response();
     Ok(with_position(response, position.as_ref()))
 }
 
@@ -269,7 +282,11 @@ async fn replace_todo(
     replace(&state, Some(id), body).await
 }
 
-async fn replace(state: &AppState, path_id: Option<i64>, body: ReplaceTodo) -> Result<Response, ApiError> {
+async fn replace(
+    state: &AppState,
+    path_id: Option<i64>,
+    body: ReplaceTodo,
+) -> Result<Response, ApiError> {
     let (id, todo) = body.validate(path_id)?;
     let written = state.store()?.replace(id, &todo, Timestamp::now()).await?;
     updated_item(id, written)
@@ -278,7 +295,10 @@ async fn replace(state: &AppState, path_id: Option<i64>, body: ReplaceTodo) -> R
 /// 200 with the item and where it was written, or 404.
 fn updated_item(id: i64, written: Written<Option<Todo>>) -> Result<Response, ApiError> {
     let todo = written.value.ok_or(ApiError::NotFound(id))?;
-    Ok(with_position(Json(todo).into_response(), written.position.as_ref()))
+    Ok(with_position(
+        Json(todo).into_response(),
+        written.position.as_ref(),
+    ))
 }
 
 /// Change some fields of an item, such as only its `status`.
@@ -296,7 +316,10 @@ async fn patch_todo(
     JsonBody(body): JsonBody<PatchTodo>,
 ) -> Result<Response, ApiError> {
     let changes = body.validate()?;
-    let written = state.store()?.update(id, &changes, Timestamp::now()).await?;
+    let written = state
+        .store()?
+        .update(id, &changes, Timestamp::now())
+        .await?;
     updated_item(id, written)
 }
 
@@ -307,12 +330,21 @@ async fn patch_todo(
     (status = 400, description = "The id is not a positive integer", body = ErrorBody),
     (status = 404, description = "No such item", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
-async fn delete_todo(State(state): State<AppState>, TodoId(id): TodoId) -> Result<Response, ApiError> {
-    let Written { value: deleted, position } = state.store()?.delete(id).await?;
+async fn delete_todo(
+    State(state): State<AppState>,
+    TodoId(id): TodoId,
+) -> Result<Response, ApiError> {
+    let Written {
+        value: deleted,
+        position,
+    } = state.store()?.delete(id).await?;
     if !deleted {
         return Err(ApiError::NotFound(id));
     }
-    Ok(with_position(StatusCode::NO_CONTENT.into_response(), position.as_ref()))
+    Ok(with_position(
+        StatusCode::NO_CONTENT.into_response(),
+        position.as_ref(),
+    ))
 }
 
 /// This document.

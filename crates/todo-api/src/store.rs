@@ -110,7 +110,11 @@ impl PageWriter {
         let mut json = Vec::with_capacity(2 + limit.min(200) * ITEM_JSON_BYTES);
         json.push(b'[');
         PageWriter {
-            page: Page { json, items: 0, next: None },
+            page: Page {
+                json,
+                items: 0,
+                next: None,
+            },
             limit,
             last: None,
         }
@@ -247,17 +251,31 @@ impl Member {
     }
 
     fn report(&self) -> Result<Value, String> {
-        let position = self.position.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(ToString::to_string);
+        let position = self
+            .position
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(ToString::to_string);
         if self.is_up() {
             Ok(json!({"target": self.node.label(), "position": position}))
         } else {
-            let error = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            Err(format!("{}: {}", self.node.label(), error.unwrap_or_default()))
+            let error = self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            Err(format!(
+                "{}: {}",
+                self.node.label(),
+                error.unwrap_or_default()
+            ))
         }
     }
 
     fn count(&self, kind: &'static str) {
-        metrics::counter!("todo_db_queries_total", "node" => self.name.clone(), "kind" => kind).increment(1);
+        metrics::counter!("todo_db_queries_total", "node" => self.name.clone(), "kind" => kind)
+            .increment(1);
     }
 }
 
@@ -286,7 +304,11 @@ impl Store {
     /// Opens the primary and the replicas and brings the primary's schema up to date, waiting for
     /// an unreachable or locked primary for as long as it takes (the API answers 503 "starting"
     /// meanwhile). A database that cannot be opened at all is an error.
-    pub async fn open(primary: &DatabaseUrl, replicas: &[DatabaseUrl], options: StoreOptions) -> Result<Store, StoreError> {
+    pub async fn open(
+        primary: &DatabaseUrl,
+        replicas: &[DatabaseUrl],
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
         let primary = match primary {
             DatabaseUrl::Sqlite(path) => Node::Sqlite(sqlite::Sqlite::open(path, options).await?),
             DatabaseUrl::MySql(target) => {
@@ -306,8 +328,12 @@ impl Store {
         let mut members = Vec::with_capacity(replicas.len());
         for (i, replica) in replicas.iter().enumerate() {
             let node = match replica {
-                DatabaseUrl::Sqlite(path) => Node::Sqlite(sqlite::Sqlite::open_read_only(path, options).await?),
-                DatabaseUrl::MySql(target) => Node::MySql(mysql::MySql::connect(target, options, false)),
+                DatabaseUrl::Sqlite(path) => {
+                    Node::Sqlite(sqlite::Sqlite::open_read_only(path, options).await?)
+                }
+                DatabaseUrl::MySql(target) => {
+                    Node::MySql(mysql::MySql::connect(target, options, false))
+                }
             };
             members.push(Member::new(format!("replica-{}", i + 1), node, true));
         }
@@ -322,8 +348,18 @@ impl Store {
         };
         store.check_all().await;
         // Replicas serve reads once they have the schema the migration just wrote.
-        let schema = store.members.primary.position.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        *store.members.last_write.lock().unwrap_or_else(|e| e.into_inner()) = schema;
+        let schema = store
+            .members
+            .primary
+            .position
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        *store
+            .members
+            .last_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = schema;
         store.start_checker();
         Ok(store)
     }
@@ -331,7 +367,10 @@ impl Store {
     async fn check_all(&self) {
         let members = &self.members;
         let replicas = members.replicas.iter().map(Member::check);
-        tokio::join!(members.primary.check(), futures_util::future::join_all(replicas));
+        tokio::join!(
+            members.primary.check(),
+            futures_util::future::join_all(replicas)
+        );
     }
 
     fn start_checker(&self) {
@@ -342,9 +381,14 @@ impl Store {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let Some(members) = members.upgrade() else { return };
+                let Some(members) = members.upgrade() else {
+                    return;
+                };
                 let replicas = members.replicas.iter().map(Member::check);
-                tokio::join!(members.primary.check(), futures_util::future::join_all(replicas));
+                tokio::join!(
+                    members.primary.check(),
+                    futures_util::future::join_all(replicas)
+                );
             }
         });
         let _ = self.checker.set(task.abort_handle());
@@ -352,7 +396,12 @@ impl Store {
 
     /// The position a read must see: the client's, or this process's latest write, if later.
     fn required(&self, client: Option<&Position>) -> Option<Position> {
-        let last = self.members.last_write.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = self
+            .members
+            .last_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match (last, client) {
             (None, None) => None,
             (Some(p), None) => Some(p),
@@ -374,7 +423,11 @@ impl Store {
         let members = &self.members;
         let required = self.required(client);
         let count = members.replicas.len();
-        let start = if count > 0 { members.next_replica.fetch_add(1, Ordering::Relaxed) } else { 0 };
+        let start = if count > 0 {
+            members.next_replica.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
         for k in 0..count {
             let member = &members.replicas[(start + k) % count];
             if !member.is_up() {
@@ -386,7 +439,8 @@ impl Store {
                 // Ask once more: the background check may simply not have seen the latest yet.
                 member.check().await;
                 if !member.has_applied(required) {
-                    metrics::counter!("todo_db_reads_behind_total", "node" => member.name.clone()).increment(1);
+                    metrics::counter!("todo_db_reads_behind_total", "node" => member.name.clone())
+                        .increment(1);
                     continue;
                 }
             }
@@ -400,7 +454,8 @@ impl Store {
                         member.mark_down(cause);
                     }
                     tracing::warn!(node = %member.name, %error, "read failed; trying the next node");
-                    metrics::counter!("todo_db_failovers_total", "from" => member.name.clone()).increment(1);
+                    metrics::counter!("todo_db_failovers_total", "from" => member.name.clone())
+                        .increment(1);
                 }
                 Err(error) => return Err(error),
             }
@@ -411,7 +466,9 @@ impl Store {
         match result {
             Err(StoreError::Unreachable(cause)) => {
                 primary.mark_down(&cause);
-                Err(StoreError::NoNode(format!("no database can serve reads: primary unreachable ({cause})")))
+                Err(StoreError::NoNode(format!(
+                    "no database can serve reads: primary unreachable ({cause})"
+                )))
             }
             other => other,
         }
@@ -425,29 +482,48 @@ impl Store {
     ) -> Result<Written<T>, StoreError> {
         let primary = &self.members.primary;
         if !primary.is_up() {
-            let cause = primary.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
-            return Err(StoreError::NoNode(format!("primary database unavailable: {cause}")));
+            let cause = primary
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            return Err(StoreError::NoNode(format!(
+                "primary database unavailable: {cause}"
+            )));
         }
         primary.count("write");
         match op(&primary.node).await {
             Ok((value, position)) => {
                 if let Some(position) = &position {
-                    let mut last = self.members.last_write.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut last = self
+                        .members
+                        .last_write
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
                     last.get_or_insert_with(Position::default).merge(position);
                 }
                 Ok(Written { value, position })
             }
             Err(StoreError::Unreachable(cause)) => {
                 primary.mark_down(&cause);
-                Err(StoreError::NoNode(format!("primary database unavailable: {cause}")))
+                Err(StoreError::NoNode(format!(
+                    "primary database unavailable: {cause}"
+                )))
             }
-            Err(StoreError::Unavailable(cause)) => Err(StoreError::Unavailable(format!("primary {cause}"))),
+            Err(StoreError::Unavailable(cause)) => {
+                Err(StoreError::Unavailable(format!("primary {cause}")))
+            }
             Err(other) => Err(other),
         }
     }
 
     /// One page of a column, newest change first.
-    pub async fn list(&self, query: &ListQuery, after: Option<&Position>) -> Result<Page, StoreError> {
+    pub async fn list(
+        &self,
+        query: &ListQuery,
+        after: Option<&Position>,
+    ) -> Result<Page, StoreError> {
         self.read(after, |node| Box::pin(node.list(query))).await
     }
 
@@ -468,7 +544,12 @@ impl Store {
     }
 
     /// Overwrites every field; `None` when there is no such item.
-    pub async fn replace(&self, id: i64, todo: &NewTodo, now: Timestamp) -> Result<Written<Option<Todo>>, StoreError> {
+    pub async fn replace(
+        &self,
+        id: i64,
+        todo: &NewTodo,
+        now: Timestamp,
+    ) -> Result<Written<Option<Todo>>, StoreError> {
         let changes = Changes {
             title: Some(todo.title.clone()),
             content: Some(todo.content.clone()),
@@ -478,7 +559,12 @@ impl Store {
     }
 
     /// Changes the given fields; `None` when there is no such item.
-    pub async fn update(&self, id: i64, changes: &Changes, now: Timestamp) -> Result<Written<Option<Todo>>, StoreError> {
+    pub async fn update(
+        &self,
+        id: i64,
+        changes: &Changes,
+        now: Timestamp,
+    ) -> Result<Written<Option<Todo>>, StoreError> {
         self.write(|node| {
             Box::pin(async move {
                 match node {
@@ -504,7 +590,11 @@ impl Store {
     }
 
     /// Inserts `rows` if the table is empty, atomically; returns how many were inserted.
-    pub async fn seed_if_empty(&self, rows: &[NewTodo], now: Timestamp) -> Result<usize, StoreError> {
+    pub async fn seed_if_empty(
+        &self,
+        rows: &[NewTodo],
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
         let written = self
             .write(|node| {
                 Box::pin(async move {

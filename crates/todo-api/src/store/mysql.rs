@@ -34,16 +34,23 @@ impl StoreError {
     fn from_mysql(error: sqlx::Error) -> Self {
         use sqlx::Error as E;
         match &error {
-            E::PoolTimedOut => StoreError::Unreachable("no connection within the timeout".to_string()),
+            E::PoolTimedOut => {
+                StoreError::Unreachable("no connection within the timeout".to_string())
+            }
             E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed | E::Protocol(_) => {
                 StoreError::Unreachable(error.to_string())
             }
-            E::Database(db) => match db.try_downcast_ref::<MySqlDatabaseError>().map(MySqlDatabaseError::number) {
+            E::Database(db) => match db
+                .try_downcast_ref::<MySqlDatabaseError>()
+                .map(MySqlDatabaseError::number)
+            {
                 // server shutting down
                 Some(1053) => StoreError::Unreachable(db.message().to_string()),
                 // too many connections, lock wait timeout, deadlock, read-only server; and a
                 // replica that has not yet replicated the database or table
-                Some(1040 | 1205 | 1213 | 1290 | 1836 | 1049 | 1146) => StoreError::Unavailable(db.message().to_string()),
+                Some(1040 | 1205 | 1213 | 1290 | 1836 | 1049 | 1146) => {
+                    StoreError::Unavailable(db.message().to_string())
+                }
                 _ => StoreError::Other(Box::new(error)),
             },
             _ => StoreError::Other(Box::new(error)),
@@ -58,7 +65,11 @@ fn datetime(at: Timestamp) -> PrimitiveDateTime {
 
 impl MySql {
     /// A pool for one server; nothing is connected yet.
-    pub(super) fn connect(target: &MySqlTarget, options: StoreOptions, verify_connections: bool) -> Self {
+    pub(super) fn connect(
+        target: &MySqlTarget,
+        options: StoreOptions,
+        verify_connections: bool,
+    ) -> Self {
         let connect = MySqlConnectOptions::new()
             .host(&target.host)
             .port(target.port)
@@ -88,19 +99,43 @@ impl MySql {
         &self.label
     }
 
-    /// Applies the embedded migrations (sqlx holds a named lock meanwhile, so API replicas
-    /// starting together take turns).
+    /// Applies the embedded migrations, one API at a time. sqlx's own migration lock asks for
+    /// `GET_LOCK(name, -1)`, which MariaDB answers at once with NULL instead of waiting, so two
+    /// APIs starting together both applied migration 1; this named lock, with a positive timeout,
+    /// serialises them.
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await.map_err(|error| match error {
-            sqlx::migrate::MigrateError::Execute(e) => StoreError::from_mysql(e),
-            other => StoreError::Other(Box::new(other)),
-        })
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_mysql)?;
+        let locked: Option<i64> =
+            sqlx::query_scalar("SELECT GET_LOCK('flotilla_todo_migrate', 60)")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(StoreError::from_mysql)?;
+        if locked != Some(1) {
+            return Err(StoreError::Unavailable(
+                "another API held the migration lock for 60 s".into(),
+            ));
+        }
+        let migrated = MIGRATOR
+            .run_direct(None, &mut *conn, false)
+            .await
+            .map_err(|error| match error {
+                sqlx::migrate::MigrateError::Execute(e) => StoreError::from_mysql(e),
+                other => StoreError::Other(Box::new(other)),
+            });
+        let _ = sqlx::query("DO RELEASE_LOCK('flotilla_todo_migrate')")
+            .execute(&mut *conn)
+            .await;
+        migrated
     }
 
     /// Answers, with the replication position the server has applied (a replica) or written
     /// (the primary).
     pub(super) async fn ping(&self, replica: bool) -> Result<Option<Position>, StoreError> {
-        let sql = if replica { "SELECT @@gtid_slave_pos" } else { "SELECT @@gtid_binlog_pos" };
+        let sql = if replica {
+            "SELECT @@gtid_slave_pos"
+        } else {
+            "SELECT @@gtid_binlog_pos"
+        };
         let text: Option<String> = sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
             .await
@@ -113,7 +148,9 @@ impl MySql {
         let rows = match query.after {
             None => {
                 sqlx::query(concat!(
-                    "SELECT ", columns!(), " FROM todo WHERE status = ? ORDER BY updated DESC, id DESC LIMIT ?"
+                    "SELECT ",
+                    columns!(),
+                    " FROM todo WHERE status = ? ORDER BY updated DESC, id DESC LIMIT ?"
                 ))
                 .bind(query.status.as_str())
                 .bind(fetch)
@@ -123,7 +160,9 @@ impl MySql {
             Some(Cursor { updated, id }) => {
                 // `updated <= ?` gives the index a range to scan; the OR picks the exact position.
                 sqlx::query(concat!(
-                    "SELECT ", columns!(), " FROM todo WHERE status = ? AND updated <= ? AND (updated < ? OR id < ?) \
+                    "SELECT ",
+                    columns!(),
+                    " FROM todo WHERE status = ? AND updated <= ? AND (updated < ? OR id < ?) \
                      ORDER BY updated DESC, id DESC LIMIT ?"
                 ))
                 .bind(query.status.as_str())
@@ -138,7 +177,10 @@ impl MySql {
         .map_err(StoreError::from_mysql)?;
         let mut page = PageWriter::new(query.limit);
         for row in &rows {
-            if !page.push(&todo_ref_from_row(row)?).map_err(|e| StoreError::Other(Box::new(e)))? {
+            if !page
+                .push(&todo_ref_from_row(row)?)
+                .map_err(|e| StoreError::Other(Box::new(e)))?
+            {
                 break;
             }
         }
@@ -154,17 +196,23 @@ impl MySql {
         row.as_ref().map(todo_from_row).transpose()
     }
 
-    pub(super) async fn create(&self, new: &NewTodo, now: Timestamp) -> Result<(Todo, Option<Position>), StoreError> {
+    pub(super) async fn create(
+        &self,
+        new: &NewTodo,
+        now: Timestamp,
+    ) -> Result<(Todo, Option<Position>), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(StoreError::from_mysql)?;
-        let done = sqlx::query("INSERT INTO todo (title, content, status, created, updated) VALUES (?, ?, ?, ?, ?)")
-            .bind(&new.title)
-            .bind(&new.content)
-            .bind(new.status.as_str())
-            .bind(datetime(now))
-            .bind(datetime(now))
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::from_mysql)?;
+        let done = sqlx::query(
+            "INSERT INTO todo (title, content, status, created, updated) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&new.title)
+        .bind(&new.content)
+        .bind(new.status.as_str())
+        .bind(datetime(now))
+        .bind(datetime(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_mysql)?;
         let position = last_position(&mut conn).await;
         let todo = Todo {
             id: i64::try_from(done.last_insert_id()).map_err(|e| StoreError::Other(Box::new(e)))?,
@@ -217,38 +265,70 @@ impl MySql {
         Ok((done.rows_affected() > 0, last_position(&mut conn).await))
     }
 
-    pub(super) async fn seed_if_empty(&self, rows: &[NewTodo], now: Timestamp) -> Result<usize, StoreError> {
+    pub(super) async fn seed_if_empty(
+        &self,
+        rows: &[NewTodo],
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(StoreError::from_mysql)?;
-        let mut tx = conn.begin().await.map_err(StoreError::from_mysql)?;
-        // A locking read: a second API seeding at the same moment waits here, then sees the rows.
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM todo FOR UPDATE")
-            .fetch_one(&mut *tx)
+        // A named lock makes APIs seeding at the same moment take turns: locking reads of an
+        // empty table take compatible gap locks, and the two inserts then deadlock.
+        let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('flotilla_todo_seed', 30)")
+            .fetch_one(&mut *conn)
             .await
             .map_err(StoreError::from_mysql)?;
-        if count > 0 {
-            return Ok(0);
+        if locked != Some(1) {
+            return Err(StoreError::Unavailable(
+                "another API held the seeding lock for 30 s".into(),
+            ));
         }
-        for row in rows {
-            sqlx::query("INSERT INTO todo (title, content, status, created, updated) VALUES (?, ?, ?, ?, ?)")
-                .bind(&row.title)
-                .bind(&row.content)
-                .bind(row.status.as_str())
-                .bind(datetime(now))
-                .bind(datetime(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from_mysql)?;
-        }
-        tx.commit().await.map_err(StoreError::from_mysql)?;
-        Ok(rows.len())
+        let seeded = seed_locked(&mut conn, rows, now).await;
+        let _ = sqlx::query("DO RELEASE_LOCK('flotilla_todo_seed')")
+            .execute(&mut *conn)
+            .await;
+        seeded
     }
+}
+
+async fn seed_locked(
+    conn: &mut sqlx::MySqlConnection,
+    rows: &[NewTodo],
+    now: Timestamp,
+) -> Result<usize, StoreError> {
+    let mut tx = conn.begin().await.map_err(StoreError::from_mysql)?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM todo")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from_mysql)?;
+    if count > 0 {
+        return Ok(0);
+    }
+    for row in rows {
+        sqlx::query(
+            "INSERT INTO todo (title, content, status, created, updated) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&row.title)
+        .bind(&row.content)
+        .bind(row.status.as_str())
+        .bind(datetime(now))
+        .bind(datetime(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_mysql)?;
+    }
+    tx.commit().await.map_err(StoreError::from_mysql)?;
+    Ok(rows.len())
 }
 
 /// The GTID of the last transaction on this connection (MariaDB). `None` on servers without it;
 /// read-your-writes then relies on the replica check alone.
 async fn last_position(conn: &mut sqlx::MySqlConnection) -> Option<Position> {
-    let text: Option<String> = sqlx::query_scalar("SELECT @@last_gtid").fetch_one(conn).await.ok()?;
-    text.and_then(|t| t.parse().ok()).filter(|p: &Position| !p.is_empty())
+    let text: Option<String> = sqlx::query_scalar("SELECT @@last_gtid")
+        .fetch_one(conn)
+        .await
+        .ok()?;
+    text.and_then(|t| t.parse().ok())
+        .filter(|p: &Position| !p.is_empty())
 }
 
 fn decode_error(error: sqlx::Error) -> StoreError {
@@ -273,7 +353,10 @@ fn todo_ref_from_row(row: &MySqlRow) -> Result<TodoRef<'_>, StoreError> {
     Ok(TodoRef {
         id,
         title: row.try_get(1).map_err(decode_error)?,
-        content: row.try_get::<Option<&str>, _>(2).map_err(decode_error)?.unwrap_or(""),
+        content: row
+            .try_get::<Option<&str>, _>(2)
+            .map_err(decode_error)?
+            .unwrap_or(""),
         status,
         created: time(4)?,
         updated: time(5)?,

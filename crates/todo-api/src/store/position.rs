@@ -24,12 +24,16 @@ impl FromStr for Position {
         let mut domains = BTreeMap::new();
         for gtid in text.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             let mut parts = gtid.split('-');
-            let (Some(domain), Some(server), Some(seq), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+            let (Some(domain), Some(server), Some(seq), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
             else {
                 return Err(bad());
             };
             let domain: u32 = domain.parse().map_err(|_| bad())?;
-            let entry = (server.parse().map_err(|_| bad())?, seq.parse().map_err(|_| bad())?);
+            let entry = (
+                server.parse().map_err(|_| bad())?,
+                seq.parse().map_err(|_| bad())?,
+            );
             domains.insert(domain, entry);
         }
         Ok(Position { domains })
@@ -51,10 +55,11 @@ impl fmt::Display for Position {
 impl Position {
     /// Whether everything in `other` has been applied at `self`.
     pub fn covers(&self, other: &Position) -> bool {
-        other
-            .domains
-            .iter()
-            .all(|(domain, (_, seq))| self.domains.get(domain).is_some_and(|(_, have)| have >= seq))
+        other.domains.iter().all(|(domain, (_, seq))| {
+            self.domains
+                .get(domain)
+                .is_some_and(|(_, have)| have >= seq)
+        })
     }
 
     /// The later of the two, domain by domain.
@@ -95,7 +100,10 @@ mod tests {
         assert!(p("0-1-42").covers(&p("0-1-42")));
         assert!(p("0-1-43").covers(&p("0-1-42")));
         assert!(!p("0-1-41").covers(&p("0-1-42")));
-        assert!(!p("0-1-99").covers(&p("0-1-1,1-1-1")), "a missing domain is not applied");
+        assert!(
+            !p("0-1-99").covers(&p("0-1-1,1-1-1")),
+            "a missing domain is not applied"
+        );
         assert!(p("0-1-1").covers(&Position::default()));
         // The server id does not order transactions; the sequence number does.
         assert!(p("0-2-50").covers(&p("0-1-42")));

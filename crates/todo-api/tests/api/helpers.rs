@@ -1,4 +1,6 @@
-//! Starts the API on a free loopback port with its own SQLite file, and talks HTTP to it.
+//! Starts the API on a free loopback port with a database of its own, and talks HTTP to it.
+//! The database is an SQLite file or a fresh database on a MariaDB primary with a replica,
+//! depending on which suite includes this module (`crate::BACKEND`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,20 +12,35 @@ use serde_json::Value;
 use todo_api::Config;
 use tokio::sync::oneshot;
 
+use crate::cluster::Cluster;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code, reason = "each suite constructs the one variant it runs on")]
+pub(crate) enum Backend {
+    Sqlite,
+    MariaDb,
+}
+
+/// The database an app was started on.
+pub(crate) enum TestDb {
+    Sqlite(PathBuf),
+    MariaDb { primary: String },
+}
+
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
     pub(crate) client: reqwest::Client,
-    pub(crate) db_path: PathBuf,
+    pub(crate) db: TestDb,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), todo_api::RunError>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Extra settings on top of "a fresh database in a temporary directory".
+/// Extra settings on top of "a fresh database".
 #[derive(Default)]
 pub(crate) struct Options {
     pub(crate) env: Vec<(String, String)>,
-    /// Reuse this database file instead of a fresh one.
+    /// SQLite: reuse this database file instead of a fresh one.
     pub(crate) db_path: Option<PathBuf>,
 }
 
@@ -31,6 +48,10 @@ impl Options {
     pub(crate) fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_string(), value.into()));
         self
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.env.iter().any(|(k, _)| k == key)
     }
 }
 
@@ -53,22 +74,49 @@ pub(crate) async fn spawn_starting(options: Options) -> TestApp {
             filter: "debug".into(),
         }));
     }
-    let (dir, db_path) = match options.db_path {
-        Some(path) => (None, path),
-        None => {
-            let dir = tempfile::tempdir().expect("temporary directory");
-            let path = dir.path().join("todo.db");
-            (Some(dir), path)
+    let mut env = vec![("FLOTILLA_DRAIN_TIMEOUT".to_string(), "5s".to_string())];
+    let (dir, db) = if options.has("TODO_PRIMARY_URL") || options.has("TODO_MASTER_URL") {
+        let url = options
+            .env
+            .iter()
+            .find(|(k, _)| k.ends_with("_URL"))
+            .unwrap()
+            .1
+            .clone();
+        (None, TestDb::MariaDb { primary: url })
+    } else {
+        match crate::BACKEND {
+            Backend::Sqlite => {
+                let (dir, path) = match options.db_path.clone() {
+                    Some(path) => (None, path),
+                    None => {
+                        let dir = tempfile::tempdir().expect("temporary directory");
+                        let path = dir.path().join("todo.db");
+                        (Some(dir), path)
+                    }
+                };
+                env.push((
+                    "TODO_PRIMARY_URL".into(),
+                    format!("sqlite://{}", path.display()),
+                ));
+                env.push(("TODO_DB_TIMEOUT".into(), "300ms".into()));
+                (dir, TestDb::Sqlite(path))
+            }
+            Backend::MariaDb => {
+                let cluster = Cluster::shared().await;
+                let database = cluster.create_database().await;
+                let primary = cluster.url(cluster.primary_port, &database);
+                let replicas: Vec<String> = cluster
+                    .replica_ports
+                    .iter()
+                    .map(|p| cluster.url(*p, &database))
+                    .collect();
+                env.push(("TODO_PRIMARY_URL".into(), primary.clone()));
+                env.push(("TODO_REPLICA_URLS".into(), replicas.join(",")));
+                (None, TestDb::MariaDb { primary })
+            }
         }
     };
-    let mut env = vec![
-        (
-            "TODO_PRIMARY_URL".to_string(),
-            format!("sqlite://{}", db_path.display()),
-        ),
-        ("TODO_DB_TIMEOUT".to_string(), "300ms".to_string()),
-        ("FLOTILLA_DRAIN_TIMEOUT".to_string(), "5s".to_string()),
-    ];
     env.extend(options.env);
     let config = Config::from_source(&Source::from_pairs(env)).expect("valid test config");
 
@@ -86,7 +134,7 @@ pub(crate) async fn spawn_starting(options: Options) -> TestApp {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap(),
-        db_path,
+        db,
         shutdown: Some(tx),
         server: Some(server),
         _dir: dir,
@@ -94,6 +142,15 @@ pub(crate) async fn spawn_starting(options: Options) -> TestApp {
 }
 
 impl TestApp {
+    /// The SQLite file (tests about SQLite only).
+    #[allow(dead_code, reason = "used by the SQLite suite only")]
+    pub(crate) fn db_path(&self) -> &PathBuf {
+        match &self.db {
+            TestDb::Sqlite(path) => path,
+            TestDb::MariaDb { .. } => panic!("not an SQLite app"),
+        }
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -208,11 +265,24 @@ impl TestApp {
         }
     }
 
-    /// How many rows the table holds, read straight from the file.
-    pub(crate) fn row_count(&self) -> i64 {
-        let conn = rusqlite::Connection::open(&self.db_path).unwrap();
-        conn.query_row("SELECT COUNT(*) FROM todo", [], |row| row.get(0))
-            .unwrap()
+    /// How many rows the table holds, read straight from the database (the primary).
+    pub(crate) async fn row_count(&self) -> i64 {
+        match &self.db {
+            TestDb::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.query_row("SELECT COUNT(*) FROM todo", [], |row| row.get(0))
+                    .unwrap()
+            }
+            TestDb::MariaDb { primary } => {
+                let pool = sqlx::MySqlPool::connect(primary).await.unwrap();
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM todo")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                count
+            }
+        }
     }
 
     /// Stops the server as SIGTERM would and waits for it to finish draining.

@@ -14,7 +14,7 @@ async fn rejected_everywhere(
     status: u16,
     needle: &str,
 ) {
-    let before = app.row_count();
+    let before = app.row_count().await;
     let snapshot = app.get(&format!("/todo/{id}")).await.text().await.unwrap();
     for (method, path) in [
         ("POST", "/todo".to_string()),
@@ -25,7 +25,11 @@ async fn rejected_everywhere(
         let response = app.raw(method, &path, content_type, body.to_string()).await;
         assert_error(response, status, needle).await;
     }
-    assert_eq!(app.row_count(), before, "a rejected request wrote a row");
+    assert_eq!(
+        app.row_count().await,
+        before,
+        "a rejected request wrote a row"
+    );
     assert_eq!(
         app.get(&format!("/todo/{id}")).await.text().await.unwrap(),
         snapshot,
@@ -93,7 +97,7 @@ async fn wrong_types_name_the_field() {
 #[tokio::test]
 async fn titles_must_be_present_non_empty_and_at_most_188_characters() {
     let app = spawn_app().await;
-    let before = app.row_count();
+    let before = app.row_count().await;
     assert_error(
         app.post_json("/todo", &json!({"content": "no title"}))
             .await,
@@ -126,7 +130,7 @@ async fn titles_must_be_present_non_empty_and_at_most_188_characters() {
         "title must be at most 188 characters, got 189",
     )
     .await;
-    assert_eq!(app.row_count(), before);
+    assert_eq!(app.row_count().await, before);
     // Exactly 188 characters (564 bytes here) is fine.
     let max = "長".repeat(188);
     assert_eq!(app.create(&max, "").await["title"], max.as_str());
