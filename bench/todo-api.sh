@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Benchmarks the TODO API on its embedded SQLite default with wrk (keep-alive, 64 connections):
+# Benchmarks the TODO API with wrk (keep-alive, 64 connections), on its embedded SQLite default
+# or (--db mariadb) on a MariaDB primary and replica started by scripts/db/mariadb.sh:
 #   GET  /todo?status=PROGRESS  with 100 rows in that column
 #   POST /todo
 # and the API's peak RSS. Prints a table and appends it, with this command, to docs/benchmarks.md.
 #
-#   bench/todo-api.sh [--duration 20] [--connections 64] [--runs 3] [--no-record]
+#   bench/todo-api.sh [--db sqlite|mariadb] [--duration 20] [--connections 64] [--runs 3] [--no-record]
 #
 # Each case runs --runs times; the table shows the run with the median req/s, and the range of
 # req/s over all runs (this machine is shared, and single runs vary by tens of percent).
@@ -13,12 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+db=sqlite
 duration=20
 connections=64
 runs=3
 record=1
 while [ $# -gt 0 ]; do
   case "$1" in
+    --db) db=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
@@ -34,9 +37,26 @@ bin=target/release/flotilla
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
-"$bin" todo-api --bind "127.0.0.1:$port" --primary-url "sqlite://$work/todo.db" >"$work/api.log" 2>&1 &
+case "$db" in
+  sqlite)
+    db_args=(--primary-url "sqlite://$work/todo.db")
+    db_label="SQLite"
+    ;;
+  mariadb)
+    mapfile -t urls < <(scripts/db/mariadb.sh up --replicas 1 --dir "$work/mariadb")
+    db_args=(--primary-url "${urls[0]}" --replica-urls "${urls[1]}")
+    db_label="MariaDB $(mariadbd --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*' | head -1), primary + 1 replica (reads from the replica)"
+    ;;
+  *) echo "--db must be sqlite or mariadb" >&2; exit 2 ;;
+esac
+"$bin" todo-api --bind "127.0.0.1:$port" "${db_args[@]}" >"$work/api.log" 2>&1 &
 api=$!
-trap 'kill $api 2>/dev/null; wait $api 2>/dev/null; rm -rf "$work"' EXIT
+cleanup() {
+  kill $api 2>/dev/null; wait $api 2>/dev/null
+  [ "$db" = mariadb ] && scripts/db/mariadb.sh down --dir "$work/mariadb" >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 for _ in $(seq 100); do curl -sf "$base/ready" >/dev/null && break; sleep 0.1; done
 # 100 items in PROGRESS (the measured page), and some in the other columns.
@@ -90,9 +110,9 @@ echo "$table"
 if [ "$record" = 1 ]; then
   {
     echo
-    echo "### TODO API, SQLite — $(date -u +%Y-%m-%d)"
+    echo "### TODO API, $db_label — $(date -u +%Y-%m-%d)"
     echo
-    echo "\`bench/todo-api.sh --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu),"
+    echo "\`bench/todo-api.sh --db $db --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu),"
     echo "wrk -t2 -c$connections -d${duration}s on the same machine, API logging every request to a file."
     echo
     echo "$table"
