@@ -2,13 +2,11 @@
 //! hands each subcommand to its crate's `run`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{ArgMatches, Command};
 use platform::cli::{COMMON_SETTINGS, apply_flags, with_settings};
 use platform::{CommonConfig, ConfigError, Setting, Source};
-use tokio::net::TcpListener;
 
 fn command() -> Command {
     let service = |name: &'static str, about: &'static str, settings: &[Setting]| {
@@ -28,6 +26,11 @@ fn command() -> Command {
             todo_api::SETTINGS,
         ))
         .subcommand(service(
+            "gateway",
+            "The reverse proxy: routes, load balancing, health checks, retries (GATEWAY_CONFIG, or the nginx variables)",
+            gateway::SETTINGS,
+        ))
+        .subcommand(service(
             "echo",
             "A tiny backend answering '<hostname>, current time : <millis>' (the seeds' test-web)",
             echo::SETTINGS,
@@ -43,8 +46,10 @@ fn main() -> ExitCode {
             sub,
             todo_api::SETTINGS,
             todo_api::Config::from_source,
-            |c| (c.bind, &c.common),
-            |listener, config| async move {
+            |c| &c.common,
+            |_| None,
+            |config| async move {
+                let listener = platform::bind(config.bind).await?;
                 todo_api::run(listener, config, platform::shutdown_signal())
                     .await
                     .map_err(anyhow::Error::from)
@@ -55,9 +60,24 @@ fn main() -> ExitCode {
             sub,
             echo::SETTINGS,
             echo::Config::from_source,
-            |c| (c.bind, &c.common),
-            |listener, config| async move {
+            |c| &c.common,
+            |_| None,
+            |config| async move {
+                let listener = platform::bind(config.bind).await?;
                 echo::run(listener, config, platform::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+        ),
+        "gateway" => launch(
+            name,
+            sub,
+            gateway::SETTINGS,
+            gateway::Config::from_source,
+            |c| &c.common,
+            |c| c.worker_threads,
+            |config| async move {
+                gateway::run(config, platform::shutdown_signal())
                     .await
                     .map_err(anyhow::Error::from)
             },
@@ -66,19 +86,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reads the service's config from env and flags, sets up logging, binds, and runs it.
+/// Reads the service's config from env and flags, sets up logging, and runs it on a runtime with
+/// `threads` workers (one per core when `None`).
 /// Exit codes: 0 after a clean shutdown, 2 for bad configuration, 1 for anything else.
 fn launch<C, F, Fut>(
     name: &str,
     matches: &ArgMatches,
     settings: &[Setting],
     parse: fn(&Source) -> Result<C, ConfigError>,
-    bind_and_common: fn(&C) -> (SocketAddr, &CommonConfig),
+    common: fn(&C) -> &CommonConfig,
+    threads: fn(&C) -> Option<usize>,
     run: F,
 ) -> ExitCode
 where
-    F: FnOnce(TcpListener, C) -> Fut,
+    F: FnOnce(C) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
+    C: PrintConfig,
 {
     let mut source = Source::from_env();
     apply_flags(&mut source, matches, settings);
@@ -90,28 +113,43 @@ where
             return ExitCode::from(2);
         }
     };
-    let (bind, common) = bind_and_common(&config);
-    let _log = platform::init_logging(&common.log);
+    if let Some(text) = config.printed() {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    let _log = platform::init_logging(&common(&config).log);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads(&config) {
+        runtime.worker_threads(threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("flotilla {name}: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let listener = platform::bind(bind).await?;
-        run(listener, config).await
-    });
-    match result {
+    match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flotilla {name}: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A service whose config can be asked to print itself instead of running (`--print-config`).
+trait PrintConfig {
+    fn printed(&self) -> Option<String> {
+        None
+    }
+}
+
+impl PrintConfig for todo_api::Config {}
+impl PrintConfig for echo::Config {}
+impl PrintConfig for gateway::Config {
+    fn printed(&self) -> Option<String> {
+        self.print_config.then(|| self.to_toml())
     }
 }

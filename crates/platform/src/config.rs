@@ -91,6 +91,10 @@ pub enum ConfigError {
     Missing { origin: String, help: String },
     #[error("{first} and {second} are both set, to different values; set only one")]
     Conflict { first: String, second: String },
+    /// A problem found elsewhere than in one variable, such as in a config file, already worded
+    /// as one line that says where.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Where configuration values come from: command-line flags first, then environment variables.
@@ -128,6 +132,15 @@ impl Source {
                 .collect(),
             flags: HashMap::new(),
         }
+    }
+
+    /// The raw value of an environment variable (empty counts as unset), for values that are not
+    /// settings, such as `${VAR}` references in a config file.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// Records a value given on the command line; it wins over the environment.

@@ -33,18 +33,24 @@ pub enum ErrorStyle {
 
 /// Adds the contract endpoints and the per-request layers to a service's router.
 pub fn contract_router(app: Router, readiness: &Readiness, errors: ErrorStyle) -> Router {
-    // Install the recorder now: metrics recorded before it exists are lost.
-    crate::telemetry::metrics_handle();
     let contract = Router::new()
         // The seeds' API answers /hc on any method.
         .route("/hc", any(health::liveness))
         .route("/ready", get(health::readiness))
         .route("/metrics", get(metrics))
         .with_state(readiness.clone());
+    with_request_layers(app.merge(contract), errors)
+}
+
+/// Wraps a router in the per-request layers of the contract (request id, request log and metrics,
+/// panic catching) without adding the contract endpoints: for a listener whose every path belongs
+/// to someone else, such as the gateway's, which serves the contract on its admin listener.
+pub fn with_request_layers(app: Router, errors: ErrorStyle) -> Router {
+    // Install the recorder now: metrics recorded before it exists are lost.
+    crate::telemetry::metrics_handle();
     // Route-level layers (inside routing) see the matched route template: observation labels
     // metrics with it and logs the final status, including a 500 from a caught panic.
     let routed = app
-        .merge(contract)
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn(crate::observe::observe));
     // Outer layers wrap the router as a whole. The request id is set before anything logs and

@@ -26,7 +26,7 @@ pub mod telemetry;
 use std::time::Duration;
 
 pub use config::{ConfigError, Setting, Source};
-pub use contract::{ErrorStyle, contract_openapi, contract_router};
+pub use contract::{ErrorStyle, contract_openapi, contract_router, with_request_layers};
 pub use errors::{ErrorBody, error_response};
 pub use health::{Phase, Readiness};
 pub use server::{ServeOptions, bind, serve, shutdown_signal};

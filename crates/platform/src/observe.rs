@@ -1,7 +1,8 @@
 //! One log line and one set of metrics per request.
 //!
 //! Metrics are labelled by the matched route template (`/todo/{id}`), never the raw path, so a
-//! scan of random URLs cannot blow up the number of series. Probes (`/hc`, `/ready`, `/metrics`)
+//! scan of random URLs cannot blow up the number of series. A handler that routes by itself (the
+//! gateway) names the route by putting a [`RouteLabel`] in the response's extensions. Probes (`/hc`, `/ready`, `/metrics`)
 //! are counted but logged only at debug level: a gateway checks them every second.
 
 use std::time::Instant;
@@ -13,16 +14,20 @@ use axum::response::Response;
 /// Header carrying the request id, passed through or generated.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The route a response belongs to, for handlers that route by themselves. Takes precedence over
+/// axum's matched path.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub std::sync::Arc<str>);
+
 const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
 
 pub(crate) async fn observe(request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
-    let route = request
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map(|m| m.as_str().to_owned());
     let path = request.uri().path().to_owned();
     let request_id = request.headers().get(REQUEST_ID).cloned();
 
@@ -32,6 +37,11 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
     in_flight.decrement(1.0);
 
     let elapsed = start.elapsed();
+    let route = match (response.extensions().get::<RouteLabel>(), matched) {
+        (Some(label), _) => label.0.to_string(),
+        (None, Some(matched)) => matched,
+        (None, None) => "unmatched".to_owned(),
+    };
     let status = response.status().as_u16();
     let method_label = method.as_str().to_owned();
     metrics::counter!(

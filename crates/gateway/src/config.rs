@@ -1,0 +1,499 @@
+//! The gateway's configuration file: listeners, routes and upstream pools, in TOML.
+//!
+//! ```toml
+//! [[listener]]
+//! bind = "0.0.0.0:${PORT:-8080}"
+//!
+//! [[route]]
+//! path = "/api/"
+//! strip_prefix = true
+//! upstream = "api"
+//!
+//! [upstream.api]
+//! policy = "least_conn"
+//! health_check = { path = "/ready", interval = "1s" }
+//! server = [{ address = "127.0.0.1:8081" }, { address = "127.0.0.1:8082", weight = 2 }]
+//! ```
+//!
+//! `${VAR}` and `${VAR:-default}` are replaced before the file is parsed (inside a double-quoted
+//! string the value is escaped; `$${` is a literal `${`). Every error names the file, the line and
+//! the key. The same structures, built from the seeds' nginx variables instead of a file, are the
+//! env mode ([`crate::env_mode`]); `--print-config` prints them back as TOML.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use platform::Source;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(rename = "listener", default)]
+    pub listeners: Vec<Listener>,
+    #[serde(rename = "route", default)]
+    pub routes: Vec<Route>,
+    #[serde(rename = "upstream", default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+/// The admin listener: the service contract (`/hc`, `/ready`, `/metrics`), never on the public
+/// port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `HOST:PORT`, or `off`.
+    #[serde(default = "default_admin_bind")]
+    pub bind: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            bind: default_admin_bind(),
+        }
+    }
+}
+
+/// One public listening address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub bind: Spanned<String>,
+    /// Open client connections; more wait in the accept queue (nginx's `worker_connections`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long an idle keep-alive connection stays open; also the time a client has to send a
+    /// request head.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_timeout: Dur,
+    /// Longest pause between two reads of a request body before the answer is 408.
+    #[serde(default = "default_client_body_timeout")]
+    pub client_body_timeout: Dur,
+    /// Largest request head; larger ones get 431.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: usize,
+}
+
+/// Which upstream serves a request, by host and path prefix. The longest matching prefix wins; at
+/// equal length a route with a host wins over one without.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Label in logs and metrics; defaults to the path prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Host` to match (without port, any case); any host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default = "default_path")]
+    pub path: Spanned<String>,
+    /// Remove the prefix before forwarding (`/api/todo` -> `/todo` for prefix `/api/`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub upstream: Spanned<String>,
+}
+
+/// A pool of servers and how requests are spread over it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// How long a server may take to send its response head.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Dur,
+    /// How long an idle pooled connection to a server is kept.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    /// Attempts per request, the first included, each on a different server.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Retries may add at most this fraction of requests (over a 10 s window)...
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget: f32,
+    /// ...plus this many retries per second, so a quiet gateway can still retry.
+    #[serde(default = "default_min_retries")]
+    pub min_retries_per_second: u32,
+    /// Request bodies up to this size are kept so the request can be retried.
+    #[serde(default = "default_retry_buffer")]
+    pub retry_buffer: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub server: Vec<Server>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Smooth weighted round robin, as nginx: the default, fair and predictable.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight relative to weight.
+    LeastConn,
+    /// Power of two choices over a peak-sensitive moving average of latency.
+    P2cEwma,
+}
+
+/// Active health checks: the gateway asks each server itself instead of waiting for requests to
+/// fail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Dur,
+    /// Consecutive passes that bring a server back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take a server out.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+/// One server of a pool, with nginx's `server` parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// `host:port`.
+    pub address: Spanned<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Failures within `fail_timeout` that take the server out for `fail_timeout`; 0 disables.
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: Dur,
+    /// Requests in flight to this server at most; 0 is no limit.
+    #[serde(default)]
+    pub max_conns: u32,
+    /// Used only while no other server is available.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+fn default_admin_bind() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_keepalive() -> Dur {
+    Dur::secs(65)
+}
+fn default_client_body_timeout() -> Dur {
+    Dur::secs(60)
+}
+fn default_max_header_size() -> usize {
+    32 * 1024
+}
+fn default_path() -> Spanned<String> {
+    Spanned::new(0..0, "/".into())
+}
+fn default_connect_timeout() -> Dur {
+    Dur::secs(3)
+}
+fn default_response_timeout() -> Dur {
+    Dur::secs(60)
+}
+fn default_idle_timeout() -> Dur {
+    Dur::secs(60)
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_retry_budget() -> f32 {
+    0.2
+}
+fn default_min_retries() -> u32 {
+    10
+}
+fn default_retry_buffer() -> usize {
+    64 * 1024
+}
+fn default_health_path() -> String {
+    "/hc".into()
+}
+fn default_health_interval() -> Dur {
+    Dur::secs(2)
+}
+fn default_health_timeout() -> Dur {
+    Dur::secs(1)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_max_fails() -> u32 {
+    1
+}
+fn default_fail_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+/// A duration written as nginx does (`10s`, `500ms`, `2m`) or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(secs: u64) -> Self {
+        Dur(Duration::from_secs(secs))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms.is_multiple_of(1000) {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a duration such as 10s or 500ms"))?
+        {
+            Raw::Seconds(secs) => Ok(Dur::secs(secs)),
+            Raw::Text(text) => platform::config::parse_duration(&text)
+                .map(Dur)
+                .map_err(|e| serde::de::Error::custom(format!("expected {e}, got {text:?}"))),
+        }
+    }
+}
+
+/// Reads, expands and checks a config file.
+pub fn load(path: &str, env: &Source) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    parse(path, &text, env)
+}
+
+/// Parses and checks config text; `file` names it in errors.
+pub fn parse(file: &str, text: &str, env: &Source) -> Result<FileConfig, String> {
+    let text = expand_env(text, env).map_err(|(line, msg)| format!("{file}:{line}: {msg}"))?;
+    let at = |span: Option<std::ops::Range<usize>>| match span {
+        Some(span) => format!("{file}:{}", line_of(&text, span.start)),
+        None => file.to_string(),
+    };
+    let deserializer = toml::Deserializer::parse(&text)
+        .map_err(|e| format!("{}: {}", at(e.span()), e.message().trim()))?;
+    let config: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let key = if key == "." {
+            String::new()
+        } else {
+            format!("{key}: ")
+        };
+        format!("{}: {key}{}", at(inner.span()), inner.message().trim())
+    })?;
+    crate::validate::check(&config).map_err(|(span, key, msg)| {
+        let span = span.or_else(|| find_table(&text, &key));
+        format!("{}: {key}: {msg}", at(span))
+    })?;
+    Ok(config)
+}
+
+/// Where a `[upstream.NAME]`-style table starts, for errors about a table as a whole.
+fn find_table(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let table = key.split('.').take(2).collect::<Vec<_>>().join(".");
+    text.find(&format!("[{table}]"))
+        .or_else(|| text.find(&format!("[[{table}]]")))
+        .map(|at| at..at)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`, line by line so line numbers stay right.
+fn expand_env(text: &str, env: &Source) -> Result<String, (usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let after = &rest[at..];
+            if let Some(literal) = after.strip_prefix("$${") {
+                out.push_str("${");
+                rest = literal;
+                continue;
+            }
+            let Some(reference) = after.strip_prefix("${") else {
+                out.push('$');
+                rest = &after[1..];
+                continue;
+            };
+            let end = reference.find('}').ok_or_else(|| {
+                (
+                    number + 1,
+                    "unclosed ${ (write $${ for a literal)".to_string(),
+                )
+            })?;
+            let (name, default) = match reference[..end].split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (&reference[..end], None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err((number + 1, format!("${{{name}}} is not a variable name")));
+            }
+            let value = env.var(name).or(default).ok_or_else(|| {
+                (
+                    number + 1,
+                    format!("${{{name}}} is not set (give a default as ${{{name}:-value}})"),
+                )
+            })?;
+            if value.contains('\n') {
+                return Err((number + 1, format!("${{{name}}} contains a line break")));
+            }
+            // Inside a basic string the value must stay one string, whatever it contains.
+            let in_string = out[out.rfind('\n').map_or(0, |n| n + 1)..]
+                .matches('"')
+                .count()
+                % 2
+                == 1;
+            if in_string {
+                for c in value.chars() {
+                    match c {
+                        '"' => out.push_str("\\\""),
+                        '\\' => out.push_str("\\\\"),
+                        c => out.push(c),
+                    }
+                }
+            } else {
+                out.push_str(value);
+            }
+            rest = &reference[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Source {
+        Source::from_pairs([("PORT", "9000"), ("NAME", "a\"b")])
+    }
+
+    const MINIMAL: &str = r#"
+[[listener]]
+bind = "127.0.0.1:${PORT}"
+
+[[route]]
+upstream = "web"
+
+[upstream.web]
+server = [{ address = "127.0.0.1:${BACKEND_PORT:-8081}" }]
+"#;
+
+    #[test]
+    fn expands_variables_and_defaults() {
+        let config = parse("gw.toml", MINIMAL, &env()).unwrap();
+        assert_eq!(config.listeners[0].bind.get_ref(), "127.0.0.1:9000");
+        let server = &config.upstreams["web"].server[0];
+        assert_eq!(server.address.get_ref(), "127.0.0.1:8081");
+        assert_eq!(server.max_fails, 1);
+        assert_eq!(config.routes[0].path.get_ref(), "/");
+    }
+
+    #[test]
+    fn values_with_quotes_stay_inside_their_string() {
+        let text = MINIMAL.replace(
+            "upstream = \"web\"",
+            "name = \"${NAME}\"\nupstream = \"web\"",
+        );
+        let config = parse("gw.toml", &text, &env()).unwrap();
+        assert_eq!(config.routes[0].name.as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn a_missing_variable_names_the_line() {
+        let text = MINIMAL.replace("${PORT}", "${NOPE}");
+        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        assert!(
+            error.starts_with("gw.toml:3: ${NOPE} is not set"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_file_line_and_key() {
+        let text = MINIMAL.replace("address = \"127", "weight = \"heavy\", address = \"127");
+        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        assert!(
+            error.starts_with("gw.toml:9: upstream.web.server[0].weight: "),
+            "{error}"
+        );
+
+        let text = MINIMAL.replace("[upstream.web]", "[upstream.web]\npolicy = \"random\"");
+        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        assert!(
+            error.starts_with("gw.toml:9: upstream.web.policy: "),
+            "{error}"
+        );
+        assert!(error.contains("round_robin"), "{error}");
+
+        let text = MINIMAL.replace("[upstream.web]", "[upstream.web]\nfail_timeout = \"soon\"");
+        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        assert!(
+            error.starts_with("gw.toml:9: upstream.web.fail_timeout: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_upstream_is_an_error_at_the_route() {
+        let text = MINIMAL.replace("upstream = \"web\"", "upstream = \"api\"");
+        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        assert_eq!(
+            error,
+            "gw.toml:6: route[0].upstream: no upstream named \"api\" (defined: web)"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let error = parse("gw.toml", "[[listener]\nbind = 1\n", &env()).unwrap_err();
+        assert!(error.starts_with("gw.toml:1: "), "{error}");
+    }
+
+    #[test]
+    fn durations_print_back_the_way_they_were_written() {
+        assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(Dur::secs(10).to_string(), "10s");
+    }
+}

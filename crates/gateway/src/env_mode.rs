@@ -1,0 +1,302 @@
+//! The gateway's settings, and the seeds' env contract: without a config file, the variables of
+//! the todonginx image build the equivalent of its `public.conf` (one listener, `location /`
+//! proxying to `upstream backend { server $BACKEND_HOST max_fails=... fail_timeout=...; }`).
+
+use std::collections::BTreeMap;
+
+use platform::config::{parse_bind, parse_count, parse_duration};
+use platform::{ConfigError, Setting, Source};
+use toml::Spanned;
+
+use crate::config::{self, Dur, FileConfig, Listener, Policy, Route, Server, Upstream};
+
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(
+        "GATEWAY_CONFIG",
+        "config",
+        "FILE",
+        "TOML config file; without one, the nginx variables below configure the gateway",
+    ),
+    Setting::new(
+        "GATEWAY_PRINT_CONFIG",
+        "print-config",
+        "",
+        "print the effective config as TOML and exit",
+    )
+    .switch(),
+    Setting::new(
+        "GATEWAY_BIND",
+        "bind",
+        "HOST:PORT",
+        "address to listen on (default 0.0.0.0:SERVER_PORT; replaces a config file's first listener)",
+    ),
+    Setting::new(
+        "GATEWAY_ADMIN_BIND",
+        "admin-bind",
+        "HOST:PORT|off",
+        "admin listener for /hc, /ready, /metrics (default 127.0.0.1:9901)",
+    ),
+    Setting::new(
+        "WORKER_PROCESSES",
+        "worker-processes",
+        "N|auto",
+        "worker threads (nginx's worker processes)",
+    )
+    .default("auto"),
+    Setting::new("SERVER_PORT", "server-port", "PORT", "port to listen on").default("80"),
+    Setting::new(
+        "SERVER_NAME",
+        "server-name",
+        "NAME",
+        "server name (informational: every host is served)",
+    )
+    .default("localhost"),
+    Setting::new(
+        "BACKEND_HOST",
+        "backend-host",
+        "HOST:PORT[,...]",
+        "upstream server(s), comma-separated; required without a config file",
+    ),
+    Setting::new(
+        "BACKEND_MAX_FAILS",
+        "backend-max-fails",
+        "N",
+        "failures within the fail timeout that take a server out (0: never)",
+    )
+    .default("3"),
+    Setting::new(
+        "BACKEND_FAIL_TIMEOUT",
+        "backend-fail-timeout",
+        "DURATION",
+        "window for counting failures, and how long a failed server stays out",
+    )
+    .default("10s"),
+    Setting::new(
+        "BACKEND_POLICY",
+        "backend-policy",
+        "POLICY",
+        "round_robin, least_conn or p2c_ewma",
+    )
+    .default("round_robin"),
+    Setting::new(
+        "BACKEND_HEALTH_PATH",
+        "backend-health-path",
+        "PATH",
+        "path for active health checks of each backend every 2s (off when unset)",
+    ),
+    Setting::new(
+        "KEEPALIVE_TIMEOUT",
+        "keepalive-timeout",
+        "DURATION",
+        "how long an idle client connection stays open",
+    )
+    .default("65"),
+    Setting::new(
+        "WORKER_CONNECTIONS",
+        "worker-connections",
+        "N",
+        "open client connections at most; more wait in the accept queue",
+    )
+    .default("1024"),
+    Setting::new(
+        "BASIC_AUTH_FILE",
+        "",
+        "",
+        "htpasswd file for basic auth (not supported yet: the gateway refuses to start with it)",
+    )
+    .env_only(),
+];
+
+fn setting(env: &str) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|s| s.env == env)
+        .unwrap_or_else(|| panic!("{env} is one of the gateway's settings"))
+}
+
+/// The file config: from `GATEWAY_CONFIG`, or built from the nginx variables. `GATEWAY_BIND` and
+/// `GATEWAY_ADMIN_BIND` override either.
+pub(crate) fn file_config(source: &Source) -> Result<(FileConfig, String), ConfigError> {
+    if source.get(setting("BASIC_AUTH_FILE"))?.is_some() {
+        return Err(ConfigError::Other(
+            "BASIC_AUTH_FILE is set, but basic auth is not supported by this version of the \
+             gateway; unset it rather than serve without the protection it asks for"
+                .into(),
+        ));
+    }
+    let (mut file, origin) = match source.parse(setting("GATEWAY_CONFIG"), |v| Ok(v.to_string()))? {
+        Some(path) => {
+            let file = config::load(&path, source).map_err(ConfigError::Other)?;
+            (file, path)
+        }
+        None => (from_nginx_variables(source)?, "environment".to_string()),
+    };
+    if let Some(bind) = source.parse(setting("GATEWAY_BIND"), |v| {
+        parse_bind(v).map(|_| v.to_string())
+    })? {
+        file.listeners[0].bind = Spanned::new(0..0, bind);
+    }
+    if let Some(admin) = source.parse(setting("GATEWAY_ADMIN_BIND"), |v| {
+        if v == "off" {
+            Ok(v.to_string())
+        } else {
+            parse_bind(v).map(|_| v.to_string())
+        }
+    })? {
+        file.admin.bind = admin;
+    }
+    Ok((file, origin))
+}
+
+/// Worker threads: a number, or `auto` for one per core.
+pub(crate) fn worker_threads(source: &Source) -> Result<Option<usize>, ConfigError> {
+    source.parse_or_default(setting("WORKER_PROCESSES"), |v| {
+        if v == "auto" {
+            Ok(None)
+        } else {
+            parse_count(v, 1024)
+                .map(|n| Some(n as usize))
+                .map_err(|e| format!("auto or {e}"))
+        }
+    })
+}
+
+fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
+    let port = source.parse_or_default(setting("SERVER_PORT"), |v| {
+        v.parse::<u16>().map_err(|_| "a port number".to_string())
+    })?;
+    let max_fails = source.parse_or_default(setting("BACKEND_MAX_FAILS"), |v| {
+        v.parse::<u32>().map_err(|_| "a whole number".to_string())
+    })?;
+    let fail_timeout = source.parse_or_default(setting("BACKEND_FAIL_TIMEOUT"), parse_duration)?;
+    let policy = source.parse_or_default(setting("BACKEND_POLICY"), |v| {
+        toml::Value::String(v.to_string())
+            .try_into::<Policy>()
+            .map_err(|_| "round_robin, least_conn or p2c_ewma".to_string())
+    })?;
+    let keepalive = source.parse_or_default(setting("KEEPALIVE_TIMEOUT"), parse_duration)?;
+    let connections =
+        source.parse_or_default(setting("WORKER_CONNECTIONS"), |v| parse_count(v, 1 << 20))?;
+    let health_path = source.parse(setting("BACKEND_HEALTH_PATH"), |v| {
+        if v.starts_with('/') {
+            Ok(v.to_string())
+        } else {
+            Err("a path starting with /".to_string())
+        }
+    })?;
+    let backends = source.require(setting("BACKEND_HOST"), |v| {
+        let hosts: Vec<String> = v
+            .split(',')
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        for host in &hosts {
+            crate::validate::parse_authority(host)?;
+        }
+        if hosts.is_empty() {
+            Err("host:port".to_string())
+        } else {
+            Ok(hosts)
+        }
+    })?;
+
+    let defaults: Upstream = toml::from_str("").expect("every upstream field has a default");
+    let server = backends
+        .into_iter()
+        .map(|address| Server {
+            address: Spanned::new(0..0, address),
+            weight: 1,
+            max_fails,
+            fail_timeout: Dur(fail_timeout),
+            max_conns: 0,
+            backup: false,
+        })
+        .collect();
+    let health_check = health_path.map(|path| {
+        let mut check: config::HealthCheck = toml::from_str("").expect("defaults");
+        check.path = path;
+        check
+    });
+    let listener: Listener = toml::from_str(&format!("bind = \"0.0.0.0:{port}\""))
+        .expect("a listener needs only its address");
+    Ok(FileConfig {
+        admin: config::Admin::default(),
+        listeners: vec![Listener {
+            keepalive_timeout: Dur(keepalive),
+            max_connections: connections as usize,
+            ..listener
+        }],
+        routes: vec![Route {
+            name: None,
+            host: None,
+            path: Spanned::new(0..0, "/".into()),
+            strip_prefix: false,
+            upstream: Spanned::new(0..0, "backend".into()),
+        }],
+        upstreams: BTreeMap::from([(
+            "backend".to_string(),
+            Upstream {
+                policy,
+                health_check,
+                server,
+                ..defaults
+            },
+        )]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_variables_build_public_conf() {
+        let source = Source::from_pairs([
+            ("BACKEND_HOST", "api:8080"),
+            ("SERVER_PORT", "8000"),
+            ("BACKEND_FAIL_TIMEOUT", "2s"),
+        ]);
+        let (config, origin) = file_config(&source).unwrap();
+        assert_eq!(origin, "environment");
+        assert_eq!(config.listeners[0].bind.get_ref(), "0.0.0.0:8000");
+        assert_eq!(config.listeners[0].max_connections, 1024);
+        assert_eq!(config.listeners[0].keepalive_timeout, Dur::secs(65));
+        let backend = &config.upstreams["backend"];
+        assert_eq!(backend.server[0].address.get_ref(), "api:8080");
+        assert_eq!(backend.server[0].max_fails, 3);
+        assert_eq!(backend.server[0].fail_timeout, Dur::secs(2));
+        assert!(backend.health_check.is_none());
+    }
+
+    #[test]
+    fn backend_host_is_required_and_checked() {
+        let error = file_config(&Source::default()).unwrap_err().to_string();
+        assert!(error.starts_with("BACKEND_HOST is required"), "{error}");
+        let source = Source::from_pairs([("BACKEND_HOST", "api")]);
+        let error = file_config(&source).unwrap_err().to_string();
+        assert!(
+            error.contains("BACKEND_HOST") && error.contains("host:port"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn several_backends_and_a_bind_override() {
+        let source = Source::from_pairs([
+            ("BACKEND_HOST", "a:1, b:2"),
+            ("GATEWAY_BIND", "127.0.0.1:7000"),
+            ("GATEWAY_ADMIN_BIND", "off"),
+        ]);
+        let (config, _) = file_config(&source).unwrap();
+        assert_eq!(config.upstreams["backend"].server.len(), 2);
+        assert_eq!(config.listeners[0].bind.get_ref(), "127.0.0.1:7000");
+        assert_eq!(config.admin.bind, "off");
+    }
+
+    #[test]
+    fn basic_auth_is_refused_rather_than_ignored() {
+        let source = Source::from_pairs([("BACKEND_HOST", "a:1"), ("BASIC_AUTH_FILE", "/x")]);
+        let error = file_config(&source).unwrap_err().to_string();
+        assert!(error.starts_with("BASIC_AUTH_FILE is set"), "{error}");
+    }
+}

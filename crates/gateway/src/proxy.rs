@@ -1,0 +1,252 @@
+//! The request path: route, rewrite headers, pick a server, send, retry on another server when
+//! that is safe, stream the answer back.
+//!
+//! Retry rules. A request that never reached a server (connection refused, reset before it was
+//! sent) is retried whatever its method. An idempotent request (GET, HEAD, OPTIONS, PUT, DELETE,
+//! TRACE) is also retried after a lost connection, a response-head timeout, or a 502/503/504.
+//! Only bodies kept in memory (up to `retry_buffer`) can be sent twice. Every retry must fit the
+//! upstream's retry budget, so a failing upstream never sees more than its usual load plus the
+//! budget's fraction.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use tower::retry::budget::Budget;
+
+use crate::body::{ClientBodyError, RequestBody, Tracked};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::routing::RouteTable;
+use crate::upstream::Upstream;
+
+/// What a listener's requests share.
+pub(crate) struct ListenerState {
+    pub(crate) routes: Arc<RouteTable>,
+    pub(crate) client_body_timeout: Duration,
+}
+
+pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Request) -> Response {
+    let Some(route) = state.routes.find(host_of(&request), request.uri().path()) else {
+        let host = host_of(&request).unwrap_or("").to_string();
+        let path = request.uri().path().to_string();
+        return ProxyError::NoRoute { host, path }.into_response();
+    };
+    let label = route.label.clone();
+    let mut response = match forward(&state, route, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    response.extensions_mut().insert(label);
+    response
+}
+
+fn host_of(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+}
+
+async fn forward(
+    state: &ListenerState,
+    route: &crate::routing::Route,
+    mut request: Request,
+) -> Result<Response, ProxyError> {
+    // Request smuggling: hyper's parser answers 400 to conflicting Content-Lengths, to a
+    // Transfer-Encoding whose last coding is not chunked, and to Transfer-Encoding in HTTP/1.0;
+    // with both Transfer-Encoding and Content-Length it reads chunked, drops Content-Length and
+    // closes the connection after the response (RFC 9112 section 6.3). The request sent upstream
+    // is framed anew either way, so no bytes of one request can become another.
+    let headers_in = request.headers();
+    let host = match headers_in.get(header::HOST) {
+        Some(host) => host.clone(),
+        // HTTP/2 carries the host in the URI.
+        None => request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .ok_or(ProxyError::NoHost)?,
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+    let upgrade = headers::upgrade_of(request.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+
+    let (mut parts, body) = request.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade.as_ref());
+    headers::add_forwarded(&mut parts.headers, &host, peer, "http");
+    let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let path: PathAndQuery = route
+        .upstream_path(path)
+        .parse()
+        .map_err(|e| ProxyError::Internal(format!("path: {e}")))?;
+
+    let upstream = &route.upstream;
+    let mut body = RequestBody::prepare(body, upstream.retry_buffer, state.client_body_timeout)
+        .await
+        .map_err(client_body_error)?;
+    let idempotent = is_idempotent(&parts.method);
+    upstream.budget.deposit();
+
+    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    let mut last_error: Option<ProxyError> = None;
+    loop {
+        let Some(index) = upstream.pick(&tried) else {
+            return Err(last_error.unwrap_or_else(|| ProxyError::NoServer(upstream.name.clone())));
+        };
+        tried.push(index);
+        let server = &upstream.servers[index];
+        let in_flight = upstream.begin(index);
+
+        let (attempt_body, replayable) = body.take();
+        let mut outgoing = http::Request::new(attempt_body);
+        *outgoing.method_mut() = parts.method.clone();
+        *outgoing.uri_mut() = upstream_uri(&server.authority, &path)?;
+        *outgoing.version_mut() = Version::HTTP_11;
+        *outgoing.headers_mut() = parts.headers.clone();
+
+        let may_retry = |upstream: &Upstream, tried: &[usize]| {
+            replayable && tried.len() < upstream.max_attempts as usize && upstream.budget.withdraw()
+        };
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(upstream.response_timeout, upstream.client.request(outgoing))
+                .await;
+        match sent {
+            Ok(Ok(mut response)) => {
+                let status = response.status();
+                if matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                ) {
+                    upstream.record_failure(index, status.as_str());
+                    if idempotent && may_retry(upstream, &tried) {
+                        tracing::debug!(upstream = %upstream.name, server = %server.address, %status, "retrying on another server");
+                        continue;
+                    }
+                } else {
+                    upstream.record_success(index, started.elapsed());
+                }
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Ok(switch_protocols(response, client_upgrade));
+                }
+                headers::remove_hop_by_hop(response.headers_mut(), None);
+                return Ok(response.map(|b| Body::new(Tracked::new(b, in_flight))));
+            }
+            Ok(Err(error)) => {
+                if let Some(client) = ClientBodyError::find(&error) {
+                    return Err(match client {
+                        ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
+                        ClientBodyError::Broken(_) => ProxyError::ClientBodyBroken,
+                    });
+                }
+                let never_sent = error.is_connect();
+                let cause = error_chain(&error);
+                upstream.record_failure(index, &cause);
+                last_error = Some(ProxyError::Unreachable {
+                    upstream: upstream.name.clone(),
+                    server: server.address.clone(),
+                    cause,
+                });
+                if (never_sent || idempotent) && may_retry(upstream, &tried) {
+                    tracing::debug!(upstream = %upstream.name, server = %server.address, never_sent, "retrying on another server");
+                    continue;
+                }
+                return Err(last_error.take().expect("just set"));
+            }
+            Err(_elapsed) => {
+                upstream.record_failure(index, "timeout");
+                last_error = Some(ProxyError::Timeout {
+                    upstream: upstream.name.clone(),
+                    server: server.address.clone(),
+                    timeout: upstream.response_timeout,
+                });
+                if idempotent && may_retry(upstream, &tried) {
+                    continue;
+                }
+                return Err(last_error.take().expect("just set"));
+            }
+        }
+    }
+}
+
+fn client_body_error(error: ClientBodyError) -> ProxyError {
+    match error {
+        ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
+        ClientBodyError::Broken(cause) => {
+            tracing::debug!(%cause, "request body ended early");
+            ProxyError::ClientBodyBroken
+        }
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn upstream_uri(authority: &http::uri::Authority, path: &PathAndQuery) -> Result<Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).map_err(|e| ProxyError::Internal(format!("uri: {e}")))
+}
+
+/// The upstream agreed to switch protocols (a WebSocket): answer 101 to the client, then copy
+/// bytes both ways until either side closes.
+fn switch_protocols(
+    mut upstream_response: http::Response<hyper::body::Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response {
+    let Some(client_upgrade) = client_upgrade else {
+        // A 101 nobody asked for cannot be passed on.
+        return ProxyError::Internal("upstream switched protocols unasked".into()).into_response();
+    };
+    let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
+    tokio::spawn(async move {
+        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok((client, upstream)) => {
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
+                    tracing::debug!(%error, "upgraded connection ended with an error");
+                }
+            }
+            Err(error) => tracing::debug!(%error, "upgrade failed"),
+        }
+    });
+    let (parts, _) = upstream_response.into_parts();
+    Response::from_parts(parts, Body::empty())
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,142 @@
+//! The route table: which upstream a request goes to, by `Host` and path prefix.
+
+use std::sync::Arc;
+
+use platform::observe::RouteLabel;
+
+use crate::config;
+use crate::upstream::Upstream;
+
+pub(crate) struct Route {
+    pub(crate) label: RouteLabel,
+    host: Option<String>,
+    prefix: String,
+    strip_prefix: bool,
+    pub(crate) upstream: Arc<Upstream>,
+}
+
+/// Routes in match order: longest prefix first; at equal length, routes with a host first.
+pub(crate) struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub(crate) fn new(routes: &[config::Route], upstreams: &[Arc<Upstream>]) -> Self {
+        let mut table: Vec<Route> = routes
+            .iter()
+            .map(|route| {
+                let upstream = upstreams
+                    .iter()
+                    .find(|u| *u.name == **route.upstream.get_ref())
+                    .expect("routes are validated to name existing upstreams");
+                let prefix = route.path.get_ref().clone();
+                let label = route.name.clone().unwrap_or_else(|| prefix.clone());
+                Route {
+                    label: RouteLabel(Arc::from(label)),
+                    host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    prefix,
+                    strip_prefix: route.strip_prefix,
+                    upstream: Arc::clone(upstream),
+                }
+            })
+            .collect();
+        table.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), r.host.is_none()));
+        RouteTable { routes: table }
+    }
+
+    /// The route for a request; `host` may carry a port.
+    pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(strip_port);
+        self.routes.iter().find(|route| {
+            path.starts_with(&route.prefix)
+                && match (&route.host, host) {
+                    (None, _) => true,
+                    (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
+                    (Some(_), None) => false,
+                }
+        })
+    }
+}
+
+impl Route {
+    /// The path to send upstream: unchanged, or without the route's prefix.
+    pub(crate) fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        if !self.strip_prefix {
+            return path.into();
+        }
+        let rest = &path[self.prefix.len()..];
+        if rest.starts_with('/') {
+            rest.into()
+        } else {
+            format!("/{rest}").into()
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(routes: &str) -> RouteTable {
+        let text = format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n{routes}\n[upstream.a]\nserver = [{{address = \"a:1\"}}]\n[upstream.b]\nserver = [{{address = \"b:1\"}}]\n"
+        );
+        let config = config::parse("t.toml", &text, &platform::Source::default()).unwrap();
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| Arc::new(Upstream::new(name, u)))
+            .collect();
+        RouteTable::new(&config.routes, &upstreams)
+    }
+
+    fn target(table: &RouteTable, host: Option<&str>, path: &str) -> Option<String> {
+        table
+            .find(host, path)
+            .map(|r| format!("{} {}", r.upstream.name, r.upstream_path(path)))
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_host_routes_come_first() {
+        let table = table(
+            r#"
+[[route]]
+upstream = "a"
+[[route]]
+path = "/api/"
+strip_prefix = true
+upstream = "b"
+[[route]]
+host = "admin.example"
+path = "/"
+upstream = "b"
+"#,
+        );
+        assert_eq!(target(&table, None, "/"), Some("a /".into()));
+        assert_eq!(
+            target(&table, Some("x"), "/api/todo?x=1"),
+            Some("b /todo?x=1".into())
+        );
+        assert_eq!(target(&table, Some("x"), "/apix"), Some("a /apix".into()));
+        assert_eq!(
+            target(&table, Some("ADMIN.example:8080"), "/"),
+            Some("b /".into())
+        );
+    }
+
+    #[test]
+    fn stripping_a_prefix_without_trailing_slash_keeps_the_path_absolute() {
+        let table = table("[[route]]\npath = \"/api\"\nstrip_prefix = true\nupstream = \"a\"\n");
+        assert_eq!(target(&table, None, "/api"), Some("a /".into()));
+        assert_eq!(target(&table, None, "/api/x"), Some("a /x".into()));
+        assert_eq!(target(&table, None, "/other"), None);
+    }
+}

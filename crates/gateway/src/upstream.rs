@@ -1,0 +1,429 @@
+//! An upstream pool at run time: its servers, their health, and which one gets the next request.
+//!
+//! A server is available when the active health check (if any) says it is up, no passive mark has
+//! taken it out (`max_fails` failures within `fail_timeout` take it out for `fail_timeout`, as in
+//! nginx), and it is under `max_conns`. Backups are picked only while no primary is available.
+//! Picking takes the servers a request already tried, so a retry goes somewhere else.
+//!
+//! The hot path takes no lock except the round-robin weights (a few integers); failures, which
+//! are rare, take a per-server lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use tower::retry::budget::TpsBudget;
+
+use crate::client::{self, UpstreamClient};
+use crate::config::{self, HealthCheck, Policy};
+
+/// How fast the latency average forgets (linkerd2-proxy uses 10 s too).
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+pub(crate) struct Upstream {
+    pub(crate) name: Arc<str>,
+    pub(crate) servers: Vec<Server>,
+    policy: Policy,
+    /// Smooth weighted round robin: each server's current weight.
+    current_weights: Mutex<Vec<i64>>,
+    /// Where least_conn starts looking, so ties rotate.
+    cursor: AtomicUsize,
+    /// With one server and no backup, passive marks are skipped (as nginx does): taking out the
+    /// only server can only turn a few failures into many.
+    single: bool,
+    pub(crate) client: UpstreamClient,
+    pub(crate) response_timeout: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) retry_buffer: usize,
+    pub(crate) budget: TpsBudget,
+    pub(crate) health_check: Option<HealthCheck>,
+}
+
+pub(crate) struct Server {
+    pub(crate) address: Arc<str>,
+    pub(crate) authority: Authority,
+    pub(crate) backup: bool,
+    weight: u32,
+    max_fails: u32,
+    fail_timeout: Duration,
+    max_conns: u32,
+    /// Requests in flight, until their response body ends.
+    active: AtomicU32,
+    /// The active health check's verdict; up until a check says otherwise.
+    healthy: AtomicBool,
+    /// Taken out by passive health until this time ([`now_ms`]); 0 when in.
+    down_until: AtomicU64,
+    failures: Mutex<Failures>,
+    /// Peak-EWMA of response-head latency, in nanoseconds, and when it was last updated.
+    latency: Mutex<(f64, Instant)>,
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    window_start: u64,
+}
+
+impl Upstream {
+    pub(crate) fn new(name: &str, config: &config::Upstream) -> Self {
+        let servers: Vec<Server> = config
+            .server
+            .iter()
+            .map(|s| Server {
+                address: Arc::from(s.address.get_ref().as_str()),
+                authority: crate::validate::parse_authority(s.address.get_ref())
+                    .expect("addresses are validated when the config is loaded"),
+                backup: s.backup,
+                weight: s.weight,
+                max_fails: s.max_fails,
+                fail_timeout: s.fail_timeout.0,
+                max_conns: s.max_conns,
+                active: AtomicU32::new(0),
+                healthy: AtomicBool::new(true),
+                down_until: AtomicU64::new(0),
+                failures: Mutex::new(Failures::default()),
+                latency: Mutex::new((0.0, Instant::now())),
+            })
+            .collect();
+        Upstream {
+            name: Arc::from(name),
+            single: servers.len() == 1,
+            current_weights: Mutex::new(vec![0; servers.len()]),
+            servers,
+            policy: config.policy,
+            cursor: AtomicUsize::new(0),
+            client: client::build(config.connect_timeout.0, config.idle_timeout.0),
+            response_timeout: config.response_timeout.0,
+            max_attempts: config.max_attempts,
+            retry_buffer: config.retry_buffer,
+            budget: TpsBudget::new(
+                Duration::from_secs(10),
+                config.min_retries_per_second,
+                config.retry_budget,
+            ),
+            health_check: config.health_check.clone(),
+        }
+    }
+
+    /// The server for the next attempt, skipping those in `tried`; `None` when no server is
+    /// available.
+    pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let now = now_ms();
+        for backup in [false, true] {
+            let eligible = |i: usize| {
+                let server = &self.servers[i];
+                server.backup == backup && !tried.contains(&i) && server.available(now)
+            };
+            let picked = match self.policy {
+                Policy::RoundRobin => self.pick_round_robin(eligible),
+                Policy::LeastConn => self.pick_least_conn(eligible),
+                Policy::P2cEwma => self.pick_p2c(eligible),
+            };
+            if picked.is_some() {
+                return picked;
+            }
+        }
+        None
+    }
+
+    /// nginx's smooth weighted round robin: every eligible server gains its weight, the richest
+    /// is picked and pays the total. Weights 5,1,1 give a,a,b,a,c,a,a rather than a,a,a,a,a,b,c.
+    fn pick_round_robin(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut current = self
+            .current_weights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for i in (0..self.servers.len()).filter(|&i| eligible(i)) {
+            current[i] += i64::from(self.servers[i].weight);
+            total += i64::from(self.servers[i].weight);
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best?;
+        current[best] -= total;
+        Some(best)
+    }
+
+    /// Fewest requests in flight per unit of weight; ties rotate.
+    fn pick_least_conn(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.servers.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<(usize, u64, u64)> = None;
+        for offset in 0..n {
+            let i = (start + offset) % n;
+            if !eligible(i) {
+                continue;
+            }
+            let server = &self.servers[i];
+            let (active, weight) = (u64::from(server.active()), u64::from(server.weight));
+            // active/weight < best_active/best_weight, without division.
+            if best.is_none_or(|(_, a, w)| active * w < a * weight) {
+                best = Some((i, active, weight));
+            }
+        }
+        best.map(|(i, _, _)| i)
+    }
+
+    /// Two eligible servers at random; the one with the lower expected wait (latency average
+    /// times requests queued) wins. Cheap, and it avoids the herd that "always the fastest" makes.
+    fn pick_p2c(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let count = (0..self.servers.len()).filter(|&i| eligible(i)).count();
+        let nth = |n: usize| (0..self.servers.len()).filter(|&i| eligible(i)).nth(n);
+        match count {
+            0 => None,
+            1 => nth(0),
+            _ => {
+                let a = fastrand::usize(..count);
+                let mut b = fastrand::usize(..count - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (nth(a)?, nth(b)?);
+                let cost = |i: usize| self.servers[i].cost();
+                Some(if cost(a) <= cost(b) { a } else { b })
+            }
+        }
+    }
+
+    /// Counts a request against a server until the returned guard is dropped.
+    pub(crate) fn begin(self: &Arc<Self>, index: usize) -> InFlight {
+        self.servers[index].active.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            upstream: Arc::clone(self),
+            index,
+        }
+    }
+
+    /// A failed attempt (no connection, no answer in time, or 502/503/504).
+    pub(crate) fn record_failure(&self, index: usize, why: &str) {
+        if self.single {
+            return;
+        }
+        let server = &self.servers[index];
+        if server.max_fails == 0 {
+            return;
+        }
+        let now = now_ms();
+        let fail_timeout = server.fail_timeout.as_millis() as u64;
+        let mut failures = server.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if now.saturating_sub(failures.window_start) > fail_timeout {
+            *failures = Failures {
+                count: 0,
+                window_start: now,
+            };
+        }
+        failures.count += 1;
+        if failures.count >= server.max_fails {
+            failures.count = 0;
+            server
+                .down_until
+                .store(now + fail_timeout, Ordering::Release);
+            tracing::warn!(
+                upstream = %self.name, server = %server.address, reason = why,
+                out_for = ?server.fail_timeout, "server taken out after failures"
+            );
+        }
+    }
+
+    /// A successful attempt and how long the response head took.
+    pub(crate) fn record_success(&self, index: usize, latency: Duration) {
+        let server = &self.servers[index];
+        if self.policy == Policy::P2cEwma {
+            server.observe_latency(latency);
+        }
+    }
+
+    /// How many servers can take requests now, primaries and backups.
+    pub(crate) fn available_count(&self) -> (usize, usize) {
+        let now = now_ms();
+        let up = |backup: bool| {
+            self.servers
+                .iter()
+                .filter(|s| s.backup == backup && s.available(now))
+                .count()
+        };
+        (up(false), up(true))
+    }
+}
+
+impl Server {
+    fn available(&self, now: u64) -> bool {
+        self.healthy.load(Ordering::Acquire)
+            && self.down_until.load(Ordering::Acquire) <= now
+            && (self.max_conns == 0 || self.active() < self.max_conns)
+    }
+
+    pub(crate) fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// The active health check's verdict. A passing check also clears a passive mark: the server
+    /// answers again, so there is no reason to wait out `fail_timeout`.
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Release);
+        if healthy {
+            self.down_until.store(0, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn passively_down(&self) -> bool {
+        self.down_until.load(Ordering::Acquire) > now_ms()
+    }
+
+    fn cost(&self) -> f64 {
+        let (ewma, _) = *self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        // An unmeasured server costs as much as a 1 ms one, so it gets tried soon.
+        ewma.max(1_000_000.0) * f64::from(self.active() + 1)
+    }
+
+    /// Peak EWMA: a slower response raises the average at once; faster ones lower it gradually.
+    fn observe_latency(&self, latency: Duration) {
+        let rtt = latency.as_nanos() as f64;
+        let mut state = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (ewma, last) = *state;
+        let next = if rtt > ewma {
+            rtt
+        } else {
+            let elapsed = now.duration_since(last).as_secs_f64();
+            let keep = (-elapsed / EWMA_DECAY.as_secs_f64()).exp();
+            ewma * keep + rtt * (1.0 - keep)
+        };
+        *state = (next, now);
+    }
+}
+
+/// One request in flight on one server; dropping it ends the count.
+pub(crate) struct InFlight {
+    upstream: Arc<Upstream>,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream.servers[self.index]
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds on a monotonic clock, starting at 1 so that 0 can mean "never".
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(policy: &str, servers: &str) -> Arc<Upstream> {
+        let text = format!("policy = \"{policy}\"\nserver = [{servers}]\n");
+        let config: config::Upstream = toml::from_str(&text).unwrap();
+        Arc::new(Upstream::new("test", &config))
+    }
+
+    fn sequence(upstream: &Upstream, n: usize) -> String {
+        (0..n)
+            .map(|_| {
+                let i = upstream.pick(&[]).unwrap();
+                upstream.servers[i]
+                    .address
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    #[test]
+    fn smooth_round_robin_interleaves_by_weight() {
+        let pool = upstream(
+            "round_robin",
+            r#"{address="a:1", weight=5}, {address="b:1"}, {address="c:1"}"#,
+        );
+        assert_eq!(sequence(&pool, 7), "a,a,b,a,c,a,a");
+    }
+
+    #[test]
+    fn backups_serve_only_while_no_primary_is_available() {
+        let pool = upstream(
+            "least_conn",
+            r#"{address="a:1"}, {address="b:1"}, {address="z:1", backup=true}"#,
+        );
+        assert!(!sequence(&pool, 10).contains('z'));
+        pool.servers[0].set_healthy(false);
+        assert_eq!(sequence(&pool, 3), "b,b,b");
+        pool.record_failure(1, "test");
+        assert_eq!(sequence(&pool, 3), "z,z,z");
+        pool.servers[0].set_healthy(true);
+        assert_eq!(sequence(&pool, 2), "a,a");
+    }
+
+    #[test]
+    fn retries_skip_servers_already_tried() {
+        let pool = upstream("round_robin", r#"{address="a:1"}, {address="b:1"}"#);
+        let first = pool.pick(&[]).unwrap();
+        let second = pool.pick(&[first]).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(pool.pick(&[first, second]), None);
+    }
+
+    #[test]
+    fn least_conn_prefers_the_idler_server_and_max_conns_caps() {
+        let pool = upstream(
+            "least_conn",
+            r#"{address="a:1", max_conns=1}, {address="b:1"}"#,
+        );
+        let a = pool.begin(0);
+        assert_eq!(pool.pick(&[]), Some(1));
+        let _b1 = pool.begin(1);
+        let _b2 = pool.begin(1);
+        // a has one in flight and a cap of one: b gets it despite having more.
+        assert_eq!(pool.pick(&[]), Some(1));
+        drop(a);
+        assert_eq!(pool.pick(&[]), Some(0));
+    }
+
+    #[test]
+    fn max_fails_within_fail_timeout_take_a_server_out() {
+        let pool = upstream(
+            "round_robin",
+            r#"{address="a:1", max_fails=2}, {address="b:1"}"#,
+        );
+        pool.record_failure(0, "test");
+        assert!(!pool.servers[0].passively_down());
+        pool.record_failure(0, "test");
+        assert!(pool.servers[0].passively_down());
+        assert_eq!(sequence(&pool, 3), "b,b,b");
+    }
+
+    #[test]
+    fn a_lone_server_is_never_taken_out_passively() {
+        let pool = upstream("round_robin", r#"{address="a:1"}"#);
+        pool.record_failure(0, "test");
+        assert_eq!(pool.pick(&[]), Some(0));
+    }
+
+    #[test]
+    fn p2c_avoids_the_slow_server() {
+        let pool = upstream("p2c_ewma", r#"{address="a:1"}, {address="b:1"}"#);
+        pool.record_success(0, Duration::from_millis(200));
+        pool.record_success(1, Duration::from_millis(2));
+        let slow = (0..100).filter(|_| pool.pick(&[]) == Some(0)).count();
+        assert_eq!(
+            slow, 0,
+            "with two servers, p2c compares both and picks the fast one"
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! Checks a parsed config for what the types cannot say: routes name upstreams that exist,
+//! addresses are `host:port`, numbers are in range. Each problem comes back with the span of the
+//! offending value (when it has one) and its key, for a `file:line: key: message` error.
+
+use std::ops::Range;
+
+use crate::config::{FileConfig, Upstream};
+
+pub(crate) type Problem = (Option<Range<usize>>, String, String);
+
+pub(crate) fn check(config: &FileConfig) -> Result<(), Problem> {
+    if config.admin.bind != "off" {
+        platform::config::parse_bind(&config.admin.bind)
+            .map_err(|e| (None, "admin.bind".into(), format!("expected {e}")))?;
+    }
+    if config.listeners.is_empty() {
+        return Err((
+            None,
+            "listener".into(),
+            "at least one [[listener]] is needed".into(),
+        ));
+    }
+    for (i, listener) in config.listeners.iter().enumerate() {
+        platform::config::parse_bind(listener.bind.get_ref()).map_err(|e| {
+            let span = Some(listener.bind.span());
+            (span, format!("listener[{i}].bind"), format!("expected {e}"))
+        })?;
+        if listener.max_connections == 0 {
+            let key = format!("listener[{i}].max_connections");
+            return Err((None, key, "must be at least 1".into()));
+        }
+    }
+    if config.routes.is_empty() {
+        return Err((
+            None,
+            "route".into(),
+            "at least one [[route]] is needed".into(),
+        ));
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        if !route.path.get_ref().starts_with('/') {
+            let key = format!("route[{i}].path");
+            return Err((Some(route.path.span()), key, "must start with /".into()));
+        }
+        if !config.upstreams.contains_key(route.upstream.get_ref()) {
+            let defined: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+            let message = format!(
+                "no upstream named {:?} (defined: {})",
+                route.upstream.get_ref(),
+                if defined.is_empty() {
+                    "none".to_string()
+                } else {
+                    defined.join(", ")
+                }
+            );
+            return Err((
+                Some(route.upstream.span()),
+                format!("route[{i}].upstream"),
+                message,
+            ));
+        }
+    }
+    for (name, upstream) in &config.upstreams {
+        check_upstream(name, upstream)?;
+    }
+    Ok(())
+}
+
+fn check_upstream(name: &str, upstream: &Upstream) -> Result<(), Problem> {
+    let key = |field: &str| format!("upstream.{name}.{field}");
+    if upstream.server.is_empty() {
+        return Err((None, key("server"), "at least one server is needed".into()));
+    }
+    if upstream.server.iter().all(|s| s.backup) {
+        return Err((
+            None,
+            key("server"),
+            "every server is a backup; make one a primary".into(),
+        ));
+    }
+    if upstream.max_attempts == 0 {
+        return Err((None, key("max_attempts"), "must be at least 1".into()));
+    }
+    if !(0.0..=1.0).contains(&upstream.retry_budget) {
+        let message = "must be a fraction from 0 to 1 (0.2 is 20%)".into();
+        return Err((None, key("retry_budget"), message));
+    }
+    if upstream.min_retries_per_second > 10_000 {
+        return Err((
+            None,
+            key("min_retries_per_second"),
+            "must be at most 10000".into(),
+        ));
+    }
+    if let Some(check) = &upstream.health_check {
+        if !check.path.starts_with('/') {
+            return Err((None, key("health_check.path"), "must start with /".into()));
+        }
+        if check.rise == 0 || check.fall == 0 {
+            return Err((
+                None,
+                key("health_check"),
+                "rise and fall must be at least 1".into(),
+            ));
+        }
+        if check.interval.0.is_zero() || check.timeout.0.is_zero() {
+            let message = "interval and timeout must be longer than 0".into();
+            return Err((None, key("health_check"), message));
+        }
+    }
+    for (i, server) in upstream.server.iter().enumerate() {
+        let address = server.address.get_ref();
+        parse_authority(address).map_err(|message| {
+            (
+                Some(server.address.span()),
+                key(&format!("server[{i}].address")),
+                message,
+            )
+        })?;
+        if server.weight == 0 {
+            return Err((
+                None,
+                key(&format!("server[{i}].weight")),
+                "must be at least 1".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A server address as the authority of the URIs sent to it: `host:port`, with a port.
+pub(crate) fn parse_authority(address: &str) -> Result<http::uri::Authority, String> {
+    let expected = || format!("expected host:port, got {address:?}");
+    let authority: http::uri::Authority = address.parse().map_err(|_| expected())?;
+    if authority.port_u16().is_none() || authority.host().is_empty() || address.contains('@') {
+        return Err(expected());
+    }
+    Ok(authority)
+}

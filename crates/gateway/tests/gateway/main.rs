@@ -1,0 +1,5 @@
+//! The gateway in process, in front of real HTTP backends on loopback ports.
+
+mod balancing;
+mod helpers;
+mod proxying;
