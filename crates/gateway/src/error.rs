@@ -36,6 +36,8 @@ pub(crate) enum ProxyError {
         server: std::sync::Arc<str>,
         timeout: Duration,
     },
+    #[error("the upstream's response body broke off: {0}")]
+    BrokenResponse(String),
     // internal
     #[error("cannot build the upstream request: {0}")]
     Internal(String),
@@ -48,7 +50,9 @@ impl ProxyError {
             ProxyError::NoHost | ProxyError::ClientBodyBroken => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Unreachable { .. } | ProxyError::BrokenResponse(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -62,7 +66,8 @@ impl ProxyError {
             | ProxyError::ClientBodyBroken => "downstream",
             ProxyError::NoServer(_)
             | ProxyError::Unreachable { .. }
-            | ProxyError::Timeout { .. } => "upstream",
+            | ProxyError::Timeout { .. }
+            | ProxyError::BrokenResponse(_) => "upstream",
             ProxyError::Internal(_) => "internal",
         }
     }

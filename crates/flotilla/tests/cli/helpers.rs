@@ -32,7 +32,22 @@ pub(crate) struct Running {
 
 /// Starts a service on 127.0.0.1:0 with JSON logs and waits for its "listening" line.
 pub(crate) fn start(service: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut args = vec![service, "--bind", "127.0.0.1:0"];
+    start_on(service, "127.0.0.1:0", extra_args, env)
+}
+
+/// Starts a service on `bind` with JSON logs and waits for its "listening" line (for a gateway
+/// with an admin listener, the line of the listener on `bind`).
+pub(crate) fn start_on(
+    service: &str,
+    bind: &str,
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> Running {
+    let admin = env
+        .iter()
+        .find(|(k, _)| *k == "GATEWAY_ADMIN_BIND")
+        .map(|(_, v)| v.to_string());
+    let mut args = vec![service, "--bind", bind];
     args.extend_from_slice(extra_args);
     let mut env = env.to_vec();
     env.push(("LOG_FORMAT", "json"));
@@ -48,7 +63,9 @@ pub(crate) fn start(service: &str, extra_args: &[&str], env: &[(&str, &str)]) ->
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         logs,
     };
-    let listening = running.log_matching(|line| line["message"] == "listening");
+    let listening = running.log_matching(|line| {
+        line["message"] == "listening" && admin.as_deref() != line["address"].as_str()
+    });
     running.addr = listening["address"].as_str().unwrap().parse().unwrap();
     running
 }
@@ -116,6 +133,15 @@ impl Running {
             }
         }
     }
+}
+
+/// A loopback port free right now, for a process that must come back on the same address.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Running {

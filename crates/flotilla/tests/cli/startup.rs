@@ -116,6 +116,7 @@ fn the_readme_documents_every_setting() {
         platform::cli::COMMON_SETTINGS,
         todo_api::SETTINGS,
         echo::SETTINGS,
+        gateway::SETTINGS,
     ];
     for setting in all.iter().flat_map(|s| s.iter()) {
         assert!(

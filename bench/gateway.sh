@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Benchmarks `flotilla gateway` against Debian's nginx, both in front of the same `flotilla echo`
+# backend, and the backend alone, with wrk (keep-alive, 64 connections) in one run:
+#   direct   wrk -> echo
+#   gateway  wrk -> flotilla gateway (2 worker threads) -> echo
+#   nginx    wrk -> nginx (2 worker processes)           -> echo
+# Both proxies keep idle upstream connections (nginx: keepalive 64, HTTP/1.1) and log every request
+# to a file. Runs are interleaved (direct, gateway, nginx, direct, ...) so machine noise hits all
+# three alike; the table shows the median run of each. Appends the table to docs/benchmarks.md.
+#
+#   bench/gateway.sh [--duration 20] [--connections 64] [--runs 3] [--no-record]
+#
+# Needs wrk and nginx (apt-get install wrk nginx-light). Not a test: CI does not run it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=20
+connections=64
+runs=3
+record=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --no-record) record=0; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "needs $tool: apt-get install wrk nginx-light" >&2; exit 1; }
+done
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --quiet
+bin=target/release/flotilla
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+echo_port=$(free_port); gw_port=$(free_port); nginx_port=$(free_port)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" echo --bind "127.0.0.1:$echo_port" --hostname bench >"$work/echo.log" 2>&1 &
+pids+=($!)
+BACKEND_HOST="127.0.0.1:$echo_port" WORKER_PROCESSES=2 GATEWAY_ADMIN_BIND=off \
+  "$bin" gateway --bind "127.0.0.1:$gw_port" >"$work/gateway.log" 2>&1 &
+gateway=$!
+pids+=($gateway)
+
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log $work/nginx/access.log;
+  keepalive_timeout 65;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  upstream backend {
+    server 127.0.0.1:$echo_port max_fails=3 fail_timeout=10s;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+}
+CONF
+"$nginx_bin" -c "$work/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log" 2>"$work/nginx.stderr" &
+pids+=($!)
+
+for port in "$echo_port" "$gw_port" "$nginx_port"; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$port/" | grep -q '^bench, current time' || { echo "port $port does not answer" >&2; exit 1; }
+done
+
+# wrk's summary -> "req/s p50 p99"
+measure() {
+  wrk -t2 -c"$connections" -d"${duration}s" --latency "$1" | awk '
+    /Requests\/sec/ {rps=$2}
+    $1=="50%" {p50=$2}
+    $1=="99%" {p99=$2}
+    /Non-2xx/ {bad=$NF}
+    /Socket errors/ {errors=$0}
+    END {if (bad || errors) {print "errors: " bad " " errors > "/dev/stderr"; exit 1}; printf "%d %s %s\n", rps, p50, p99}'
+}
+
+declare -A url=([direct]="http://127.0.0.1:$echo_port/" [gateway]="http://127.0.0.1:$gw_port/" [nginx]="http://127.0.0.1:$nginx_port/")
+for target in direct gateway nginx; do wrk -t2 -c"$connections" -d2s "${url[$target]}" >/dev/null; done  # warm-up
+for run in $(seq "$runs"); do
+  for target in direct gateway nginx; do
+    measure "${url[$target]}" >>"$work/$target.runs"
+    echo "run $run $target: $(tail -1 "$work/$target.runs")" >&2
+  done
+done
+median() {
+  sort -n "$work/$1.runs" | awk -v n="$runs" '{rps[NR]=$1; p50[NR]=$2; p99[NR]=$3}
+    END {m=int((n+1)/2); printf "%d %s %s %d %d\n", rps[m], p50[m], p99[m], rps[1], rps[n]}'
+}
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+mb() { awk -v kb="$1" 'BEGIN {printf "%.1f", kb/1024}'; }
+gateway_rss=$(mb "$(hwm_kb "$gateway")")
+nginx_kb=0
+for pid in $(cat "$work/nginx.pid") $(pgrep -P "$(cat "$work/nginx.pid")"); do
+  nginx_kb=$((nginx_kb + $(hwm_kb "$pid")))
+done
+nginx_rss=$(mb "$nginx_kb")
+echo_rss=$(mb "$(hwm_kb "${pids[0]}")")
+
+read -r d_rps d_p50 d_p99 d_min d_max < <(median direct)
+read -r g_rps g_p50 g_p99 g_min g_max < <(median gateway)
+read -r n_rps n_p50 n_p99 n_min n_max < <(median nginx)
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+nginx_version=$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')
+table=$(cat <<EOF
+| path | req/s (median of $runs) | range of $runs runs | p50 | p99 | peak RSS |
+|---|---:|---:|---:|---:|---:|
+| wrk -> echo (direct) | $d_rps | $d_min–$d_max | $d_p50 | $d_p99 | $echo_rss MB |
+| wrk -> flotilla gateway -> echo | $g_rps | $g_min–$g_max | $g_p50 | $g_p99 | $gateway_rss MB |
+| wrk -> nginx $nginx_version -> echo | $n_rps | $n_min–$n_max | $n_p50 | $n_p99 | $nginx_rss MB (master + 2 workers) |
+EOF
+)
+echo "$table"
+
+if [ "$record" = 1 ]; then
+  {
+    echo
+    echo "### Gateway vs nginx — $(date -u +%Y-%m-%d)"
+    echo
+    echo "\`bench/gateway.sh --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu):"
+    echo "wrk -t2 -c$connections -d${duration}s, \`GET /\` of \`flotilla echo\`; gateway with 2 worker threads, nginx with"
+    echo "2 worker processes and \`keepalive 64\` upstream connections; both log every request to a file."
+    echo "Everything (wrk, proxy, backend) shares the same 2 cores."
+    echo
+    echo "$table"
+  } >>docs/benchmarks.md
+  echo "appended to docs/benchmarks.md"
+fi

@@ -1,0 +1,233 @@
+//! The gateway as a process in front of `flotilla echo` processes: restarts and crashes of the
+//! backends under a steady load lose no request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::helpers::{Running, free_port, run_to_end, start, start_on};
+
+/// A steady GET load over keep-alive connections, bounded in count and time.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(url: String, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, url) = (stop.clone(), ok.clone(), url.clone());
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .unwrap();
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    let mut failures = Vec::new();
+                    for _ in 0..50_000 {
+                        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                            break;
+                        }
+                        match client.get(&url).send() {
+                            Ok(response) if response.status() == 200 => {
+                                let body = response.text().unwrap_or_default();
+                                if body.contains(", current time : ") {
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    failures.push(format!("body {body:?}"));
+                                }
+                            }
+                            Ok(response) => failures.push(format!(
+                                "{} {}",
+                                response.status(),
+                                response.text().unwrap_or_default()
+                            )),
+                            Err(error) => failures.push(format!("{error:#}")),
+                        }
+                        // About 200 requests per second per client.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, threads }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the load; every failure it saw.
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+fn echo(name: &str, port: u16) -> Running {
+    let bind = format!("127.0.0.1:{port}");
+    start_on("echo", &bind, &[], &[("HOSTNAME", name)])
+}
+
+/// Waits until a request through the gateway is answered by `name`.
+fn wait_served_by(gateway: &Running, name: &str) {
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(gateway.url("/")).send()
+            && response
+                .text()
+                .unwrap_or_default()
+                .starts_with(&format!("{name},"))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{name} never served through the gateway");
+}
+
+#[test]
+fn restarting_each_backend_in_turn_loses_no_request() {
+    let ports = [free_port(), free_port()];
+    let mut backends = [echo("one", ports[0]), echo("two", ports[1])];
+    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let gateway = start(
+        "gateway",
+        &[],
+        &[
+            ("BACKEND_HOST", &hosts),
+            ("BACKEND_HEALTH_PATH", "/ready"),
+            ("GATEWAY_ADMIN_BIND", "off"),
+        ],
+    );
+    let load = Load::start(gateway.url("/"), 4);
+
+    for (i, name) in ["one", "two"].into_iter().enumerate() {
+        let before = load.ok();
+        while load.ok() < before + 200 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        backends[i].signal(Signal::SIGTERM);
+        assert_eq!(
+            backends[i].wait_exit(Duration::from_secs(15)).code(),
+            Some(0)
+        );
+        backends[i] = echo(name, ports[i]);
+        // As Swarm's update_config would: the next replica goes only once this one serves again.
+        wait_served_by(&gateway, name);
+    }
+
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok >= 400, "only {ok} requests ran");
+}
+
+#[test]
+fn a_backend_killed_with_sigkill_loses_no_idempotent_request_and_is_taken_out() {
+    let ports = [free_port(), free_port()];
+    let backends = [echo("one", ports[0]), echo("two", ports[1])];
+    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let gateway = start(
+        "gateway",
+        &[],
+        &[
+            ("BACKEND_HOST", &hosts),
+            ("BACKEND_MAX_FAILS", "1"),
+            ("BACKEND_FAIL_TIMEOUT", "30s"),
+            ("GATEWAY_ADMIN_BIND", "off"),
+        ],
+    );
+    let load = Load::start(gateway.url("/"), 4);
+    while load.ok() < 200 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    backends[0].signal(Signal::SIGKILL);
+    // Passive health takes the dead server out on its first failure (max_fails=1)...
+    let taken_out =
+        gateway.log_matching(|line| line["message"] == "server taken out after failures");
+    assert_eq!(taken_out["server"], format!("127.0.0.1:{}", ports[0]));
+    // ...and from then on only the live one answers.
+    let before = load.ok();
+    while load.ok() < before + 300 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let body = reqwest::blocking::get(gateway.url("/"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(body.starts_with("two,"), "{body}");
+}
+
+#[test]
+fn print_config_shows_the_effective_config_from_the_seed_variables() {
+    let output = run_to_end(
+        &["gateway", "--print-config"],
+        &[
+            ("BACKEND_HOST", "todoapi:8080"),
+            ("SERVER_PORT", "8000"),
+            ("BACKEND_FAIL_TIMEOUT", "5s"),
+        ],
+    );
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("bind = \"0.0.0.0:8000\""), "{text}");
+    assert!(text.contains("address = \"todoapi:8080\""), "{text}");
+    assert!(text.contains("max_fails = 3"), "{text}");
+    assert!(text.contains("fail_timeout = \"5s\""), "{text}");
+}
+
+#[test]
+fn config_file_errors_name_file_line_and_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"api\"\n\n[upstream.api]\nserver = [{ address = \"127.0.0.1:1\", max_fails = -1 }]\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let output = run_to_end(&["gateway", "--config", path], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!(
+            "flotilla gateway: {path}:8: upstream.api.server[0].max_fails: "
+        )),
+        "{stderr}"
+    );
+    let output = run_to_end(&["gateway"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("flotilla gateway: BACKEND_HOST is required"),
+        "{stderr}"
+    );
+}
