@@ -26,6 +26,11 @@ fn command() -> Command {
             todo_api::SETTINGS,
         ))
         .subcommand(service(
+            "todo-web",
+            "The TODO board, rendered on the server from the TODO API (TODO_API_URL)",
+            todo_web::SETTINGS,
+        ))
+        .subcommand(service(
             "gateway",
             "The reverse proxy: routes, load balancing, health checks, retries (GATEWAY_CONFIG, or the nginx variables)",
             gateway::SETTINGS,
@@ -69,6 +74,20 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             },
         ),
+        "todo-web" => launch(
+            name,
+            sub,
+            todo_web::SETTINGS,
+            todo_web::Config::from_source,
+            |c| &c.common,
+            |_| None,
+            |config| async move {
+                let listener = platform::bind(config.bind).await?;
+                todo_web::run(listener, config, platform::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+        ),
         "gateway" => launch(
             name,
             sub,
@@ -101,7 +120,7 @@ fn launch<C, F, Fut>(
 where
     F: FnOnce(C) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
-    C: PrintConfig,
+    C: OneShot,
 {
     let mut source = Source::from_env();
     apply_flags(&mut source, matches, settings);
@@ -113,9 +132,16 @@ where
             return ExitCode::from(2);
         }
     };
-    if let Some(text) = config.printed() {
-        print!("{text}");
-        return ExitCode::SUCCESS;
+    match config.one_shot() {
+        None => {}
+        Some(Ok(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Some(Err(error)) => {
+            eprintln!("flotilla {name}: {error}");
+            return ExitCode::FAILURE;
+        }
     }
     let _log = platform::init_logging(&common(&config).log);
 
@@ -139,17 +165,28 @@ where
     }
 }
 
-/// A service whose config can be asked to print itself instead of running (`--print-config`).
-trait PrintConfig {
-    fn printed(&self) -> Option<String> {
+/// A job some subcommands do instead of running (`gateway --print-config`,
+/// `todo-web --export-assets`): its output, or what went wrong.
+trait OneShot {
+    fn one_shot(&self) -> Option<Result<String, String>> {
         None
     }
 }
 
-impl PrintConfig for todo_api::Config {}
-impl PrintConfig for echo::Config {}
-impl PrintConfig for gateway::Config {
-    fn printed(&self) -> Option<String> {
-        self.print_config.then(|| self.to_toml())
+impl OneShot for todo_api::Config {}
+impl OneShot for echo::Config {}
+impl OneShot for gateway::Config {
+    fn one_shot(&self) -> Option<Result<String, String>> {
+        self.print_config.then(|| Ok(self.to_toml()))
+    }
+}
+impl OneShot for todo_web::Config {
+    fn one_shot(&self) -> Option<Result<String, String>> {
+        let dir = self.export_assets.as_ref()?;
+        Some(
+            todo_web::assets::export(std::path::Path::new(dir))
+                .map(|names| names.iter().map(|n| format!("{dir}/{n}\n")).collect())
+                .map_err(|e| format!("cannot export assets to {dir}: {e}")),
+        )
     }
 }

@@ -13,7 +13,9 @@
 //! - [`observe`]: per-request log line and metrics.
 //! - [`errors`]: the JSON error body of the JSON APIs.
 //! - [`server`]: HTTP/1.1 + HTTP/2 server with limits and graceful shutdown.
+//! - [`circuit`]: a circuit breaker for calls to other services.
 
+pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -25,6 +27,7 @@ pub mod telemetry;
 
 use std::time::Duration;
 
+pub use circuit::{BreakerSettings, CallError, CircuitBreaker, CircuitState};
 pub use config::{ConfigError, Setting, Source};
 pub use contract::{ErrorStyle, contract_openapi, contract_router, with_request_layers};
 pub use errors::{ErrorBody, error_response};

@@ -1,0 +1,188 @@
+//! The TODO API as the board sees it: every call has a timeout and goes through one circuit
+//! breaker, so a dead API costs a page a few milliseconds, not a hanging browser.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::{BreakerSettings, CallError, CircuitBreaker};
+use serde::{Deserialize, Serialize};
+
+/// One TODO item as the API returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Todo {
+    pub(crate) id: i64,
+    pub(crate) title: String,
+    pub(crate) content: String,
+    pub(crate) status: String,
+    pub(crate) updated: String,
+}
+
+/// The columns, in board order.
+pub(crate) const STATUSES: [&str; 3] = ["TODO", "PROGRESS", "DONE"];
+
+/// Items asked for per column.
+pub(crate) const COLUMN_LIMIT: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// The API refused the input; the message is the API's, naming the field.
+    #[error("{message}")]
+    Rejected { status: u16, message: String },
+    #[error("TODO API unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// Failures of the API itself, which count against the circuit; a 4xx is the user's.
+    fn is_failure(&self) -> bool {
+        match self {
+            ApiError::Rejected { status, .. } => *status >= 500,
+            ApiError::Unavailable(_) => true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Api {
+    base: Arc<str>,
+    client: reqwest::Client,
+    breaker: Arc<CircuitBreaker>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Changes<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    message: String,
+}
+
+impl Api {
+    pub(crate) fn new(base: &str, timeout: Duration) -> Self {
+        Api {
+            base: Arc::from(base.trim_end_matches('/')),
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()
+                .expect("a plain HTTP client builds"),
+            breaker: Arc::new(CircuitBreaker::new("todo-api", BreakerSettings::default())),
+        }
+    }
+
+    pub(crate) fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// One column, and whether the API has more than it returned.
+    pub(crate) async fn list(
+        &self,
+        status: &str,
+        request_id: &str,
+    ) -> Result<(Vec<Todo>, bool), ApiError> {
+        let url = format!("{}/todo?status={status}&limit={COLUMN_LIMIT}", self.base);
+        self.call(self.client.get(url), request_id, |response| async move {
+            let more = response.headers().contains_key(http::header::LINK);
+            Ok((
+                response.json::<Vec<Todo>>().await.map_err(unavailable)?,
+                more,
+            ))
+        })
+        .await
+    }
+
+    pub(crate) async fn create(
+        &self,
+        title: &str,
+        content: &str,
+        request_id: &str,
+    ) -> Result<Todo, ApiError> {
+        let url = format!("{}/todo", self.base);
+        let body = serde_json::json!({ "title": title, "content": content });
+        self.call(self.client.post(url).json(&body), request_id, json)
+            .await
+    }
+
+    pub(crate) async fn update(
+        &self,
+        id: i64,
+        changes: &Changes<'_>,
+        request_id: &str,
+    ) -> Result<Todo, ApiError> {
+        let url = format!("{}/todo/{id}", self.base);
+        self.call(self.client.patch(url).json(changes), request_id, json)
+            .await
+    }
+
+    pub(crate) async fn delete(&self, id: i64, request_id: &str) -> Result<(), ApiError> {
+        let url = format!("{}/todo/{id}", self.base);
+        self.call(self.client.delete(url), request_id, |_| async { Ok(()) })
+            .await
+    }
+
+    /// Whether the API answers its liveness probe (for `/ready`).
+    pub(crate) async fn probe(&self) -> Result<(), ApiError> {
+        let url = format!("{}/hc", self.base);
+        self.call(self.client.get(url), "-", |_| async { Ok(()) })
+            .await
+    }
+
+    async fn call<T, F, Fut>(
+        &self,
+        request: reqwest::RequestBuilder,
+        request_id: &str,
+        read: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnOnce(reqwest::Response) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let request = request.header("x-request-id", request_id);
+        let result = self
+            .breaker
+            .call(ApiError::is_failure, async {
+                let response = request.send().await.map_err(unavailable)?;
+                let status = response.status();
+                if status.is_success() {
+                    return read(response).await;
+                }
+                let message = match response.json::<ErrorBody>().await {
+                    Ok(body) => body.message,
+                    Err(_) => format!("the API answered {status}"),
+                };
+                Err(ApiError::Rejected {
+                    status: status.as_u16(),
+                    message,
+                })
+            })
+            .await;
+        match result {
+            Ok(value) => Ok(value),
+            Err(CallError::Failed(error)) => Err(error),
+            Err(open @ CallError::Open(_)) => Err(ApiError::Unavailable(open.to_string())),
+        }
+    }
+}
+
+async fn json(response: reqwest::Response) -> Result<Todo, ApiError> {
+    response.json().await.map_err(unavailable)
+}
+
+fn unavailable(error: reqwest::Error) -> ApiError {
+    let what = if error.is_timeout() {
+        "no answer in time".to_string()
+    } else if error.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        error.to_string()
+    };
+    ApiError::Unavailable(what)
+}

@@ -1,0 +1,122 @@
+//! `flotilla todo-web`: the TODO board, rendered on the server from the TODO API.
+//!
+//! Three columns (TODO, PROGRESS, DONE) filled by three concurrent API calls; forms to create,
+//! edit, move and delete items that work without JavaScript, and a small vendored script that
+//! makes them update the board in place. The board never touches the database. Every API call has
+//! a timeout and goes through a circuit breaker: with the API down the page still answers at once,
+//! with a notice.
+//!
+//! Layout:
+//! - `api`: the API client (timeouts, circuit breaker, request id passed on).
+//! - `pages`: the board and its form handlers; templates in `templates/`.
+//! - [`assets`]: CSS, JS and icon under content-hashed names; `--export-assets`.
+
+pub mod assets;
+
+mod api;
+mod pages;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use platform::config::{parse_bind, parse_duration};
+use platform::{CommonConfig, ConfigError, ErrorStyle, Readiness, Setting, Source};
+use tokio::net::TcpListener;
+
+pub const SETTINGS: &[Setting] = &[
+    Setting::bind("TODO_WEB_BIND", "0.0.0.0:3000"),
+    Setting::new("TODO_API_URL", "api-url", "URL", "base URL of the TODO API")
+        .default("http://localhost:8000"),
+    Setting::new(
+        "TODO_API_TIMEOUT",
+        "api-timeout",
+        "DURATION",
+        "how long one API call may take",
+    )
+    .default("2s"),
+    Setting::new(
+        "TODO_WEB_EXPORT_ASSETS",
+        "export-assets",
+        "DIR",
+        "write the CSS/JS/icon files into DIR (for the gateway to serve) and exit",
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub api_url: String,
+    pub api_timeout: Duration,
+    pub export_assets: Option<String>,
+    pub common: CommonConfig,
+}
+
+impl Config {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let [bind, api_url, timeout, export] = SETTINGS else {
+            unreachable!("SETTINGS lists bind, API URL, timeout and export")
+        };
+        Ok(Config {
+            bind: source.parse_or_default(bind, parse_bind)?,
+            api_url: source.parse_or_default(api_url, |v| {
+                let url: reqwest::Url = v.parse().map_err(|_| "an http:// URL".to_string())?;
+                if url.scheme() == "http" || url.scheme() == "https" {
+                    Ok(v.to_string())
+                } else {
+                    Err("an http:// URL".to_string())
+                }
+            })?,
+            api_timeout: source.parse_or_default(timeout, parse_duration)?,
+            export_assets: source.parse(export, |v| Ok(v.to_string()))?,
+            common: CommonConfig::from_source(source)?,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    api: api::Api,
+}
+
+/// The board's routes, wrapped in the service contract.
+pub fn app(config: &Config, readiness: &Readiness) -> Router {
+    let api = api::Api::new(&config.api_url, config.api_timeout);
+    let probe = api.clone();
+    readiness.add_check("todo-api", true, move || {
+        let probe = probe.clone();
+        async move {
+            probe.probe().await.map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({ "circuit": probe.breaker().state().as_str() }))
+        }
+    });
+    let routes = Router::new()
+        .route("/", get(pages::board))
+        .route("/todo", post(pages::create))
+        .route("/todo/{id}", post(pages::edit))
+        .route("/todo/{id}/status", post(pages::move_to))
+        .route("/todo/{id}/delete", post(pages::delete))
+        .route("/assets/{name}", get(assets::serve))
+        .with_state(AppState { api });
+    platform::contract_router(routes, readiness, ErrorStyle::Plain)
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let readiness = Readiness::new();
+    let router = app(&config, &readiness);
+    readiness.started();
+    platform::serve(
+        listener,
+        router,
+        config.common.serve_options(),
+        readiness,
+        shutdown,
+    )
+    .await
+}
