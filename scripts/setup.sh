@@ -12,6 +12,9 @@ command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 [ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null 2>&1 || packages+=(mariadb-server mariadb-client)
+# The board's end-to-end test drives headless Chromium through chromedriver.
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "setup: installing ${packages[*]}"
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
