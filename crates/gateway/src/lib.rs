@@ -48,7 +48,7 @@ use tokio::sync::watch;
 pub use config::FileConfig;
 pub use env_mode::SETTINGS;
 
-use crate::proxy::ListenerState;
+use crate::proxy::{ListenerState, LiveRoutes};
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 
@@ -91,30 +91,41 @@ impl Config {
 pub struct Bound {
     listeners: Vec<(TcpListener, ServeOptions, Router)>,
     admin: Option<(TcpListener, Router)>,
+    live: Arc<LiveRoutes>,
     upstreams: Vec<Arc<Upstream>>,
     readiness: Readiness,
     common: CommonConfig,
+    /// The config file to re-read on SIGHUP; `None` in env mode.
+    reload_from: Option<String>,
+}
+
+fn build_upstreams(file: &FileConfig) -> Vec<Arc<Upstream>> {
+    file.upstreams
+        .iter()
+        .map(|(name, upstream)| Arc::new(Upstream::new(name, upstream)))
+        .collect()
 }
 
 /// Binds every listener (the public ones and the admin one), so their addresses are known before
 /// serving starts.
 pub async fn bind(config: &Config) -> io::Result<Bound> {
     let file = &config.file;
-    let upstreams: Vec<Arc<Upstream>> = file
-        .upstreams
-        .iter()
-        .map(|(name, upstream)| Arc::new(Upstream::new(name, upstream)))
-        .collect();
-    let routes = Arc::new(RouteTable::new(&file.routes, &upstreams));
+    let upstreams = build_upstreams(file);
+    let live = Arc::new(LiveRoutes::new(RouteTable::new(&file.routes, &upstreams)));
     let readiness = Readiness::new();
-    for upstream in &upstreams {
-        let upstream = Arc::clone(upstream);
+    for name in file.upstreams.keys() {
+        let live = Arc::clone(&live);
+        let name = name.clone();
         // Reported, not critical: a gateway with a dead upstream still serves the others, and an
         // orchestrator restarting the gateway would not bring that upstream back.
-        readiness.add_check(format!("upstream {}", upstream.name), false, move || {
-            let (primaries, backups) = upstream.available_count();
-            let total = upstream.servers.len();
+        readiness.add_check(format!("upstream {name}"), false, move || {
+            let upstream = live.current().upstream(&name);
             async move {
+                let Some(upstream) = upstream else {
+                    return Err("no longer configured".to_string());
+                };
+                let (primaries, backups) = upstream.available_count();
+                let total = upstream.servers.len();
                 if primaries + backups == 0 {
                     Err(format!("none of {total} servers is available"))
                 } else {
@@ -129,7 +140,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         let addr = platform::config::parse_bind(listener.bind.get_ref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let state = Arc::new(ListenerState {
-            routes: Arc::clone(&routes),
+            routes: Arc::clone(&live),
             client_body_timeout: listener.client_body_timeout.0,
         });
         let router = platform::with_request_layers(
@@ -157,9 +168,12 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     Ok(Bound {
         listeners,
         admin,
+        live,
         upstreams,
         readiness,
         common: config.common.clone(),
+        reload_from: (config.origin != "environment" && config.origin != "test")
+            .then(|| config.origin.clone()),
     })
 }
 
@@ -182,8 +196,14 @@ impl Bound {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        for upstream in &self.upstreams {
-            tokio::spawn(health_check::run(Arc::clone(upstream), stop_rx.clone()));
+        let health_stop = start_health_checks(&self.upstreams);
+        if let Some(path) = self.reload_from.clone() {
+            tokio::spawn(reload_on_sighup(
+                path,
+                Arc::clone(&self.live),
+                health_stop,
+                stop_rx.clone(),
+            ));
         }
         let mut servers = tokio::task::JoinSet::new();
         for (listener, options, router) in self.listeners {
@@ -220,6 +240,51 @@ impl Bound {
             result.map_err(io::Error::other)??;
         }
         Ok(())
+    }
+}
+
+/// Starts the active checks of a generation of upstreams; dropping or signalling the returned
+/// sender stops them.
+fn start_health_checks(upstreams: &[Arc<Upstream>]) -> watch::Sender<bool> {
+    let (tx, rx) = watch::channel(false);
+    for upstream in upstreams {
+        tokio::spawn(health_check::run(Arc::clone(upstream), rx.clone()));
+    }
+    tx
+}
+
+/// SIGHUP re-reads the config file and swaps in its routes and upstreams (listeners stay as they
+/// are). Requests in flight finish on the pools they started with. A file with errors is
+/// reported and the running config kept.
+async fn reload_on_sighup(
+    path: String,
+    live: Arc<LiveRoutes>,
+    mut health_stop: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; config reload is off");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match config::load(&path, &Source::from_env()) {
+            Ok(file) => {
+                let upstreams = build_upstreams(&file);
+                live.replace(RouteTable::new(&file.routes, &upstreams));
+                let _ = health_stop.send(true);
+                health_stop = start_health_checks(&upstreams);
+                let servers: usize = upstreams.iter().map(|u| u.servers.len()).sum();
+                tracing::info!(config = %path, upstreams = upstreams.len(), servers, "config reloaded");
+            }
+            Err(error) => {
+                tracing::error!(%error, "config reload failed; keeping the running config")
+            }
+        }
     }
 }
 

@@ -29,12 +29,32 @@ use crate::upstream::{InFlight, Upstream};
 
 /// What a listener's requests share.
 pub(crate) struct ListenerState {
-    pub(crate) routes: Arc<RouteTable>,
+    pub(crate) routes: Arc<LiveRoutes>,
     pub(crate) client_body_timeout: Duration,
 }
 
+/// The route table in force; a reload swaps it. Requests in flight keep the table (and the
+/// upstream pools) they started with.
+#[derive(Default)]
+pub(crate) struct LiveRoutes(std::sync::RwLock<Arc<RouteTable>>);
+
+impl LiveRoutes {
+    pub(crate) fn new(table: RouteTable) -> Self {
+        LiveRoutes(std::sync::RwLock::new(Arc::new(table)))
+    }
+
+    pub(crate) fn current(&self) -> Arc<RouteTable> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn replace(&self, table: RouteTable) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+    }
+}
+
 pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Request) -> Response {
-    let Some(route) = state.routes.find(host_of(&request), request.uri().path()) else {
+    let routes = state.routes.current();
+    let Some(route) = routes.find(host_of(&request), request.uri().path()) else {
         let host = host_of(&request).unwrap_or("").to_string();
         let path = request.uri().path().to_string();
         return ProxyError::NoRoute { host, path }.into_response();

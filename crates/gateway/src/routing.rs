@@ -16,6 +16,7 @@ pub(crate) struct Route {
 }
 
 /// Routes in match order: longest prefix first; at equal length, routes with a host first.
+#[derive(Default)]
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
 }
@@ -42,6 +43,14 @@ impl RouteTable {
             .collect();
         table.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), r.host.is_none()));
         RouteTable { routes: table }
+    }
+
+    /// The upstream pool of that name, if a route uses it.
+    pub(crate) fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.routes
+            .iter()
+            .find(|r| &*r.upstream.name == name)
+            .map(|r| Arc::clone(&r.upstream))
     }
 
     /// The route for a request; `host` may carry a port.

@@ -231,3 +231,44 @@ fn config_file_errors_name_file_line_and_key_and_exit_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn sighup_reloads_routes_and_upstreams_and_keeps_the_old_config_on_errors() {
+    let (one, two) = (free_port(), free_port());
+    let _backends = [echo("one", one), echo("two", two)];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let config = |port: u16| {
+        format!(
+            "[admin]\nbind = \"off\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"app\"\n\
+             [upstream.app]\nserver = [{{ address = \"127.0.0.1:{port}\" }}]\n"
+        )
+    };
+    std::fs::write(&path, config(one)).unwrap();
+    let gateway = start("gateway", &["--config", path.to_str().unwrap()], &[]);
+    let body = || {
+        reqwest::blocking::get(gateway.url("/"))
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert!(body().starts_with("one,"));
+
+    std::fs::write(&path, config(two)).unwrap();
+    gateway.signal(Signal::SIGHUP);
+    gateway.log_matching(|line| line["message"] == "config reloaded");
+    assert!(body().starts_with("two,"));
+
+    std::fs::write(&path, "[[listener]]\nbind = 7\n").unwrap();
+    gateway.signal(Signal::SIGHUP);
+    let failed = gateway.log_matching(|line| {
+        line["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("config reload failed"))
+    });
+    assert!(
+        failed["error"].as_str().unwrap().contains("gateway.toml:2"),
+        "{failed}"
+    );
+    assert!(body().starts_with("two,"), "the running config is kept");
+}
