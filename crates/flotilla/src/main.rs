@@ -36,6 +36,21 @@ fn command() -> Command {
             gateway::SETTINGS,
         ))
         .subcommand(service(
+            "up",
+            "Run the whole TODO system on this machine: APIs, boards, gateways (no Docker, no database server)",
+            stack::SETTINGS,
+        ))
+        .subcommand(with_settings(
+            Command::new("ps").about("Show the processes of the running `flotilla up`"),
+            &[stack::DATA_DIR],
+        ))
+        .subcommand(with_settings(
+            Command::new("rollout")
+                .about("Replace a service's replicas one at a time, with no failed request (todo-api or todo-web)")
+                .arg(clap::Arg::new("service").required(true).value_name("SERVICE")),
+            &[stack::DATA_DIR],
+        ))
+        .subcommand(service(
             "echo",
             "A tiny backend answering '<hostname>, current time : <millis>' (the seeds' test-web)",
             echo::SETTINGS,
@@ -101,7 +116,56 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             },
         ),
+        "up" => launch(
+            name,
+            sub,
+            stack::SETTINGS,
+            stack::Config::from_source,
+            |c| &c.common,
+            |_| None,
+            |config| async move { stack::run(config, platform::shutdown_signal()).await },
+        ),
+        "ps" | "rollout" => control(name, sub),
         other => unreachable!("clap accepted an unknown subcommand {other}"),
+    }
+}
+
+/// `flotilla ps` and `flotilla rollout`: ask the running `flotilla up`.
+fn control(name: &str, matches: &ArgMatches) -> ExitCode {
+    let mut source = Source::from_env();
+    apply_flags(&mut source, matches, &[stack::DATA_DIR]);
+    let data_dir =
+        match source.parse_or_default(&stack::DATA_DIR, |v| Ok(std::path::PathBuf::from(v))) {
+            Ok(dir) => dir,
+            Err(error) => {
+                eprintln!("flotilla {name}: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = runtime.map_err(anyhow::Error::from).and_then(|runtime| {
+        runtime.block_on(async {
+            if name == "rollout" {
+                let service = matches
+                    .get_one::<String>("service")
+                    .expect("clap requires it");
+                stack::rollout(&data_dir, service).await
+            } else {
+                stack::ps(&data_dir).await
+            }
+        })
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("flotilla {name}: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -175,6 +239,7 @@ trait OneShot {
 
 impl OneShot for todo_api::Config {}
 impl OneShot for echo::Config {}
+impl OneShot for stack::Config {}
 impl OneShot for gateway::Config {
     fn one_shot(&self) -> Option<Result<String, String>> {
         self.print_config.then(|| Ok(self.to_toml()))

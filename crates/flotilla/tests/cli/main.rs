@@ -4,3 +4,4 @@ mod gateway;
 mod helpers;
 mod lifecycle;
 mod startup;
+mod up;

@@ -117,6 +117,7 @@ fn the_readme_documents_every_setting() {
         todo_api::SETTINGS,
         echo::SETTINGS,
         gateway::SETTINGS,
+        stack::SETTINGS,
     ];
     for setting in all.iter().flat_map(|s| s.iter()) {
         assert!(

@@ -1,0 +1,255 @@
+//! `flotilla up` end to end: the whole system as processes, rolling restarts and a killed replica
+//! under a steady mixed load through the front gateway.
+
+use std::collections::HashMap;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::helpers::{flotilla, free_port, run_to_end};
+
+struct Up {
+    child: Child,
+    port: u16,
+    data_dir: tempfile::TempDir,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+        let _ = self.child.wait();
+    }
+}
+
+impl Up {
+    fn start() -> Up {
+        let port = free_port();
+        let data_dir = tempfile::tempdir().unwrap();
+        let child = flotilla(
+            &[
+                "up",
+                "--port",
+                &port.to_string(),
+                "--data-dir",
+                data_dir.path().to_str().unwrap(),
+            ],
+            &[("PATH", "/usr/bin:/bin")],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let up = Up {
+            child,
+            port,
+            data_dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while up
+            .ps()
+            .get("front-gateway.1")
+            .is_none_or(|r| r.state != "ready")
+        {
+            assert!(Instant::now() < deadline, "flotilla up did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        up
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn data_dir(&self) -> &str {
+        self.data_dir.path().to_str().unwrap()
+    }
+
+    /// `flotilla ps`, by `service.replica`.
+    fn ps(&self) -> HashMap<String, Row> {
+        let output = run_to_end(&["ps", "--data-dir", self.data_dir()], &[]);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let [service, replica, pid, _address, state, restarts] = cols[..] else {
+                    return None;
+                };
+                let row = Row {
+                    pid: pid.parse().ok(),
+                    state: state.to_string(),
+                    restarts: restarts.parse().unwrap_or(0),
+                };
+                Some((format!("{service}.{replica}"), row))
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct Row {
+    pid: Option<i32>,
+    state: String,
+    restarts: u32,
+}
+
+/// About 150 requests per second: GET /, GET /api/todo, POST /api/todo, in turn.
+struct Load {
+    stop: Arc<AtomicBool>,
+    created: Arc<Mutex<Vec<i64>>>,
+    threads: Vec<JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(up: &Up) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let created: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let threads = (0..3)
+            .map(|t| {
+                let (stop, created) = (stop.clone(), created.clone());
+                let urls = [
+                    up.url("/"),
+                    up.url("/api/todo?status=TODO"),
+                    up.url("/api/todo"),
+                ];
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .unwrap();
+                    let mut failures = Vec::new();
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    for i in 0..20_000 {
+                        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                            break;
+                        }
+                        let (what, result) = match i % 3 {
+                            0 => ("GET /", client.get(&urls[0]).send()),
+                            1 => ("GET /api/todo", client.get(&urls[1]).send()),
+                            _ => (
+                                "POST /api/todo",
+                                client
+                                    .post(&urls[2])
+                                    .json(&serde_json::json!({ "title": format!("load {t}-{i}") }))
+                                    .send(),
+                            ),
+                        };
+                        match result {
+                            Ok(response) if response.status().is_success() => {
+                                if what.starts_with("POST") {
+                                    let item: serde_json::Value = response.json().unwrap();
+                                    created.lock().unwrap().push(item["id"].as_i64().unwrap());
+                                }
+                            }
+                            Ok(response) => failures.push(format!("{what}: {}", response.status())),
+                            Err(error) => failures.push(format!("{what}: {error:#}")),
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            created,
+            threads,
+        }
+    }
+
+    fn finish(self) -> (Vec<i64>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let created = self.created.lock().unwrap().clone();
+        (created, failures)
+    }
+}
+
+#[test]
+fn rollouts_and_a_killed_api_replica_lose_no_request() {
+    let up = Up::start();
+
+    let load = Load::start(&up);
+    std::thread::sleep(Duration::from_secs(2));
+    for service in ["todo-api", "todo-web"] {
+        let output = run_to_end(&["rollout", service, "--data-dir", up.data_dir()], &[]);
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "rollout {service}: {text}");
+        assert!(text.contains("replaced 2 replicas"), "{text}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (created, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests during rollouts: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        created.len() > 50,
+        "only {} TODOs were created",
+        created.len()
+    );
+    let client = reqwest::blocking::Client::new();
+    for id in &created {
+        let status = client
+            .get(up.url(&format!("/api/todo/{id}")))
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "TODO {id} got a 201 and must be readable");
+    }
+
+    let load = Load::start(&up);
+    std::thread::sleep(Duration::from_secs(1));
+    let victim = up.ps()["todo-api.1"].pid.expect("todo-api.1 runs");
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = up.ps();
+        let row = &rows["todo-api.1"];
+        if row.state == "ready" && row.restarts == 1 && row.pid != Some(victim) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "todo-api.1 did not come back: {row:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, failures) = load.finish();
+    let failed_gets: Vec<&String> = failures.iter().filter(|f| f.starts_with("GET")).collect();
+    assert!(
+        failed_gets.is_empty(),
+        "failed GETs after SIGKILL: {failed_gets:?}"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_everything_in_order_and_leaves_nothing_running() {
+    let mut up = Up::start();
+    let pids: Vec<i32> = up.ps().values().filter_map(|r| r.pid).collect();
+    assert_eq!(pids.len(), 6, "2 APIs, 2 boards, 2 gateways");
+    kill(Pid::from_raw(up.child.id() as i32), Signal::SIGINT).unwrap();
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    for pid in pids {
+        assert!(
+            kill(Pid::from_raw(pid), None).is_err(),
+            "process {pid} is still running"
+        );
+    }
+}

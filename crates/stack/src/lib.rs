@@ -1,0 +1,351 @@
+//! `flotilla up`: the whole TODO system on one machine, as supervised processes of this binary.
+//!
+//! `todo-api` ×N behind an internal API gateway, `todo-web` ×N, and a front gateway on
+//! `127.0.0.1:<port>` that sends `/api/` to the API gateway (prefix stripped) and everything else
+//! to the boards. Internal services listen on free loopback ports. Data lives in an SQLite file in
+//! the data directory (seeded with the original rows on first run) unless `--db` names a MariaDB.
+//! `flotilla rollout <service>` replaces a service's replicas one at a time, start-first, through
+//! the control endpoint whose address is in `<data-dir>/run/control.addr`; `flotilla ps` shows the
+//! table.
+//!
+//! Layout:
+//! - `plan`: the services, their command lines, the gateways' configs.
+//! - `supervisor`: child processes, logs, restarts, stopping.
+//! - `control`: the control endpoint, rollouts, and the `ps`/`rollout` clients.
+//! - `display`: the status table.
+
+mod control;
+mod display;
+mod plan;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use platform::config::parse_count;
+use platform::{ConfigError, Setting, Source};
+
+pub use control::{ps, rollout};
+use plan::{Database, Service};
+use supervisor::Supervisor;
+
+pub const SETTINGS: &[Setting] = &[
+    Setting::new(
+        "FLOTILLA_UP_PORT",
+        "port",
+        "PORT",
+        "port of the front gateway on 127.0.0.1",
+    )
+    .default("8080"),
+    Setting::new(
+        "FLOTILLA_API_REPLICAS",
+        "api-replicas",
+        "N",
+        "TODO API processes",
+    )
+    .default("2"),
+    Setting::new(
+        "FLOTILLA_WEB_REPLICAS",
+        "web-replicas",
+        "N",
+        "board processes",
+    )
+    .default("2"),
+    DATA_DIR,
+    Setting::new(
+        "FLOTILLA_DB",
+        "db",
+        "URL",
+        "primary database, mysql://... (default: SQLite in the data directory)",
+    ),
+    Setting::new(
+        "FLOTILLA_DB_REPLICAS",
+        "replica",
+        "URL[,URL]",
+        "read replicas of --db, comma-separated",
+    ),
+];
+
+/// The data directory, shared by `up`, `ps` and `rollout`.
+pub const DATA_DIR: Setting = Setting::new(
+    "FLOTILLA_DATA_DIR",
+    "data-dir",
+    "DIR",
+    "where the SQLite file and the run state live",
+)
+.default("./data");
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub api_replicas: usize,
+    pub web_replicas: usize,
+    pub data_dir: PathBuf,
+    pub db: Option<String>,
+    pub db_replicas: Vec<String>,
+    pub common: platform::CommonConfig,
+}
+
+impl Config {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let [port, api, web, data_dir, db, replicas] = SETTINGS else {
+            unreachable!("SETTINGS lists port, replicas, data dir and databases")
+        };
+        let db: Option<String> = source.parse(db, |v| Ok(v.to_string()))?;
+        let db_replicas: Vec<String> = source
+            .parse(replicas, |v| {
+                Ok(v.split(',').map(|s| s.trim().to_string()).collect())
+            })?
+            .unwrap_or_default();
+        if db.is_none() && !db_replicas.is_empty() {
+            return Err(ConfigError::Other(
+                "--replica needs --db: read replicas of the embedded SQLite file make no sense"
+                    .into(),
+            ));
+        }
+        Ok(Config {
+            port: source.parse_or_default(port, |v| {
+                v.parse::<u16>().map_err(|_| "a port number".to_string())
+            })?,
+            api_replicas: source.parse_or_default(api, |v| parse_count(v, 16))? as usize,
+            web_replicas: source.parse_or_default(web, |v| parse_count(v, 16))? as usize,
+            data_dir: source.parse_or_default(data_dir, |v| Ok(PathBuf::from(v)))?,
+            db,
+            db_replicas,
+            common: platform::CommonConfig::from_source(source)?,
+        })
+    }
+}
+
+/// The running system: the supervisor, which replicas each gateway sends to, and the ports.
+pub(crate) struct Stack {
+    pub(crate) supervisor: Supervisor,
+    /// Per fronted service, the replicas in rotation: (replica id, port).
+    pub(crate) rotation: Mutex<HashMap<Service, Vec<(u64, u16)>>>,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) database: Database,
+    pub(crate) api_gateway_port: u16,
+    /// Admin ports of the two gateways.
+    pub(crate) admin_ports: HashMap<Service, u16>,
+    pub(crate) rollout_lock: tokio::sync::Mutex<()>,
+}
+
+/// Runs the system until `shutdown`; a second SIGINT/SIGTERM during the graceful stop kills
+/// everything at once.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let data_dir = config.data_dir.canonicalize()?;
+    let run_dir = data_dir.join("run");
+    std::fs::create_dir_all(&run_dir)?;
+    if control::running(&data_dir).await {
+        bail!(
+            "flotilla up is already running with the data directory {}",
+            data_dir.display()
+        );
+    }
+    let front = std::net::TcpListener::bind(("127.0.0.1", config.port))
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
+    drop(front);
+    let database = Database {
+        primary: config
+            .db
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("todo.db").display())),
+        replicas: config.db_replicas.clone(),
+    };
+    let stack = Arc::new(Stack {
+        supervisor: Supervisor::new(std::env::current_exe()?),
+        rotation: Mutex::new(HashMap::new()),
+        run_dir,
+        database,
+        api_gateway_port: free_port()?,
+        admin_ports: HashMap::from([
+            (Service::ApiGateway, free_port()?),
+            (Service::FrontGateway, free_port()?),
+        ]),
+        rollout_lock: tokio::sync::Mutex::new(()),
+    });
+    let display = tokio::spawn(display::run(stack.supervisor.clone(), config.port));
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let started = tokio::select! {
+        result = start_all(&stack, &config) => result,
+        () = &mut shutdown => Err(anyhow::anyhow!("interrupted while starting")),
+    };
+    let control = match started {
+        Ok(()) => Some(control::serve(Arc::clone(&stack), &data_dir).await?),
+        Err(error) => {
+            eprintln!("flotilla up: {error:#}; stopping what started");
+            None
+        }
+    };
+    if control.is_some() {
+        println!(
+            "flotilla up: the TODO system is on http://127.0.0.1:{} (Ctrl-C stops it)",
+            config.port
+        );
+        shutdown.await;
+    }
+    println!("flotilla up: stopping (Ctrl-C again to kill everything now)");
+    tokio::select! {
+        () = stop_all(&stack) => println!("flotilla up: everything stopped"),
+        () = platform::shutdown_signal() => {
+            stack.supervisor.kill_all();
+            println!("flotilla up: killed");
+        }
+    }
+    let _ = std::fs::remove_file(data_dir.join("run/control.addr"));
+    display.abort();
+    if let Some(control) = control {
+        control.abort();
+    }
+    Ok(())
+}
+
+async fn start_all(stack: &Arc<Stack>, config: &Config) -> anyhow::Result<()> {
+    for replica in 1..=config.api_replicas {
+        // The first replica seeds an empty table; the others start once it has.
+        let id = start_replica(stack, Service::TodoApi, replica, free_port()?, replica == 1)?;
+        wait_ready(stack, id, Service::TodoApi).await?;
+    }
+    write_gateway_config(stack, Service::ApiGateway)?;
+    let id = start_replica(stack, Service::ApiGateway, 1, stack.api_gateway_port, false)?;
+    wait_ready(stack, id, Service::ApiGateway).await?;
+    let mut web = Vec::new();
+    for replica in 1..=config.web_replicas {
+        web.push(start_replica(
+            stack,
+            Service::TodoWeb,
+            replica,
+            free_port()?,
+            false,
+        )?);
+    }
+    for id in web {
+        wait_ready(stack, id, Service::TodoWeb).await?;
+    }
+    write_gateway_config(stack, Service::FrontGateway)?;
+    let id = start_replica(stack, Service::FrontGateway, 1, config.port, false)?;
+    wait_ready(stack, id, Service::FrontGateway).await?;
+    Ok(())
+}
+
+/// Stops everything in dependency order: front gateway, boards, API gateway, APIs.
+async fn stop_all(stack: &Stack) {
+    for service in Service::ALL.into_iter().rev() {
+        let ids: Vec<u64> = stack
+            .supervisor
+            .table()
+            .into_iter()
+            .filter(|r| r.service == service)
+            .map(|r| r.id)
+            .collect();
+        futures_util::future::join_all(ids.into_iter().map(|id| stack.supervisor.stop(id, false)))
+            .await;
+    }
+}
+
+/// Starts a replica; fronted services join their gateway's rotation.
+pub(crate) fn start_replica(
+    stack: &Stack,
+    service: Service,
+    replica: usize,
+    port: u16,
+    seed: bool,
+) -> anyhow::Result<u64> {
+    let admin = stack.admin_ports.get(&service).copied().unwrap_or(0);
+    let args = plan::args(
+        service,
+        port,
+        admin,
+        &stack.run_dir,
+        &stack.database,
+        stack.api_gateway_port,
+        seed,
+    );
+    let probe_port = stack.admin_ports.get(&service).copied().unwrap_or(port);
+    let probe = format!("http://127.0.0.1:{probe_port}{}", service.ready_path());
+    let id = stack.supervisor.start(service, replica, port, probe, args);
+    if service.fronted_by().is_some() {
+        stack
+            .rotation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(service)
+            .or_default()
+            .push((id, port));
+    }
+    Ok(id)
+}
+
+/// Waits until a replica is ready (its probe answered), at most 60 s, less if it gives up.
+pub(crate) async fn wait_ready(stack: &Stack, id: u64, service: Service) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let Some(status) = stack.supervisor.status(id) else {
+            bail!("{} was stopped while starting", service.name());
+        };
+        match status.state {
+            "ready" => return Ok(()),
+            "crashing" | "failed" => {
+                bail!(
+                    "{}.{} does not start (see its log lines above)",
+                    service.name(),
+                    status.replica
+                )
+            }
+            _ if Instant::now() > deadline => {
+                bail!(
+                    "{}.{} did not become ready within 60 s",
+                    service.name(),
+                    status.replica
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// Writes a gateway's config from the current rotation.
+pub(crate) fn write_gateway_config(stack: &Stack, gateway: Service) -> anyhow::Result<()> {
+    let rotation = stack.rotation.lock().unwrap_or_else(|e| e.into_inner());
+    let ports = |service: Service| -> Vec<u16> {
+        rotation
+            .get(&service)
+            .map(|r| r.iter().map(|(_, p)| *p).collect())
+            .unwrap_or_default()
+    };
+    let text = match gateway {
+        Service::ApiGateway => plan::api_gateway_config(&ports(Service::TodoApi)),
+        Service::FrontGateway => {
+            plan::front_gateway_config(&ports(Service::TodoWeb), stack.api_gateway_port)
+        }
+        other => bail!("{} is not a gateway", other.name()),
+    };
+    let path = plan::gateway_config_path(&stack.run_dir, gateway);
+    // Write then rename, so a gateway never reads half a file.
+    let partial = path.with_extension("toml.partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, &path)?;
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `<data-dir>/run/control.addr`.
+pub(crate) fn control_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("run").join("control.addr")
+}

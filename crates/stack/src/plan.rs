@@ -1,0 +1,151 @@
+//! What `flotilla up` runs: the services, how each is started, and the gateways' configs.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The services of the TODO system, in start order (stop order is the reverse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Service {
+    TodoApi,
+    ApiGateway,
+    TodoWeb,
+    FrontGateway,
+}
+
+impl Service {
+    pub(crate) const ALL: [Service; 4] = [
+        Service::TodoApi,
+        Service::ApiGateway,
+        Service::TodoWeb,
+        Service::FrontGateway,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Service::TodoApi => "todo-api",
+            Service::ApiGateway => "api-gateway",
+            Service::TodoWeb => "todo-web",
+            Service::FrontGateway => "front-gateway",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The path that says a replica can take traffic.
+    pub(crate) fn ready_path(self) -> &'static str {
+        match self {
+            Service::TodoApi | Service::TodoWeb => "/ready",
+            Service::ApiGateway | Service::FrontGateway => "/hc",
+        }
+    }
+
+    /// The gateway that sends traffic to this service, if any.
+    pub(crate) fn fronted_by(self) -> Option<Service> {
+        match self {
+            Service::TodoApi => Some(Service::ApiGateway),
+            Service::TodoWeb => Some(Service::FrontGateway),
+            _ => None,
+        }
+    }
+}
+
+/// Where the system's data lives and how it connects to its database.
+#[derive(Debug, Clone)]
+pub(crate) struct Database {
+    pub(crate) primary: String,
+    pub(crate) replicas: Vec<String>,
+}
+
+/// The command line of one replica (after the binary).
+pub(crate) fn args(
+    service: Service,
+    port: u16,
+    admin_port: u16,
+    run_dir: &Path,
+    database: &Database,
+    api_gateway_port: u16,
+    seed: bool,
+) -> Vec<String> {
+    let bind = format!("127.0.0.1:{port}");
+    let mut args: Vec<String> = match service {
+        Service::TodoApi => {
+            let mut args = vec![
+                "todo-api".into(),
+                "--bind".into(),
+                bind,
+                "--primary-url".into(),
+                database.primary.clone(),
+            ];
+            if !database.replicas.is_empty() {
+                args.extend(["--replica-urls".into(), database.replicas.join(",")]);
+            }
+            if seed {
+                args.push("--seed".into());
+            }
+            args
+        }
+        Service::TodoWeb => vec![
+            "todo-web".into(),
+            "--bind".into(),
+            bind,
+            "--api-url".into(),
+            format!("http://127.0.0.1:{api_gateway_port}"),
+        ],
+        Service::ApiGateway | Service::FrontGateway => vec![
+            "gateway".into(),
+            "--config".into(),
+            gateway_config_path(run_dir, service).display().to_string(),
+            "--bind".into(),
+            bind,
+            "--admin-bind".into(),
+            format!("127.0.0.1:{admin_port}"),
+        ],
+    };
+    // Replicas get a short shutdown window: the gateway stops sending to them before they stop.
+    args.extend(["--drain-timeout".into(), "10s".into()]);
+    args
+}
+
+pub(crate) fn gateway_config_path(run_dir: &Path, gateway: Service) -> std::path::PathBuf {
+    run_dir.join(format!("{}.toml", gateway.name()))
+}
+
+/// The API gateway: every API replica in rotation, health-checked on `/ready`.
+pub(crate) fn api_gateway_config(api_ports: &[u16]) -> String {
+    let mut text = String::from("# Written by `flotilla up`; rewritten on every rollout.\n");
+    text.push_str("[[listener]]\nbind = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"todo-api\"\n\n");
+    upstream(&mut text, "todo-api", api_ports, "/ready");
+    text
+}
+
+/// The front gateway: `/api/` to the API gateway (prefix stripped), everything else to the board.
+/// The board is checked on `/hc`: its `/ready` is 503 while the API is down, and the board's own
+/// "API unavailable" page is better than the gateway's 503.
+pub(crate) fn front_gateway_config(web_ports: &[u16], api_gateway_port: u16) -> String {
+    let mut text = String::from("# Written by `flotilla up`; rewritten on every rollout.\n");
+    text.push_str("[[listener]]\nbind = \"127.0.0.1:0\"\n\n");
+    text.push_str("[[route]]\nupstream = \"todo-web\"\n\n");
+    text.push_str("[[route]]\npath = \"/api/\"\nstrip_prefix = true\nupstream = \"api\"\n\n");
+    upstream(&mut text, "todo-web", web_ports, "/hc");
+    let _ = writeln!(
+        text,
+        "[upstream.api]\nserver = [{{ address = \"127.0.0.1:{api_gateway_port}\" }}]"
+    );
+    text
+}
+
+fn upstream(text: &mut String, name: &str, ports: &[u16], health: &str) {
+    let _ = writeln!(text, "[upstream.{name}]\npolicy = \"least_conn\"");
+    let _ = writeln!(
+        text,
+        "health_check = {{ path = \"{health}\", interval = \"500ms\", timeout = \"1s\", rise = 1, fall = 2 }}"
+    );
+    let servers: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{{ address = \"127.0.0.1:{p}\", max_fails = 1, fail_timeout = \"2s\" }}"))
+        .collect();
+    let _ = writeln!(text, "server = [{}]\n", servers.join(", "));
+}
