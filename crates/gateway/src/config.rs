@@ -32,6 +32,9 @@ use toml::Spanned;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// Where the JSON access log goes: `stdout`, `stderr`, `off`, or a file path.
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
     #[serde(default)]
     pub admin: Admin,
     #[serde(rename = "listener", default)]
@@ -183,6 +186,9 @@ pub struct Server {
     pub backup: bool,
 }
 
+fn default_access_log() -> String {
+    "stdout".into()
+}
 fn default_admin_bind() -> String {
     "127.0.0.1:9901".into()
 }

@@ -220,6 +220,7 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
     let listener: Listener = toml::from_str(&format!("bind = \"0.0.0.0:{port}\""))
         .expect("a listener needs only its address");
     Ok(FileConfig {
+        access_log: "stdout".into(),
         admin: config::Admin::default(),
         listeners: vec![Listener {
             keepalive_timeout: Dur(keepalive),

@@ -17,10 +17,12 @@
 //! - `proxy`: the request path and its retries; `headers`, `body`: what it rewrites and streams.
 //! - `client`: the pooled HTTP client to upstream servers.
 //! - `error`: the gateway's own error answers.
+//! - `access_log`: one JSON line per request, written off the request path.
 //!
 //! The request path is the platform's contract layers (request id, access log and metrics,
 //! panics) around one handler; later layers (compression, auth, static files) wrap that handler.
 
+mod access_log;
 pub mod config;
 pub mod env_mode;
 pub mod error;
@@ -90,6 +92,7 @@ impl Config {
 /// A gateway whose listeners are bound, ready to serve.
 pub struct Bound {
     listeners: Vec<(TcpListener, ServeOptions, Router)>,
+    access_log: Arc<access_log::AccessLog>,
     admin: Option<(TcpListener, Router)>,
     live: Arc<LiveRoutes>,
     upstreams: Vec<Arc<Upstream>>,
@@ -135,6 +138,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         });
     }
 
+    let access_log = access_log::AccessLog::open(&file.access_log)?;
     let mut listeners = Vec::new();
     for listener in &file.listeners {
         let addr = platform::config::parse_bind(listener.bind.get_ref())
@@ -142,6 +146,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         let state = Arc::new(ListenerState {
             routes: Arc::clone(&live),
             client_body_timeout: listener.client_body_timeout.0,
+            access_log: Arc::clone(&access_log),
         });
         let router = platform::with_request_layers(
             Router::new().fallback(proxy::handle).with_state(state),
@@ -167,6 +172,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     };
     Ok(Bound {
         listeners,
+        access_log,
         admin,
         live,
         upstreams,
@@ -236,10 +242,15 @@ impl Bound {
             }
         }
         let _ = stop_tx.send(true);
+        let mut outcome = Ok(());
         while let Some(result) = servers.join_next().await {
-            result.map_err(io::Error::other)??;
+            if let Err(error) = result.map_err(io::Error::other).and_then(|r| r) {
+                outcome = Err(error);
+            }
         }
-        Ok(())
+        let access_log = self.access_log;
+        let _ = tokio::task::spawn_blocking(move || access_log.finish()).await;
+        outcome
     }
 }
 

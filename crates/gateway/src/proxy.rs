@@ -19,8 +19,10 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use platform::observe::{AccessLogged, RouteLabel};
 use tower::retry::budget::Budget;
 
+use crate::access_log::{AccessLog, Entry, Logged};
 use crate::body::{ClientBodyError, RequestBody, Tracked};
 use crate::error::ProxyError;
 use crate::headers;
@@ -31,6 +33,14 @@ use crate::upstream::{InFlight, Upstream};
 pub(crate) struct ListenerState {
     pub(crate) routes: Arc<LiveRoutes>,
     pub(crate) client_body_timeout: Duration,
+    pub(crate) access_log: Arc<AccessLog>,
+}
+
+/// Which server answered, and how long its response head took, for the access log.
+#[derive(Default)]
+struct Upstreamed {
+    server: Option<Arc<str>>,
+    head_time: Option<Duration>,
 }
 
 /// The route table in force; a reload swaps it. Requests in flight keep the table (and the
@@ -53,19 +63,103 @@ impl LiveRoutes {
 }
 
 pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Request) -> Response {
+    let started = Instant::now();
     let routes = state.routes.current();
-    let Some(route) = routes.find(host_of(&request), request.uri().path()) else {
-        let host = host_of(&request).unwrap_or("").to_string();
-        let path = request.uri().path().to_string();
-        return ProxyError::NoRoute { host, path }.into_response();
+    let route = routes.find(host_of(&request), request.uri().path());
+    let label = route.map_or_else(|| RouteLabel(Arc::from("unmatched")), |r| r.label.clone());
+    let entry = state
+        .access_log
+        .enabled()
+        .then(|| entry_for(&request, &label, started));
+    let mut upstreamed = Upstreamed::default();
+    let mut response = match route {
+        None => {
+            let host = host_of(&request).unwrap_or("").to_string();
+            let path = request.uri().path().to_string();
+            ProxyError::NoRoute { host, path }.into_response()
+        }
+        Some(route) => match forward(&state, route, request, &mut upstreamed).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        },
     };
-    let label = route.label.clone();
-    let mut response = match forward(&state, route, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    };
+    if let Some(mut entry) = entry {
+        entry.status = response.status().as_u16();
+        entry.head_bytes = head_bytes(&response);
+        entry.upstream_addr = upstreamed.server;
+        entry.upstream_response_time = upstreamed.head_time.map(|t| t.as_secs_f64());
+        let log = Arc::clone(&state.access_log);
+        response = response.map(|body| Body::new(Logged::new(body, entry, log)));
+        response.extensions_mut().insert(AccessLogged);
+    }
     response.extensions_mut().insert(label);
     response
+}
+
+/// The access log's view of a request, taken before the request is forwarded.
+fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
+    let header = |name: http::header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    };
+    let request_uri = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let headers_len: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let body_len = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let version = match request.version() {
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    Entry {
+        started,
+        remote_addr: request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default(),
+        method: request.method().as_str().to_string(),
+        request_length: (request.method().as_str().len() + request_uri.len() + 12 + headers_len + 2)
+            as u64
+            + body_len,
+        request_uri,
+        version,
+        referer: header(header::REFERER),
+        user_agent: header(header::USER_AGENT),
+        forwarded_for: header(headers::X_FORWARDED_FOR),
+        request_id: header(http::header::HeaderName::from_static(
+            platform::observe::REQUEST_ID,
+        )),
+        route: Arc::clone(&route.0),
+        status: 0,
+        head_bytes: 0,
+        upstream_addr: None,
+        upstream_response_time: None,
+    }
+}
+
+/// About how many bytes the response head takes on the wire.
+fn head_bytes(response: &Response) -> u64 {
+    let headers: usize = response
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    // Status line, Date and Content-Length or chunked framing that hyper adds, final CRLF.
+    (headers + 17 + 37 + 2) as u64
 }
 
 fn host_of(request: &Request) -> Option<&str> {
@@ -80,6 +174,7 @@ async fn forward(
     state: &ListenerState,
     route: &crate::routing::Route,
     mut request: Request,
+    upstreamed: &mut Upstreamed,
 ) -> Result<Response, ProxyError> {
     // Request smuggling: hyper's parser answers 400 to conflicting Content-Lengths, to a
     // Transfer-Encoding whose last coding is not chunked, and to Transfer-Encoding in HTTP/1.0;
@@ -144,6 +239,8 @@ async fn forward(
         let sent =
             tokio::time::timeout(upstream.response_timeout, upstream.client.request(outgoing))
                 .await;
+        upstreamed.server = Some(server.address.clone());
+        upstreamed.head_time = Some(started.elapsed());
         match sent {
             Ok(Ok(mut response)) => {
                 let status = response.status();

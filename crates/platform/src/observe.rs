@@ -19,6 +19,11 @@ pub const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RouteLabel(pub std::sync::Arc<str>);
 
+/// Put in a response's extensions by a handler that writes its own access log line (the
+/// gateway): the request is still counted in the metrics, but not logged a second time.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLogged;
+
 const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
 
 pub(crate) async fn observe(request: Request, next: Next) -> Response {
@@ -63,6 +68,9 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    if response.extensions().get::<AccessLogged>().is_some() {
+        return response;
+    }
     if PROBES.contains(&path.as_str()) {
         tracing::debug!(target: "access", %method, %path, status, latency_ms, request_id, "request");
     } else {

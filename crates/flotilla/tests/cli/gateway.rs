@@ -272,3 +272,36 @@ fn sighup_reloads_routes_and_upstreams_and_keeps_the_old_config_on_errors() {
     );
     assert!(body().starts_with("two,"), "the running config is kept");
 }
+
+#[test]
+fn access_log_lines_are_written_out_before_the_gateway_exits() {
+    let port = free_port();
+    let _backend = echo("one", port);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "access_log = {:?}\n[admin]\nbind = \"off\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"app\"\n\
+             [upstream.app]\nserver = [{{ address = \"127.0.0.1:{port}\" }}]\n",
+            log.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut gateway = start("gateway", &["--config", path.to_str().unwrap()], &[]);
+    for _ in 0..3 {
+        assert_eq!(
+            reqwest::blocking::get(gateway.url("/")).unwrap().status(),
+            200
+        );
+    }
+    gateway.signal(Signal::SIGTERM);
+    assert_eq!(gateway.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for line in text.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["status"], "200");
+    }
+}

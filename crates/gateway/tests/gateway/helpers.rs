@@ -261,8 +261,17 @@ pub(crate) async fn spawn_gateway(toml: &str) -> TestGateway {
 
 /// The same, with extra keys for the listener.
 pub(crate) async fn spawn_gateway_with(listener: &str, toml: &str) -> TestGateway {
+    spawn_gateway_logging("off", listener, toml).await
+}
+
+/// The same, with the access log going to `access_log`.
+pub(crate) async fn spawn_gateway_logging(
+    access_log: &str,
+    listener: &str,
+    toml: &str,
+) -> TestGateway {
     let text = format!(
-        "[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n{listener}\n{toml}"
+        "access_log = {access_log:?}\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n{listener}\n{toml}"
     );
     let file =
         gateway::config::parse("test.toml", &text, &Source::default()).expect("valid config");

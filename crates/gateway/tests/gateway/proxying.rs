@@ -317,3 +317,58 @@ async fn smuggling_attempts_cannot_slip_a_second_request_through() {
     }
     assert_eq!(backend.hits(), 1);
 }
+
+#[tokio::test]
+async fn the_access_log_has_one_valid_json_line_per_request_with_the_seed_fields() {
+    let backend = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let gateway = crate::helpers::spawn_gateway_logging(
+        path.to_str().unwrap(),
+        "",
+        &one_upstream(&[server(backend.addr, "")], ""),
+    )
+    .await;
+    let odd_agent = "agent \"quoted\" \\ back\tslash {\"json\": true}";
+    let response = gateway
+        .client
+        .get(gateway.url("/x?y=1"))
+        .header("user-agent", odd_agent)
+        .header("referer", "http://example/\"ref\"")
+        .header("x-request-id", "log-me")
+        .send()
+        .await
+        .unwrap();
+    let body_len = response.bytes().await.unwrap().len();
+    let download = gateway.get("/download/300000").await.bytes().await.unwrap();
+    assert_eq!(download.len(), 300_000);
+
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let entries: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    let first = &entries[0];
+    assert_eq!(first["request"], "GET /x?y=1 HTTP/1.1");
+    assert_eq!(first["uri"], "/x");
+    assert_eq!(first["query_string"], "y=1");
+    assert_eq!(first["status"], "200");
+    assert_eq!(first["useragent"], odd_agent);
+    assert_eq!(first["referer"], "http://example/\"ref\"");
+    assert_eq!(first["forwardedfor"], "-");
+    assert_eq!(first["request_id"], "log-me");
+    assert_eq!(first["upstream_addr"], backend.addr.to_string().as_str());
+    assert_eq!(first["route"], "/");
+    assert_eq!(first["body_bytes_sent"], body_len.to_string().as_str());
+    assert!(first["time"].as_str().unwrap().ends_with("+00:00"));
+    assert_eq!(
+        entries[1]["body_bytes_sent"], "300000",
+        "streamed bodies are counted as sent"
+    );
+}
