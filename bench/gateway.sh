@@ -14,19 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source bench/lib.sh
 duration=20
 connections=64
 runs=3
-record=1
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --duration) duration=$2; shift 2 ;;
-    --connections) connections=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --no-record) record=0; shift ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+parse_options "$@"
+[ ${#rest[@]} -eq 0 ] || { echo "unknown argument ${rest[0]}" >&2; exit 2; }
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || { echo "needs $tool: apt-get install wrk nginx-light" >&2; exit 1; }
 done
@@ -35,7 +28,6 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --quiet
 bin=target/release/flotilla
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 echo_port=$(free_port); gw_port=$(free_port); nginx_port=$(free_port)
 pids=()
 cleanup() {
@@ -93,17 +85,6 @@ for port in "$echo_port" "$gw_port" "$nginx_port"; do
   curl -sf "http://127.0.0.1:$port/" | grep -q '^bench, current time' || { echo "port $port does not answer" >&2; exit 1; }
 done
 
-# wrk's summary -> "req/s p50 p99"
-measure() {
-  wrk -t2 -c"$connections" -d"${duration}s" --latency "$1" | awk '
-    /Requests\/sec/ {rps=$2}
-    $1=="50%" {p50=$2}
-    $1=="99%" {p99=$2}
-    /Non-2xx/ {bad=$NF}
-    /Socket errors/ {errors=$0}
-    END {if (bad || errors) {print "errors: " bad " " errors > "/dev/stderr"; exit 1}; printf "%d %s %s\n", rps, p50, p99}'
-}
-
 declare -A url=([direct]="http://127.0.0.1:$echo_port/" [gateway]="http://127.0.0.1:$gw_port/" [nginx]="http://127.0.0.1:$nginx_port/")
 for target in direct gateway nginx; do wrk -t2 -c"$connections" -d2s "${url[$target]}" >/dev/null; done  # warm-up
 for run in $(seq "$runs"); do
@@ -112,10 +93,6 @@ for run in $(seq "$runs"); do
     echo "run $run $target: $(tail -1 "$work/$target.runs")" >&2
   done
 done
-median() {
-  sort -n "$work/$1.runs" | awk -v n="$runs" '{rps[NR]=$1; p50[NR]=$2; p99[NR]=$3}
-    END {m=int((n+1)/2); printf "%d %s %s %d %d\n", rps[m], p50[m], p99[m], rps[1], rps[n]}'
-}
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 mb() { awk -v kb="$1" 'BEGIN {printf "%.1f", kb/1024}'; }
 gateway_rss=$(mb "$(hwm_kb "$gateway")")
@@ -126,10 +103,10 @@ done
 nginx_rss=$(mb "$nginx_kb")
 echo_rss=$(mb "$(hwm_kb "${pids[0]}")")
 
-read -r d_rps d_p50 d_p99 d_min d_max < <(median direct)
-read -r g_rps g_p50 g_p99 g_min g_max < <(median gateway)
-read -r n_rps n_p50 n_p99 n_min n_max < <(median nginx)
-cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+read -r d_rps d_p50 d_p99 d_min d_max < <(median <"$work/direct.runs")
+read -r g_rps g_p50 g_p99 g_min g_max < <(median <"$work/gateway.runs")
+read -r n_rps n_p50 n_p99 n_min n_max < <(median <"$work/nginx.runs")
+cpu=$(cpu_model)
 nginx_version=$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')
 table=$(cat <<EOF
 | path | req/s (median of $runs) | range of $runs runs | p50 | p99 | peak RSS |

@@ -14,18 +14,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source bench/lib.sh
 db=sqlite
 duration=20
 connections=64
 runs=3
-record=1
+parse_options "$@"
+set -- "${rest[@]}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --db) db=$2; shift 2 ;;
-    --duration) duration=$2; shift 2 ;;
-    --connections) connections=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --no-record) record=0; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -35,7 +33,7 @@ cargo build --release --quiet
 bin=target/release/flotilla
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 base="http://127.0.0.1:$port"
 case "$db" in
   sqlite)
@@ -72,30 +70,17 @@ for status in TODO DONE; do
 done
 [ "$(curl -sf "$base/todo?status=PROGRESS" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 100 ]
 
-# wrk's summary -> "req/s p50 p99"
-measure() {
-  wrk -t2 -c"$connections" -d"${duration}s" --latency "$@" | awk '
-    /Requests\/sec/ {rps=$2}
-    $1=="50%" {p50=$2}
-    $1=="99%" {p99=$2}
-    /Non-2xx/ {bad=$NF}
-    END {if (bad) {print "non-2xx answers: " bad > "/dev/stderr"; exit 1}; printf "%d %s %s\n", rps, p50, p99}'
-}
-
-# Runs a case $runs times -> "median_rps p50 p99 min_rps max_rps" (latencies of the median run).
+# Runs a case $runs times -> "median_rps p50 p99 min_rps max_rps".
 repeat() {
-  for _ in $(seq "$runs"); do measure "$@"; done | sort -n | awk -v n="$runs" '
-    {rps[NR]=$1; p50[NR]=$2; p99[NR]=$3}
-    END {m=int((n+1)/2); printf "%d %s %s %d %d\n", rps[m], p50[m], p99[m], rps[1], rps[n]}'
+  for _ in $(seq "$runs"); do measure "$@"; done | median
 }
 
 wrk -t2 -c"$connections" -d2s "$base/todo?status=PROGRESS" >/dev/null   # warm-up
 read -r get_rps get_p50 get_p99 get_min get_max < <(repeat "$base/todo?status=PROGRESS")
 read -r post_rps post_p50 post_p99 post_min post_max < <(repeat -s bench/post-todo.lua "$base/todo")
-rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$api/status")
-rss_mb=$(awk -v kb="$rss_kb" 'BEGIN {printf "%.1f", kb/1024}')
+rss_mb=$(peak_rss_mb "$api")
 
-cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+cpu=$(cpu_model)
 table=$(cat <<EOF
 | case | req/s (median of $runs) | range of $runs runs | p50 | p99 |
 |---|---:|---:|---:|---:|

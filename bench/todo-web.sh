@@ -10,25 +10,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source bench/lib.sh
 duration=20
 connections=8
 runs=3
-record=1
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --duration) duration=$2; shift 2 ;;
-    --connections) connections=$2; shift 2 ;;
-    --runs) runs=$2; shift 2 ;;
-    --no-record) record=0; shift ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+parse_options "$@"
+[ ${#rest[@]} -eq 0 ] || { echo "unknown argument ${rest[0]}" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "needs wrk: apt-get install wrk" >&2; exit 1; }
 
 cargo build --release --quiet
 bin=target/release/flotilla
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 api_port=$(free_port); web_port=$(free_port)
 "$bin" todo-api --bind "127.0.0.1:$api_port" --primary-url "sqlite://$work/todo.db" >"$work/api.log" 2>&1 &
 api=$!
@@ -48,22 +40,12 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$web_port/ready" >/dev/null &
 cards=$(curl -sf "http://127.0.0.1:$web_port/" | grep -c 'class="card"')
 [ "$cards" = 90 ] || { echo "the board shows $cards cards, not 90" >&2; exit 1; }
 
-measure() {
-  wrk -t2 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$web_port/" | awk '
-    /Requests\/sec/ {rps=$2}
-    $1=="50%" {p50=$2}
-    $1=="99%" {p99=$2}
-    /Non-2xx/ {bad=$NF}
-    END {if (bad) {print "non-2xx answers: " bad > "/dev/stderr"; exit 1}; printf "%d %s %s\n", rps, p50, p99}'
-}
 wrk -t2 -c"$connections" -d2s "http://127.0.0.1:$web_port/" >/dev/null   # warm-up
-for _ in $(seq "$runs"); do measure; done | sort -n >"$work/runs"
-read -r rps p50 p99 min max < <(awk -v n="$runs" '{rps[NR]=$1; p50[NR]=$2; p99[NR]=$3}
-  END {m=int((n+1)/2); printf "%d %s %s %d %d\n", rps[m], p50[m], p99[m], rps[1], rps[n]}' "$work/runs")
-web_rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$web/status")
+read -r rps p50 p99 min max < <(for _ in $(seq "$runs"); do measure "http://127.0.0.1:$web_port/"; done | median)
+web_rss=$(peak_rss_mb "$web")
 bytes=$(curl -sf "http://127.0.0.1:$web_port/" | wc -c)
 
-cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+cpu=$(cpu_model)
 table=$(cat <<EOF
 | case | req/s (median of $runs) | range of $runs runs | p50 | p99 |
 |---|---:|---:|---:|---:|

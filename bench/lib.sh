@@ -1,0 +1,44 @@
+# Shared by the benchmark scripts: options, free ports, one wrk run, the median of several.
+# Source it after setting the defaults of duration, connections and runs; `parse_options "$@"`
+# then reads --duration, --connections, --runs and --no-record (and leaves the rest in `rest`).
+
+record=1
+rest=()
+parse_options() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --duration) duration=$2; shift 2 ;;
+      --connections) connections=$2; shift 2 ;;
+      --runs) runs=$2; shift 2 ;;
+      --no-record) record=0; shift ;;
+      *) rest+=("$1"); shift ;;
+    esac
+  done
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# One wrk run -> "req/s p50 p99"; fails on any non-2xx answer or socket error.
+measure() {
+  wrk -t2 -c"$connections" -d"${duration}s" --latency "$@" | awk '
+    /Requests\/sec/ {rps=$2}
+    $1=="50%" {p50=$2}
+    $1=="99%" {p99=$2}
+    /Non-2xx/ {bad=$NF}
+    /Socket errors/ {errors=$0}
+    END {if (bad || errors) {print "errors: " bad " " errors > "/dev/stderr"; exit 1}; printf "%d %s %s\n", rps, p50, p99}'
+}
+
+# Lines of "req/s p50 p99" on stdin -> "median_rps p50 p99 min_rps max_rps" (latencies of the
+# median run).
+median() {
+  sort -n | awk '{rps[NR]=$1; p50[NR]=$2; p99[NR]=$3}
+    END {m=int((NR+1)/2); printf "%d %s %s %d %d\n", rps[m], p50[m], p99[m], rps[1], rps[NR]}'
+}
+
+cpu_model() { awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo; }
+
+# Peak RSS of a process in MB.
+peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
