@@ -137,6 +137,8 @@ pub(crate) struct Stack {
 /// Runs the system until `shutdown`; a second SIGINT/SIGTERM during the graceful stop kills
 /// everything at once.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Listening from the start, so a second Ctrl-C that comes right after the first is not missed.
+    let mut interrupts = Interrupts::new()?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -196,10 +198,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         shutdown.await;
     }
     println!("flotilla up: stopping (Ctrl-C again to kill everything now)");
+    interrupts.forget_pending();
     tokio::select! {
         () = stop_all(&stack) => println!("flotilla up: everything stopped"),
-        () = platform::shutdown_signal() => {
+        () = interrupts.next() => {
             stack.supervisor.kill_all();
+            // Reap them, so nothing is left behind even as a zombie.
+            for _ in 0..100 {
+                if stack.supervisor.table().iter().all(|r| r.pid.is_none()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             println!("flotilla up: killed");
         }
     }
@@ -239,9 +249,40 @@ async fn start_all(stack: &Arc<Stack>, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGINT and SIGTERM, for the second one.
+struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Interrupts {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Drops the signal that began the shutdown, which these streams saw too.
+    fn forget_pending(&mut self) {
+        use futures_util::FutureExt;
+        while let Some(Some(())) = self.int.recv().now_or_never() {}
+        while let Some(Some(())) = self.term.recv().now_or_never() {}
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
 /// Stops everything in dependency order: front gateway, boards, API gateway, APIs.
 async fn stop_all(stack: &Stack) {
     for service in Service::ALL.into_iter().rev() {
+        println!("flotilla up: stopping {}", service.name());
         let ids: Vec<u64> = stack
             .supervisor
             .table()

@@ -322,3 +322,29 @@ async fn prefix_lines<R: tokio::io::AsyncRead + Unpin>(label: String, reader: Bu
         println!("{label:>16} | {line}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replica_that_keeps_crashing_is_reported_not_restarted_forever() {
+        // `false` exits at once with status 1, whatever its arguments.
+        let supervisor = Supervisor::new(PathBuf::from("false"));
+        let id = supervisor.start(
+            Service::TodoApi,
+            1,
+            1,
+            "http://127.0.0.1:1/".into(),
+            Vec::new(),
+        );
+        let mut changes = supervisor.changes();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while supervisor.status(id).is_some_and(|s| s.state != "crashing") {
+            assert!(tokio::time::Instant::now() < deadline, "never gave up");
+            let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+        }
+        let status = supervisor.status(id).unwrap();
+        assert_eq!((status.restarts, status.pid), (MAX_RESTARTS as u32, None));
+    }
+}

@@ -30,6 +30,11 @@ impl Drop for Up {
 
 impl Up {
     fn start() -> Up {
+        Self::start_printing_to(Stdio::null())
+    }
+
+    /// With its standard output going to `stdout` (not a terminal: plain lines).
+    fn start_printing_to(stdout: impl Into<Stdio>) -> Up {
         let port = free_port();
         let data_dir = tempfile::tempdir().unwrap();
         let child = flotilla(
@@ -42,7 +47,7 @@ impl Up {
             ],
             &[("PATH", "/usr/bin:/bin")],
         )
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -238,18 +243,87 @@ fn rollouts_and_a_killed_api_replica_lose_no_request() {
     );
 }
 
+/// Whether a process runs (a zombie does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 #[test]
-fn ctrl_c_stops_everything_in_order_and_leaves_nothing_running() {
-    let mut up = Up::start();
+fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("up.out");
+    let mut up = Up::start_printing_to(std::fs::File::create(&output).unwrap());
     let pids: Vec<i32> = up.ps().values().filter_map(|r| r.pid).collect();
     assert_eq!(pids.len(), 6, "2 APIs, 2 boards, 2 gateways");
+    assert_eq!(
+        reqwest::blocking::get(up.url("/api/todo"))
+            .unwrap()
+            .status(),
+        200
+    );
     kill(Pid::from_raw(up.child.id() as i32), Signal::SIGINT).unwrap();
     let status = up.child.wait().unwrap();
     assert!(status.success(), "{status}");
     for pid in pids {
-        assert!(
-            kill(Pid::from_raw(pid), None).is_err(),
-            "process {pid} is still running"
-        );
+        assert!(!alive(pid), "process {pid} is still running");
+    }
+
+    let text = std::fs::read_to_string(&output).unwrap();
+    // What started and where, one plain line per change (stdout is not a terminal here).
+    for replica in [
+        "todo-api.1",
+        "todo-api.2",
+        "api-gateway.1",
+        "todo-web.1",
+        "todo-web.2",
+        "front-gateway.1",
+    ] {
+        let line = format!("flotilla up: {replica} ready pid=");
+        assert!(text.contains(&line), "no {line:?} in:\n{text}");
+    }
+    // Every child's log lines, prefixed by service and replica.
+    let prefixed = |label: &str| {
+        text.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{label} | ")))
+    };
+    assert!(
+        prefixed("todo-api.1") && prefixed("todo-web.2") && prefixed("front-gateway.1"),
+        "{text}"
+    );
+    // Stopped front to back.
+    let order: Vec<usize> = ["front-gateway", "todo-web", "api-gateway", "todo-api"]
+        .iter()
+        .map(|s| {
+            text.find(&format!("flotilla up: stopping {s}\n"))
+                .unwrap_or_else(|| panic!("{s}: {text}"))
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "stop order {order:?}"
+    );
+    assert!(text.contains("flotilla up: everything stopped"));
+}
+
+#[test]
+fn a_second_ctrl_c_kills_everything_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("up.out");
+    let mut up = Up::start_printing_to(std::fs::File::create(&output).unwrap());
+    let pids: Vec<i32> = up.ps().values().filter_map(|r| r.pid).collect();
+    let supervisor = Pid::from_raw(up.child.id() as i32);
+    kill(supervisor, Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    kill(supervisor, Signal::SIGINT).unwrap();
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert!(text.contains("flotilla up: killed"), "{text}");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} is still running");
     }
 }
