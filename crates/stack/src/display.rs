@@ -1,7 +1,5 @@
-//! The status table: redrawn on a terminal whenever something changes; one plain line per change
-//! otherwise (for logs and CI).
+//! The status table, redrawn on a terminal whenever something changes.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -35,49 +33,20 @@ pub(crate) fn table(rows: impl Iterator<Item = [String; 6]>) -> String {
         .collect()
 }
 
+/// On a terminal, redraws the table whenever something changes (without one, the supervisor
+/// prints a line per change itself).
 pub(crate) async fn run(supervisor: Supervisor, port: u16) {
-    let terminal = std::io::stdout().is_terminal();
+    if !std::io::stdout().is_terminal() {
+        return;
+    }
     let mut changes = supervisor.changes();
-    let mut last: HashMap<u64, (Option<u32>, &'static str, u32)> = HashMap::new();
-    loop {
-        if changes.changed().await.is_err() {
-            return;
-        }
+    while changes.changed().await.is_ok() {
         // Let a burst of changes settle into one redraw.
         tokio::time::sleep(Duration::from_millis(100)).await;
         changes.borrow_and_update();
-        let rows = supervisor.table();
-        if terminal {
-            println!(
-                "\n{}front gateway: http://127.0.0.1:{port}\n",
-                render(&rows)
-            );
-            continue;
-        }
-        for row in &rows {
-            let now = (row.pid, row.state, row.restarts);
-            if last.get(&row.id) != Some(&now) {
-                println!(
-                    "flotilla up: {}.{} {} pid={} address={} restarts={}",
-                    row.service.name(),
-                    row.replica,
-                    row.state,
-                    row.pid.map_or("-".to_string(), |p| p.to_string()),
-                    row.address,
-                    row.restarts
-                );
-            }
-        }
-        let gone = last
-            .keys()
-            .filter(|id| !rows.iter().any(|r| r.id == **id))
-            .count();
-        if gone > 0 {
-            println!("flotilla up: {gone} replica(s) stopped and removed");
-        }
-        last = rows
-            .iter()
-            .map(|r| (r.id, (r.pid, r.state, r.restarts)))
-            .collect();
+        println!(
+            "\n{}front gateway: http://127.0.0.1:{port}\n",
+            render(&supervisor.table())
+        );
     }
 }

@@ -165,7 +165,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         replicas: config.db_replicas.clone(),
     };
     let stack = Arc::new(Stack {
-        supervisor: Supervisor::new(std::env::current_exe()?),
+        supervisor: Supervisor::new(
+            std::env::current_exe()?,
+            !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        ),
         rotation: Mutex::new(HashMap::new()),
         run_dir,
         database,

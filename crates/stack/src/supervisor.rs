@@ -47,6 +47,7 @@ struct Replica {
 /// Every replica, shared by the monitors, the control endpoint and the status display.
 #[derive(Clone)]
 pub(crate) struct Supervisor {
+    plain: bool,
     inner: Arc<Mutex<Inner>>,
     binary: PathBuf,
     changed: Arc<watch::Sender<u64>>,
@@ -58,8 +59,10 @@ struct Inner {
 }
 
 impl Supervisor {
-    pub(crate) fn new(binary: PathBuf) -> Self {
+    /// `plain`: print a line per change (when standard output is not a terminal).
+    pub(crate) fn new(binary: PathBuf, plain: bool) -> Self {
         Supervisor {
+            plain,
             inner: Arc::new(Mutex::new(Inner {
                 replicas: Vec::new(),
                 next_id: 1,
@@ -79,13 +82,37 @@ impl Supervisor {
     }
 
     fn update(&self, id: u64, change: impl FnOnce(&mut Replica)) {
-        {
+        let status = {
             let mut inner = self.lock();
-            if let Some(replica) = inner.replicas.iter_mut().find(|r| r.status.id == id) {
-                change(replica);
-            }
+            inner
+                .replicas
+                .iter_mut()
+                .find(|r| r.status.id == id)
+                .map(|replica| {
+                    change(replica);
+                    replica.status.clone()
+                })
+        };
+        if let Some(status) = status {
+            self.announce(&status);
         }
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Without a terminal, every change is one plain line, printed as it happens (on a terminal
+    /// the table shows it instead).
+    fn announce(&self, status: &ReplicaStatus) {
+        if self.plain {
+            println!(
+                "flotilla up: {}.{} {} pid={} address={} restarts={}",
+                status.service.name(),
+                status.replica,
+                status.state,
+                status.pid.map_or("-".to_string(), |p| p.to_string()),
+                status.address,
+                status.restarts
+            );
+        }
     }
 
     /// Every replica, in start order of services, then by replica number.
@@ -131,6 +158,9 @@ impl Supervisor {
             });
             id
         };
+        if let Some(status) = self.status(id) {
+            self.announce(&status);
+        }
         self.changed.send_modify(|n| *n += 1);
         tokio::spawn(self.clone().monitor(id));
         id
@@ -274,7 +304,7 @@ impl Supervisor {
 
     /// Stops a replica: SIGTERM, then SIGKILL after the grace period; removes it from the table.
     pub(crate) async fn stop(&self, id: u64, force: bool) {
-        let (pid, mut finished) = {
+        let (status, mut finished) = {
             let mut inner = self.lock();
             let Some(replica) = inner.replicas.iter_mut().find(|r| r.status.id == id) else {
                 return;
@@ -283,8 +313,10 @@ impl Supervisor {
             if replica.status.pid.is_some() {
                 replica.status.state = "stopping";
             }
-            (replica.status.pid, replica.finished.subscribe())
+            (replica.status.clone(), replica.finished.subscribe())
         };
+        self.announce(&status);
+        let pid = status.pid;
         self.changed.send_modify(|n| *n += 1);
         if let Some(pid) = pid {
             let signal = if force {
@@ -302,6 +334,13 @@ impl Supervisor {
             }
         }
         self.lock().replicas.retain(|r| r.status.id != id);
+        if self.plain {
+            println!(
+                "flotilla up: {}.{} removed",
+                status.service.name(),
+                status.replica
+            );
+        }
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -330,7 +369,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_that_keeps_crashing_is_reported_not_restarted_forever() {
         // `false` exits at once with status 1, whatever its arguments.
-        let supervisor = Supervisor::new(PathBuf::from("false"));
+        let supervisor = Supervisor::new(PathBuf::from("false"), false);
         let id = supervisor.start(
             Service::TodoApi,
             1,

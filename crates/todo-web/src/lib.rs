@@ -120,3 +120,19 @@ pub async fn run(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_originals_and_bad_urls_are_named() {
+        let config = Config::from_source(&Source::default()).unwrap();
+        assert_eq!(config.bind, "0.0.0.0:3000".parse().unwrap());
+        assert_eq!(config.api_url, "http://localhost:8000");
+        assert_eq!(config.api_timeout, Duration::from_secs(2));
+        let error =
+            Config::from_source(&Source::from_pairs([("TODO_API_URL", "ftp://x")])).unwrap_err();
+        assert!(error.to_string().contains("TODO_API_URL"), "{error}");
+    }
+}

@@ -315,14 +315,31 @@ fn a_second_ctrl_c_kills_everything_at_once() {
     let output = dir.path().join("up.out");
     let mut up = Up::start_printing_to(std::fs::File::create(&output).unwrap());
     let pids: Vec<i32> = up.ps().values().filter_map(|r| r.pid).collect();
+    // A request whose body never finishes keeps the front gateway draining (up to its 10 s
+    // drain timeout), so the graceful stop is still under way when the second Ctrl-C comes.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", up.port)).unwrap();
+    std::io::Write::write_all(
+        &mut stalled,
+        b"POST /api/todo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"title\"",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     let supervisor = Pid::from_raw(up.child.id() as i32);
     kill(supervisor, Signal::SIGINT).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&output)
+        .unwrap()
+        .contains("front-gateway.1 stopping")
+    {
+        assert!(Instant::now() < deadline, "the graceful stop did not begin");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     kill(supervisor, Signal::SIGINT).unwrap();
     let status = up.child.wait().unwrap();
     assert!(status.success(), "{status}");
     let text = std::fs::read_to_string(&output).unwrap();
     assert!(text.contains("flotilla up: killed"), "{text}");
+    assert!(!text.contains("everything stopped"), "{text}");
     for pid in pids {
         assert!(!alive(pid), "process {pid} is still running");
     }

@@ -272,7 +272,40 @@ async fn the_board_in_a_real_browser_with_and_without_javascript_and_with_the_ap
         .await
         .unwrap();
     assert_eq!(kept.as_deref(), Some("no title"));
+    // Every visible input has a label, every control is a native focusable element, and focus
+    // shows.
+    let unlabelled = client
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), textarea')]
+               .filter(e => !document.querySelector(`label[for='${e.id}']`)).length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled, json!(0));
+    let outline = client
+        .execute(
+            "const e = document.querySelector('#new-title'); e.focus();
+             return getComputedStyle(e).outlineStyle;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_ne!(outline, json!("none"), "focused inputs show an outline");
     client.set_window_size(390, 844).await.unwrap();
+    // One column on a phone: the three columns stack at the same left edge.
+    let lefts = client
+        .execute(
+            "return [...document.querySelectorAll('section.column')].map(c => c.getBoundingClientRect().left);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let lefts = lefts.as_array().unwrap();
+    assert!(
+        lefts.len() == 3 && lefts.iter().all(|l| l == &lefts[0]),
+        "{lefts:?}"
+    );
     screenshot(&client, "board-phone").await;
     client.close().await.unwrap();
 
