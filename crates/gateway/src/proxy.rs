@@ -109,11 +109,7 @@ fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
         .uri()
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-    let headers_len: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
+    let headers_len = wire_len(request.headers());
     let body_len = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -151,13 +147,17 @@ fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
     }
 }
 
-/// About how many bytes the response head takes on the wire.
-fn head_bytes(response: &Response) -> u64 {
-    let headers: usize = response
-        .headers()
+/// Bytes the header lines take on the wire (`name: value\r\n`).
+fn wire_len(headers: &http::HeaderMap) -> usize {
+    headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
+        .sum()
+}
+
+/// About how many bytes the response head takes on the wire.
+fn head_bytes(response: &Response) -> u64 {
+    let headers = wire_len(response.headers());
     // Status line, Date and Content-Length or chunked framing that hyper adds, final CRLF.
     (headers + 17 + 37 + 2) as u64
 }
