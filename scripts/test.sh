@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 shared_mariadb=target/tmp/flotilla-test-mariadb
 trap 'scripts/db/mariadb.sh down --dir "$shared_mariadb" >/dev/null 2>&1 || true' EXIT
 
+# What the tests need (MariaDB, Chromium and chromedriver, rustfmt, clippy): installed only if
+# missing, so on a prepared machine this is a few quick checks.
+scripts/setup.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
