@@ -50,6 +50,18 @@ fn command() -> Command {
                 .arg(clap::Arg::new("service").required(true).value_name("SERVICE")),
             &[stack::DATA_DIR],
         ))
+        .subcommand(
+            Command::new("healthcheck")
+                .about("Exit 0 if URL answers 2xx within the timeout, 1 if not (for container health checks; no curl needed)")
+                .arg(clap::Arg::new("url").required(true).value_name("URL"))
+                .arg(
+                    clap::Arg::new("timeout")
+                        .long("timeout")
+                        .value_name("DURATION")
+                        .default_value("3s")
+                        .help("How long to wait for the answer (e.g. 500ms, 3s)"),
+                ),
+        )
         .subcommand(service(
             "echo",
             "A tiny backend answering '<hostname>, current time : <millis>' (the seeds' test-web)",
@@ -126,6 +138,7 @@ fn main() -> ExitCode {
             |config| async move { stack::run(config, platform::shutdown_signal()).await },
         ),
         "ps" | "rollout" => control(name, sub),
+        "healthcheck" => healthcheck(sub),
         other => unreachable!("clap accepted an unknown subcommand {other}"),
     }
 }
@@ -164,6 +177,38 @@ fn control(name: &str, matches: &ArgMatches) -> ExitCode {
         }
         Err(error) => {
             eprintln!("flotilla {name}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `flotilla healthcheck URL`: 0 when URL answers 2xx in time, 1 otherwise (with the reason on
+/// stderr), 2 for a bad timeout.
+fn healthcheck(matches: &ArgMatches) -> ExitCode {
+    let url = matches.get_one::<String>("url").expect("clap requires it");
+    let timeout = matches.get_one::<String>("timeout").expect("has a default");
+    let timeout = match platform::config::parse_duration(timeout) {
+        Ok(timeout) => timeout,
+        Err(error) => {
+            eprintln!("flotilla healthcheck: --timeout: expected {error}, got {timeout:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(platform::health::probe(url, timeout)),
+        Err(error) => Err(format!("cannot start the async runtime: {error}")),
+    };
+    match outcome {
+        Ok(status) if status.is_success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("flotilla healthcheck: {url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("flotilla healthcheck: {error}");
             ExitCode::FAILURE
         }
     }

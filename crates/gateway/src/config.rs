@@ -130,6 +130,10 @@ pub struct Upstream {
     pub retry_buffer: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// How often host names in server addresses are looked up again (each address a name
+    /// resolves to is a server of its own); `0s` looks them up once, at load.
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: Dur,
     #[serde(default)]
     pub server: Vec<Server>,
 }
@@ -186,6 +190,9 @@ pub struct Server {
     pub backup: bool,
 }
 
+fn default_resolve_interval() -> Dur {
+    Dur::secs(5)
+}
 fn default_access_log() -> String {
     "stdout".into()
 }

@@ -13,6 +13,7 @@
 //! - `validate`: checks a config beyond its types.
 //! - `routing`: the route table.
 //! - `upstream`: a pool at run time: servers, health state, balancing policies.
+//! - `discovery`: host names in server addresses, looked up again and again.
 //! - `health_check`: active checks.
 //! - `proxy`: the request path and its retries; `headers`, `body`: what it rewrites and streams.
 //! - `client`: the pooled HTTP client to upstream servers.
@@ -29,6 +30,7 @@ pub mod error;
 
 mod body;
 mod client;
+mod discovery;
 mod headers;
 mod health_check;
 mod proxy;
@@ -95,26 +97,75 @@ pub struct Bound {
     access_log: Arc<access_log::AccessLog>,
     admin: Option<(TcpListener, Router)>,
     live: Arc<LiveRoutes>,
-    upstreams: Vec<Arc<Upstream>>,
+    pools: Pools,
     readiness: Readiness,
     common: CommonConfig,
     /// The config file to re-read on SIGHUP; `None` in env mode.
     reload_from: Option<String>,
 }
 
-fn build_upstreams(file: &FileConfig) -> Vec<Arc<Upstream>> {
-    file.upstreams
-        .iter()
-        .map(|(name, upstream)| Arc::new(Upstream::new(name, upstream)))
-        .collect()
+/// The routes and upstream pools in force, what they were built from, and their health checks.
+/// A reload or a change in DNS builds the next one; requests in flight finish on the pools they
+/// started with.
+struct Pools {
+    file: FileConfig,
+    resolved: discovery::Resolved,
+    upstreams: Vec<Arc<Upstream>>,
+    /// Dropping it stops this generation's health checks.
+    health_stop: Option<watch::Sender<bool>>,
+}
+
+impl Pools {
+    /// Builds the pools for `file`, taking over server state from `previous`, and puts them in
+    /// force. Health checks start with [`Pools::start_health_checks`].
+    fn install(
+        live: &LiveRoutes,
+        file: FileConfig,
+        resolved: discovery::Resolved,
+        previous: &[Arc<Upstream>],
+    ) -> Self {
+        let upstreams: Vec<Arc<Upstream>> = file
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| {
+                let before = previous.iter().find(|u| &*u.name == name);
+                Arc::new(Upstream::new(
+                    name,
+                    upstream,
+                    &resolved,
+                    before.map(|u| &**u),
+                ))
+            })
+            .collect();
+        live.replace(RouteTable::new(&file.routes, &upstreams));
+        Pools {
+            file,
+            resolved,
+            upstreams,
+            health_stop: None,
+        }
+    }
+
+    fn start_health_checks(&mut self) {
+        let (tx, rx) = watch::channel(false);
+        for upstream in &self.upstreams {
+            tokio::spawn(health_check::run(Arc::clone(upstream), rx.clone()));
+        }
+        self.health_stop = Some(tx);
+    }
+
+    fn server_count(&self) -> usize {
+        self.upstreams.iter().map(|u| u.servers.len()).sum()
+    }
 }
 
 /// Binds every listener (the public ones and the admin one), so their addresses are known before
 /// serving starts.
 pub async fn bind(config: &Config) -> io::Result<Bound> {
     let file = &config.file;
-    let upstreams = build_upstreams(file);
-    let live = Arc::new(LiveRoutes::new(RouteTable::new(&file.routes, &upstreams)));
+    let live = Arc::new(LiveRoutes::default());
+    let resolved = discovery::resolve(file, &discovery::Resolved::new()).await;
+    let pools = Pools::install(&live, file.clone(), resolved, &[]);
     let readiness = Readiness::new();
     for name in file.upstreams.keys() {
         let live = Arc::clone(&live);
@@ -129,7 +180,9 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
                 };
                 let (primaries, backups) = upstream.available_count();
                 let total = upstream.servers.len();
-                if primaries + backups == 0 {
+                if total == 0 {
+                    Err("no server addresses yet: its names have not resolved".to_string())
+                } else if primaries + backups == 0 {
                     Err(format!("none of {total} servers is available"))
                 } else {
                     Ok(json!({ "available": primaries, "backups_available": backups, "servers": total }))
@@ -175,7 +228,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         access_log,
         admin,
         live,
-        upstreams,
+        pools,
         readiness,
         common: config.common.clone(),
         reload_from: (config.origin != "environment" && config.origin != "test")
@@ -202,15 +255,14 @@ impl Bound {
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let health_stop = start_health_checks(&self.upstreams);
-        if let Some(path) = self.reload_from.clone() {
-            tokio::spawn(reload_on_sighup(
-                path,
-                Arc::clone(&self.live),
-                health_stop,
-                stop_rx.clone(),
-            ));
-        }
+        let mut pools = self.pools;
+        pools.start_health_checks();
+        tokio::spawn(maintain(
+            pools,
+            Arc::clone(&self.live),
+            self.reload_from.clone(),
+            stop_rx.clone(),
+        ));
         let mut servers = tokio::task::JoinSet::new();
         for (listener, options, router) in self.listeners {
             let readiness = self.readiness.clone();
@@ -254,47 +306,62 @@ impl Bound {
     }
 }
 
-/// Starts the active checks of a generation of upstreams; dropping or signalling the returned
-/// sender stops them.
-fn start_health_checks(upstreams: &[Arc<Upstream>]) -> watch::Sender<bool> {
-    let (tx, rx) = watch::channel(false);
-    for upstream in upstreams {
-        tokio::spawn(health_check::run(Arc::clone(upstream), rx.clone()));
-    }
-    tx
-}
-
-/// SIGHUP re-reads the config file and swaps in its routes and upstreams (listeners stay as they
-/// are). Requests in flight finish on the pools they started with. A file with errors is
-/// reported and the running config kept.
-async fn reload_on_sighup(
-    path: String,
+/// Keeps the pools current until `stop`: SIGHUP re-reads the config file (when there is one) and
+/// swaps in its routes and upstreams (listeners stay as they are; a file with errors is reported
+/// and the running config kept), and names in server addresses are looked up again every
+/// `resolve_interval`, rebuilding the pools when an answer changes.
+async fn maintain(
+    mut pools: Pools,
     live: Arc<LiveRoutes>,
-    mut health_stop: watch::Sender<bool>,
+    reload_from: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; config reload is off");
-        return;
+    let mut hangups = match reload_from {
+        Some(_) => match signal(SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; config reload is off");
+                None
+            }
+        },
+        None => None,
     };
     loop {
-        tokio::select! {
-            _ = hangups.recv() => {}
+        let lookup_again = discovery::interval(&pools.file);
+        let reload = tokio::select! {
+            Some(()) = async { hangups.as_mut()?.recv().await } => true,
+            () = tokio::time::sleep(lookup_again.unwrap_or_default()), if lookup_again.is_some() => false,
             _ = stop.wait_for(|s| *s) => return,
+        };
+        let file = if reload {
+            let path = reload_from.as_deref().unwrap_or_default();
+            match config::load(path, &Source::from_env()) {
+                Ok(file) => file,
+                Err(error) => {
+                    tracing::error!(%error, "config reload failed; keeping the running config");
+                    continue;
+                }
+            }
+        } else {
+            pools.file.clone()
+        };
+        let resolved = discovery::resolve(&file, &pools.resolved).await;
+        if !reload && resolved == pools.resolved {
+            continue;
         }
-        match config::load(&path, &Source::from_env()) {
-            Ok(file) => {
-                let upstreams = build_upstreams(&file);
-                live.replace(RouteTable::new(&file.routes, &upstreams));
-                let _ = health_stop.send(true);
-                health_stop = start_health_checks(&upstreams);
-                let servers: usize = upstreams.iter().map(|u| u.servers.len()).sum();
-                tracing::info!(config = %path, upstreams = upstreams.len(), servers, "config reloaded");
-            }
-            Err(error) => {
-                tracing::error!(%error, "config reload failed; keeping the running config")
-            }
+        let previous = std::mem::take(&mut pools.upstreams);
+        pools = Pools::install(&live, file, resolved, &previous);
+        pools.start_health_checks();
+        let (upstreams, servers) = (pools.upstreams.len(), pools.server_count());
+        if reload {
+            tracing::info!(config = ?reload_from, upstreams, servers, "config reloaded");
+        } else {
+            tracing::info!(
+                upstreams,
+                servers,
+                "server addresses changed; pools rebuilt"
+            );
         }
     }
 }

@@ -49,10 +49,6 @@ struct Upstreamed {
 pub(crate) struct LiveRoutes(std::sync::RwLock<Arc<RouteTable>>);
 
 impl LiveRoutes {
-    pub(crate) fn new(table: RouteTable) -> Self {
-        LiveRoutes(std::sync::RwLock::new(Arc::new(table)))
-    }
-
     pub(crate) fn current(&self) -> Arc<RouteTable> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -102,7 +102,7 @@ mod tests {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|(name, u)| Arc::new(Upstream::new(name, u)))
+            .map(|(name, u)| Arc::new(Upstream::new(name, u, &Default::default(), None)))
             .collect();
         RouteTable::new(&config.routes, &upstreams)
     }

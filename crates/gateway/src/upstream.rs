@@ -7,6 +7,10 @@
 //!
 //! The hot path takes no lock except the round-robin weights (a few integers); failures, which
 //! are rare, take a per-server lock.
+//!
+//! A pool is immutable: a reload or a change in DNS builds a new one. What a server has learned
+//! (requests in flight, health, failures, latency) lives in a [`ServerState`] that the new pool
+//! takes over from the old one for every address both have, so nothing resets on a rebuild.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,6 +21,7 @@ use tower::retry::budget::TpsBudget;
 
 use crate::client::{self, UpstreamClient};
 use crate::config::{self, HealthCheck, Policy};
+use crate::discovery::Resolved;
 
 /// How fast the latency average forgets (linkerd2-proxy uses 10 s too).
 const EWMA_DECAY: Duration = Duration::from_secs(10);
@@ -41,6 +46,7 @@ pub(crate) struct Upstream {
 }
 
 pub(crate) struct Server {
+    /// `ip:port` for a name that was looked up, else the address as configured.
     pub(crate) address: Arc<str>,
     pub(crate) authority: Authority,
     pub(crate) backup: bool,
@@ -48,6 +54,12 @@ pub(crate) struct Server {
     max_fails: u32,
     fail_timeout: Duration,
     max_conns: u32,
+    state: Arc<ServerState>,
+}
+
+/// What the gateway knows about one server address, kept across pool rebuilds.
+#[derive(Default)]
+pub(crate) struct ServerState {
     /// Requests in flight, until their response body ends.
     active: AtomicU32,
     /// The active health check's verdict; up until a check says otherwise.
@@ -56,7 +68,16 @@ pub(crate) struct Server {
     down_until: AtomicU64,
     failures: Mutex<Failures>,
     /// Peak-EWMA of response-head latency, in nanoseconds, and when it was last updated.
-    latency: Mutex<(f64, Instant)>,
+    latency: Mutex<(f64, Option<Instant>)>,
+}
+
+impl ServerState {
+    fn new() -> Self {
+        ServerState {
+            healthy: AtomicBool::new(true),
+            ..ServerState::default()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -66,24 +87,39 @@ struct Failures {
 }
 
 impl Upstream {
-    pub(crate) fn new(name: &str, config: &config::Upstream) -> Self {
+    /// The pool for `config`: one server per configured address, or per address a configured name
+    /// resolved to (`resolved`, see [`crate::discovery`]). State carries over from `previous`.
+    pub(crate) fn new(
+        name: &str,
+        config: &config::Upstream,
+        resolved: &Resolved,
+        previous: Option<&Upstream>,
+    ) -> Self {
+        let state_of = |address: &str| {
+            previous
+                .and_then(|p| p.servers.iter().find(|s| &*s.address == address))
+                .map_or_else(|| Arc::new(ServerState::new()), |s| Arc::clone(&s.state))
+        };
         let servers: Vec<Server> = config
             .server
             .iter()
-            .map(|s| Server {
-                address: Arc::from(s.address.get_ref().as_str()),
-                authority: crate::validate::parse_authority(s.address.get_ref())
-                    .expect("addresses are validated when the config is loaded"),
-                backup: s.backup,
-                weight: s.weight,
-                max_fails: s.max_fails,
-                fail_timeout: s.fail_timeout.0,
-                max_conns: s.max_conns,
-                active: AtomicU32::new(0),
-                healthy: AtomicBool::new(true),
-                down_until: AtomicU64::new(0),
-                failures: Mutex::new(Failures::default()),
-                latency: Mutex::new((0.0, Instant::now())),
+            .flat_map(|s| {
+                let configured = s.address.get_ref();
+                let addresses: Vec<String> = match resolved.get(configured) {
+                    Some(addrs) => addrs.iter().map(|a| a.to_string()).collect(),
+                    None => vec![configured.clone()],
+                };
+                addresses.into_iter().map(move |address| Server {
+                    authority: crate::validate::parse_authority(&address)
+                        .expect("addresses are validated when the config is loaded"),
+                    state: state_of(&address),
+                    address: Arc::from(address),
+                    backup: s.backup,
+                    weight: s.weight,
+                    max_fails: s.max_fails,
+                    fail_timeout: s.fail_timeout.0,
+                    max_conns: s.max_conns,
+                })
             })
             .collect();
         Upstream {
@@ -190,12 +226,10 @@ impl Upstream {
     }
 
     /// Counts a request against a server until the returned guard is dropped.
-    pub(crate) fn begin(self: &Arc<Self>, index: usize) -> InFlight {
-        self.servers[index].active.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            upstream: Arc::clone(self),
-            index,
-        }
+    pub(crate) fn begin(&self, index: usize) -> InFlight {
+        let state = &self.servers[index].state;
+        state.active.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(state))
     }
 
     /// A failed attempt (no connection, no answer in time, or 502/503/504).
@@ -209,7 +243,11 @@ impl Upstream {
         }
         let now = now_ms();
         let fail_timeout = server.fail_timeout.as_millis() as u64;
-        let mut failures = server.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = server
+            .state
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if now.saturating_sub(failures.window_start) > fail_timeout {
             *failures = Failures {
                 count: 0,
@@ -220,6 +258,7 @@ impl Upstream {
         if failures.count >= server.max_fails {
             failures.count = 0;
             server
+                .state
                 .down_until
                 .store(now + fail_timeout, Ordering::Release);
             tracing::warn!(
@@ -252,34 +291,34 @@ impl Upstream {
 
 impl Server {
     fn available(&self, now: u64) -> bool {
-        self.healthy.load(Ordering::Acquire)
-            && self.down_until.load(Ordering::Acquire) <= now
+        self.is_healthy()
+            && self.state.down_until.load(Ordering::Acquire) <= now
             && (self.max_conns == 0 || self.active() < self.max_conns)
     }
 
     pub(crate) fn active(&self) -> u32 {
-        self.active.load(Ordering::Relaxed)
+        self.state.active.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.state.healthy.load(Ordering::Acquire)
     }
 
     /// The active health check's verdict. A passing check also clears a passive mark: the server
     /// answers again, so there is no reason to wait out `fail_timeout`.
     pub(crate) fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Release);
+        self.state.healthy.store(healthy, Ordering::Release);
         if healthy {
-            self.down_until.store(0, Ordering::Release);
+            self.state.down_until.store(0, Ordering::Release);
         }
     }
 
     pub(crate) fn passively_down(&self) -> bool {
-        self.down_until.load(Ordering::Acquire) > now_ms()
+        self.state.down_until.load(Ordering::Acquire) > now_ms()
     }
 
     fn cost(&self) -> f64 {
-        let (ewma, _) = *self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let (ewma, _) = *self.state.latency.lock().unwrap_or_else(|e| e.into_inner());
         // An unmeasured server costs as much as a 1 ms one, so it gets tried soon.
         ewma.max(1_000_000.0) * f64::from(self.active() + 1)
     }
@@ -287,31 +326,26 @@ impl Server {
     /// Peak EWMA: a slower response raises the average at once; faster ones lower it gradually.
     fn observe_latency(&self, latency: Duration) {
         let rtt = latency.as_nanos() as f64;
-        let mut state = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.latency.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let (ewma, last) = *state;
         let next = if rtt > ewma {
             rtt
         } else {
-            let elapsed = now.duration_since(last).as_secs_f64();
+            let elapsed = last.map_or(0.0, |last| now.duration_since(last).as_secs_f64());
             let keep = (-elapsed / EWMA_DECAY.as_secs_f64()).exp();
             ewma * keep + rtt * (1.0 - keep)
         };
-        *state = (next, now);
+        *state = (next, Some(now));
     }
 }
 
 /// One request in flight on one server; dropping it ends the count.
-pub(crate) struct InFlight {
-    upstream: Arc<Upstream>,
-    index: usize,
-}
+pub(crate) struct InFlight(Arc<ServerState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.upstream.servers[self.index]
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -328,7 +362,7 @@ mod tests {
     fn upstream(policy: &str, servers: &str) -> Arc<Upstream> {
         let text = format!("policy = \"{policy}\"\nserver = [{servers}]\n");
         let config: config::Upstream = toml::from_str(&text).unwrap();
-        Arc::new(Upstream::new("test", &config))
+        Arc::new(Upstream::new("test", &config, &Resolved::new(), None))
     }
 
     fn sequence(upstream: &Upstream, n: usize) -> String {
@@ -425,5 +459,47 @@ mod tests {
             slow, 0,
             "with two servers, p2c compares both and picks the fast one"
         );
+    }
+
+    #[test]
+    fn names_become_one_server_per_address_and_rebuilds_keep_server_state() {
+        let text = r#"server = [{address="api:80", max_fails=1}, {address="127.0.0.5:80"}]"#;
+        let config: config::Upstream = toml::from_str(text).unwrap();
+        let addrs = |list: &[&str]| list.iter().map(|a| a.parse().unwrap()).collect();
+        let resolved = Resolved::from([("api:80".into(), addrs(&["10.0.0.1:80", "10.0.0.2:80"]))]);
+        let first = Upstream::new("t", &config, &resolved, None);
+        let names = |u: &Upstream| {
+            u.servers
+                .iter()
+                .map(|s| s.address.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&first),
+            ["10.0.0.1:80", "10.0.0.2:80", "127.0.0.5:80"]
+        );
+        let in_flight = first.begin(1);
+        first.record_failure(1, "test");
+        assert!(first.servers[1].passively_down());
+
+        let resolved = Resolved::from([("api:80".into(), addrs(&["10.0.0.2:80", "10.0.0.3:80"]))]);
+        let second = Upstream::new("t", &config, &resolved, Some(&first));
+        assert_eq!(
+            names(&second),
+            ["10.0.0.2:80", "10.0.0.3:80", "127.0.0.5:80"]
+        );
+        assert!(second.servers[0].passively_down(), "the mark carries over");
+        assert_eq!(
+            second.servers[0].active(),
+            1,
+            "so does the request in flight"
+        );
+        assert!(!second.servers[1].passively_down());
+        drop(in_flight);
+        assert_eq!(second.servers[0].active(), 0);
+
+        let unresolved = Resolved::from([("api:80".into(), Vec::new())]);
+        let third = Upstream::new("t", &config, &unresolved, Some(&second));
+        assert_eq!(names(&third), ["127.0.0.5:80"]);
     }
 }

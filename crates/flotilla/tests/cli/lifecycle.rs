@@ -68,3 +68,42 @@ fn json_request_logs_carry_method_path_status_latency_and_id() {
     assert_eq!(line["request_id"], "abc-123");
     assert_eq!(line["level"], "INFO");
 }
+
+#[test]
+fn healthcheck_exits_0_only_for_a_2xx_answer_in_time() {
+    use crate::helpers::run_to_end;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let mut api = start("todo-api", &[], &[("TODO_PRIMARY_URL", &db)]);
+    api.wait_ready();
+    let check = |url: &str, extra: &[&str]| {
+        let mut args = vec!["healthcheck", url];
+        args.extend_from_slice(extra);
+        let out = run_to_end(&args, &[]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(check(&api.url("/ready"), &[]), (Some(0), String::new()));
+    let (code, stderr) = check(&api.url("/no-such-page"), &[]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("answered 404"), "{stderr}");
+
+    // A server that accepts but never answers: the timeout decides.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hc", silent.local_addr().unwrap());
+    let (code, stderr) = check(&url, &["--timeout", "300ms"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no answer within 300ms"), "{stderr}");
+    drop(silent);
+    let (code, stderr) = check(&url, &[]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+
+    assert_eq!(check("https://127.0.0.1/", &[]).0, Some(1));
+    let (code, stderr) = check(&api.url("/hc"), &["--timeout", "soon"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--timeout"), "{stderr}");
+    api.signal(Signal::SIGTERM);
+}
