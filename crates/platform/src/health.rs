@@ -167,6 +167,50 @@ pub(crate) async fn readiness(
     (status, Json(body)).into_response()
 }
 
+/// Asks `url` (plain `http://host:port/path`) once, for container health checks
+/// (`flotilla healthcheck`, so images need no curl): the status of a GET answered within
+/// `timeout`, or what went wrong. Only 2xx counts as healthy to the caller.
+pub async fn probe(url: &str, timeout: Duration) -> Result<StatusCode, String> {
+    use http_body_util::BodyExt;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url:?}: only http:// URLs can be checked"));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?} has no host"))?
+        .clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect((authority.host(), port))
+            .await
+            .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("{authority}: {e}"))?;
+        tokio::spawn(connection);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = http::Request::get(path)
+            .header(http::header::HOST, authority.as_str())
+            .header(http::header::USER_AGENT, "flotilla-healthcheck")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        Ok(status)
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .unwrap_or_else(|_| Err(format!("{url}: no answer within {timeout:?}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,48 +260,4 @@ mod tests {
                 .contains("no answer")
         );
     }
-}
-
-/// Asks `url` (plain `http://host:port/path`) once, for container health checks
-/// (`flotilla healthcheck`, so images need no curl): the status of a GET answered within
-/// `timeout`, or what went wrong. Only 2xx counts as healthy to the caller.
-pub async fn probe(url: &str, timeout: Duration) -> Result<StatusCode, String> {
-    use http_body_util::BodyExt;
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("{url:?}: only http:// URLs can be checked"));
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("{url:?} has no host"))?
-        .clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let ask = async {
-        let stream = tokio::net::TcpStream::connect((authority.host(), port))
-            .await
-            .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("{authority}: {e}"))?;
-        tokio::spawn(connection);
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let request = http::Request::get(path)
-            .header(http::header::HOST, authority.as_str())
-            .header(http::header::USER_AGENT, "flotilla-healthcheck")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        let status = response.status();
-        let _ = response.into_body().collect().await;
-        Ok(status)
-    };
-    tokio::time::timeout(timeout, ask)
-        .await
-        .unwrap_or_else(|_| Err(format!("{url}: no answer within {timeout:?}")))
 }
