@@ -74,7 +74,7 @@ fn healthcheck_exits_0_only_for_a_2xx_answer_in_time() {
     use crate::helpers::run_to_end;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("t.db").display());
-    let mut api = start("todo-api", &[], &[("TODO_PRIMARY_URL", &db)]);
+    let api = start("todo-api", &[], &[("TODO_PRIMARY_URL", &db)]);
     api.wait_ready();
     let check = |url: &str, extra: &[&str]| {
         let mut args = vec!["healthcheck", url];
