@@ -11,6 +11,7 @@
 #   MYSQL_MASTER_HOST     replica: the primary's host            (required on a replica)
 #   MYSQL_REPL_USER / MYSQL_REPL_PASSWORD   replica: replication user it creates on the primary
 # Additions:
+#   <any of the above>_FILE  read the value from this file instead (Docker secrets)
 #   MYSQL_MASTER_PORT     replica: the primary's port            (default 3306)
 #   MARIADB_DATADIR       data directory                         (default /var/lib/mysql)
 #   MARIADB_RUNDIR        socket, pid file, generated config     (default /run/mysqld)
@@ -28,6 +29,25 @@ set -euo pipefail
 log() { echo "mariadb-node: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+# NAME_FILE: the value of NAME is in that file (how Docker secrets arrive).
+for name in MYSQL_ROOT_PASSWORD MYSQL_DATABASE MYSQL_USER MYSQL_PASSWORD MYSQL_REPL_USER MYSQL_REPL_PASSWORD; do
+  file_var=${name}_FILE
+  if [ -n "${!file_var:-}" ]; then
+    [ -z "${!name:-}" ] || die "both $name and $file_var are set; set only one"
+    [ -r "${!file_var}" ] || die "$file_var=${!file_var}: cannot read"
+    export "$name=$(cat "${!file_var}")"
+  fi
+done
+
+# `node.sh health`: the container health check. Healthy once the node has finished its own
+# setup (a replica: copied the primary and started replicating) and the server answers.
+if [ "${1:-}" = health ]; then
+  rundir=${MARIADB_RUNDIR:-/run/mysqld}
+  [ -e "${MARIADB_DATADIR:-/var/lib/mysql}/.flotilla-initialized" ] || exit 1
+  [ -e "$rundir/ready" ] || exit 1
+  MYSQL_PWD=${MYSQL_ROOT_PASSWORD:-} exec mariadb-admin --defaults-file="$rundir/my.cnf" --protocol=socket -uroot ping >/dev/null 2>&1
+fi
+
 : "${MYSQL_ROOT_PASSWORD:?MYSQL_ROOT_PASSWORD is required}"
 database=${MYSQL_DATABASE:-tododb}
 datadir=${MARIADB_DATADIR:-/var/lib/mysql}
@@ -43,10 +63,14 @@ fi
 primary_port=${MYSQL_MASTER_PORT:-3306}
 
 # A server id unique among the nodes: given, or derived from this host's addresses and name
-# (the original used only the last two octets of one address, which collides across networks).
+# (the original used only the last two octets of one address, which collides across networks),
+# then kept in the data directory so a restarted container (new name, new address) keeps it.
 server_id=${MARIADB_SERVER_ID:-}
+if [ -z "$server_id" ] && [ -s "$datadir/.flotilla-server-id" ]; then
+  server_id=$(cat "$datadir/.flotilla-server-id")
+fi
 if [ -z "$server_id" ]; then
-  seed="$(hostname 2>/dev/null):$(hostname -i 2>/dev/null || true):$port"
+  seed="$(hostname 2>/dev/null):$(hostname -i 2>/dev/null || true):$port:$RANDOM"
   server_id=$(( 0x$(printf '%s' "$seed" | md5sum | cut -c1-7) % 4294967294 + 1 ))
 fi
 
@@ -97,6 +121,7 @@ if [ ! -e "$marker" ]; then
   fresh=1
 fi
 
+rm -f "$rundir/ready"
 mariadbd --defaults-file="$cnf" "${run_as[@]}" &
 mariadbd_pid=$!
 stop() {
@@ -169,6 +194,8 @@ if [ "$fresh" = 1 ]; then
   touch "$marker"
   log "initialised"
 fi
+echo "$server_id" >"$datadir/.flotilla-server-id"
+touch "$rundir/ready"
 
 log "ready: $role on $bind:$port (server-id $server_id)"
 wait "$mariadbd_pid"

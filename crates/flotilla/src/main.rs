@@ -53,7 +53,11 @@ fn command() -> Command {
         .subcommand(
             Command::new("healthcheck")
                 .about("Exit 0 if URL answers 2xx within the timeout, 1 if not (for container health checks; no curl needed)")
-                .arg(clap::Arg::new("url").required(true).value_name("URL"))
+                .arg(
+                    clap::Arg::new("url")
+                        .value_name("URL")
+                        .help("What to ask; default: $HEALTHCHECK_URL"),
+                )
                 .arg(
                     clap::Arg::new("timeout")
                         .long("timeout")
@@ -182,10 +186,25 @@ fn control(name: &str, matches: &ArgMatches) -> ExitCode {
     }
 }
 
-/// `flotilla healthcheck URL`: 0 when URL answers 2xx in time, 1 otherwise (with the reason on
+/// `flotilla healthcheck [URL]`: 0 when URL answers 2xx in time, 1 otherwise (with the reason on
 /// stderr), 2 for a bad timeout.
 fn healthcheck(matches: &ArgMatches) -> ExitCode {
-    let url = matches.get_one::<String>("url").expect("clap requires it");
+    let source = Source::from_env();
+    let url = match matches.get_one::<String>("url") {
+        Some(url) => url.clone(),
+        None => match source.get(&platform::health::HEALTHCHECK_URL) {
+            Ok(Some(found)) => found.value.to_string(),
+            Ok(None) => {
+                eprintln!("flotilla healthcheck: give a URL, or set HEALTHCHECK_URL");
+                return ExitCode::from(2);
+            }
+            Err(error) => {
+                eprintln!("flotilla healthcheck: {error}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let url = &url;
     let timeout = matches.get_one::<String>("timeout").expect("has a default");
     let timeout = match platform::config::parse_duration(timeout) {
         Ok(timeout) => timeout,

@@ -99,9 +99,15 @@ pub enum ConfigError {
 
 /// Where configuration values come from: command-line flags first, then environment variables.
 /// Empty values count as unset, as with the seeds' nginx templates (`LOG_STDOUT=`).
+///
+/// Any setting `NAME` may instead be given as `NAME_FILE`, the path of a file holding the value
+/// (how Docker secrets reach a process: `/run/secrets/...`). One trailing newline is dropped.
+/// Values from files are never repeated in error messages.
 #[derive(Debug, Clone, Default)]
 pub struct Source {
     env: HashMap<String, String>,
+    /// For each `NAME_FILE` variable: `NAME` -> (`NAME_FILE`, the file's contents or why not).
+    files: HashMap<String, (String, Result<String, String>)>,
     flags: HashMap<&'static str, String>,
 }
 
@@ -110,6 +116,41 @@ pub struct Source {
 pub struct Found<'a> {
     pub origin: &'a str,
     pub value: &'a str,
+}
+
+impl Found<'_> {
+    /// The value as error messages may show it: not at all when it came from a file.
+    fn shown(&self) -> String {
+        if self.origin.ends_with(FILE_SUFFIX) {
+            "(the file's contents)".to_string()
+        } else {
+            self.value.to_string()
+        }
+    }
+}
+
+const FILE_SUFFIX: &str = "_FILE";
+
+/// The value in a `NAME_FILE` file: its text without one trailing newline. Values are short
+/// (passwords, URLs); a file over 64 KiB is refused rather than read.
+fn read_value_file(variable: &str, path: &str) -> Result<String, String> {
+    use std::io::Read;
+    const LIMIT: u64 = 64 * 1024;
+    let cannot = |e: &dyn std::fmt::Display| format!("{variable}={path:?}: cannot read: {e}");
+    let mut value = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(LIMIT + 1).read_to_string(&mut value))
+        .map_err(|e| cannot(&e))?;
+    if value.len() as u64 > LIMIT {
+        return Err(cannot(&"larger than 64 KiB"));
+    }
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
 }
 
 impl Source {
@@ -125,11 +166,24 @@ impl Source {
         K: Into<String>,
         V: Into<String>,
     {
+        let env: HashMap<String, String> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let files = env
+            .iter()
+            .filter(|(_, path)| !path.is_empty())
+            .filter_map(|(variable, path)| {
+                let name = variable.strip_suffix(FILE_SUFFIX)?;
+                Some((
+                    name.to_string(),
+                    (variable.clone(), read_value_file(variable, path)),
+                ))
+            })
+            .collect();
         Source {
-            env: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            env,
+            files,
             flags: HashMap::new(),
         }
     }
@@ -159,6 +213,25 @@ impl Source {
         }
         let mut found: Option<Found<'_>> = None;
         for name in std::iter::once(&setting.env).chain(setting.aliases) {
+            if let Some((variable, read)) = self.files.get(*name) {
+                let value = read.as_deref().map_err(|e| ConfigError::Other(e.clone()))?;
+                if let Some(first) = found.or_else(|| {
+                    self.var(name).map(|value| Found {
+                        origin: name,
+                        value,
+                    })
+                }) {
+                    return Err(ConfigError::Conflict {
+                        first: first.origin.to_string(),
+                        second: variable.clone(),
+                    });
+                }
+                found = Some(Found {
+                    origin: variable,
+                    value,
+                });
+                continue;
+            }
             let Some(value) = self.env.get(*name).filter(|v| !v.is_empty()) else {
                 continue;
             };
@@ -194,7 +267,7 @@ impl Source {
             .map(Some)
             .map_err(|expected| ConfigError::Invalid {
                 origin: origin_label(setting, found.origin),
-                value: found.value.to_string(),
+                value: found.shown(),
                 expected,
             })
     }
@@ -399,5 +472,46 @@ mod tests {
         assert!(source.switch(&a).unwrap());
         assert!(source.switch(&b).is_err());
         assert!(!source.switch(&c).unwrap());
+    }
+
+    #[test]
+    fn a_setting_can_come_from_a_file_named_by_name_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("url");
+        std::fs::write(&secret, "mysql://app:s3cret@db:3306/tododb\n").unwrap();
+        let path = secret.to_str().unwrap();
+
+        let source = Source::from_pairs([("TODO_PRIMARY_URL_FILE", path)]);
+        let found = source.get(&PRIMARY).unwrap().unwrap();
+        assert_eq!(found.value, "mysql://app:s3cret@db:3306/tododb");
+        assert_eq!(found.origin, "TODO_PRIMARY_URL_FILE");
+        // Aliases work the same way.
+        let source = Source::from_pairs([("TODO_MASTER_URL_FILE", path)]);
+        assert_eq!(source.get(&PRIMARY).unwrap().unwrap().value, found.value);
+
+        let both = Source::from_pairs([("TODO_PRIMARY_URL", "x"), ("TODO_PRIMARY_URL_FILE", path)]);
+        assert!(matches!(
+            both.get(&PRIMARY),
+            Err(ConfigError::Conflict { .. })
+        ));
+
+        let missing = Source::from_pairs([("TODO_PRIMARY_URL_FILE", "/nonexistent/secret")]);
+        let error = missing.get(&PRIMARY).unwrap_err().to_string();
+        assert!(
+            error.starts_with("TODO_PRIMARY_URL_FILE=\"/nonexistent/secret\": cannot read"),
+            "{error}"
+        );
+
+        // A bad value from a file is reported without repeating it.
+        std::fs::write(&secret, "not a url with s3cret").unwrap();
+        let source = Source::from_pairs([("TODO_PRIMARY_URL_FILE", path)]);
+        let error = source
+            .parse(&PRIMARY, |_| Err::<(), _>("a URL".to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("TODO_PRIMARY_URL_FILE") && !error.contains("s3cret"),
+            "{error}"
+        );
     }
 }

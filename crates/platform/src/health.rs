@@ -167,6 +167,16 @@ pub(crate) async fn readiness(
     (status, Json(body)).into_response()
 }
 
+/// Where `flotilla healthcheck` asks when given no URL: lets one image carry one `HEALTHCHECK`
+/// for every service, each container saying where its own service answers.
+pub const HEALTHCHECK_URL: crate::Setting = crate::Setting::new(
+    "HEALTHCHECK_URL",
+    "url",
+    "URL",
+    "what `flotilla healthcheck` asks when given no URL (e.g. http://127.0.0.1:8080/ready)",
+)
+.env_only();
+
 /// Asks `url` (plain `http://host:port/path`) once, for container health checks
 /// (`flotilla healthcheck`, so images need no curl): the status of a GET answered within
 /// `timeout`, or what went wrong. Only 2xx counts as healthy to the caller.

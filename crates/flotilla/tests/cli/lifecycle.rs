@@ -102,6 +102,13 @@ fn healthcheck_exits_0_only_for_a_2xx_answer_in_time() {
     assert!(stderr.contains("cannot connect"), "{stderr}");
 
     assert_eq!(check("https://127.0.0.1/", &[]).0, Some(1));
+    // Without a URL: HEALTHCHECK_URL, so one image can carry one HEALTHCHECK for every service.
+    let ready = api.url("/ready");
+    let out = run_to_end(&["healthcheck"], &[("HEALTHCHECK_URL", &ready)]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = run_to_end(&["healthcheck"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HEALTHCHECK_URL"));
     let (code, stderr) = check(&api.url("/hc"), &["--timeout", "soon"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--timeout"), "{stderr}");
