@@ -15,6 +15,8 @@ command -v python3 >/dev/null 2>&1 || packages+=(python3)
 # The board's end-to-end test drives headless Chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+# The Swarm end-to-end test (run when a Docker engine in Swarm mode is there) loads with wrk.
+command -v wrk >/dev/null 2>&1 || packages+=(wrk)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "setup: installing ${packages[*]}"
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq

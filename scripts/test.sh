@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as README.md gives it: formatting, lints, then every test of the workspace.
+# The whole test suite, as README.md gives it: formatting, lints, every test of the workspace, then
+# the Swarm end-to-end test when a Docker engine in Swarm mode is available.
 # Tests start real servers on 127.0.0.1 ports they pick themselves; nothing leaves the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,14 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
+fi
+
+# The Swarm end-to-end test needs a Docker engine in Swarm mode; without one, say so and skip it.
+echo "== swarm end-to-end test"
+if [ "${FLOTILLA_SWARM_E2E:-on}" = off ]; then
+  echo "skipped: FLOTILLA_SWARM_E2E=off"
+elif [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ]; then
+  scripts/swarm-e2e.sh
+else
+  echo "skipped: no Docker engine in Swarm mode here (docs/deploy.md says how to run it)"
 fi

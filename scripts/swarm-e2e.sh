@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# The TODO system on a real Docker Swarm, end to end: builds the images, creates the network,
+# secrets and node label, deploys the four stacks of deploy/swarm/, waits until every service has
+# converged, runs a smoke test through the published port (the board renders; a TODO created and
+# read through /api/; the write reaches both database replicas), then, under a bounded steady load
+# (reads of the board and the API, and writes), rolls the API and the board with
+# `docker service update --force` and scales the API up and down, counting failed requests. It
+# removes everything it created, prints a summary and exits non-zero on any failure.
+#
+#   scripts/swarm-e2e.sh
+#
+# Needs a Docker engine in Swarm mode (a single node is enough), wrk, curl and python3.
+# Settings (environment):
+#   E2E_PORT            published port of the front gateway          (default 18080)
+#   E2E_BUILD_TARGET    `host`: image from `cargo build --release` on this host (Debian 12, no
+#                       image pulls); `runtime`: from source in Docker (BuildKit, pulls rust)
+#                                                                    (default host)
+#   E2E_RATE            requests per second of the steady load, about (default 100)
+#   E2E_KEEP=1          leave everything running at the end (for a look around)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+port=${E2E_PORT:-18080}
+target=${E2E_BUILD_TARGET:-host}
+rate=${E2E_RATE:-100}
+image=flotilla:e2e
+db_image=flotilla-mariadb:e2e
+stacks=(todo_ingress todo_frontend todo_app todo_mysql)   # removal order
+secrets=(tododb_root_password tododb_password tododb_repl_password todo_primary_url todo_replica_urls)
+work=$(mktemp -d /tmp/flotilla-e2e.XXXXXX)
+base="http://127.0.0.1:$port"
+
+results=()
+failed=0
+say() { printf '\n== %s\n' "$*"; }
+pass() { results+=("PASS  $*"); echo "PASS: $*"; }
+fail() { results+=("FAIL  $*"); echo "FAIL: $*" >&2; failed=1; }
+die() { fail "$*"; exit 1; }
+
+created_network=0
+labelled_node=0
+node_id=
+cleanup() {
+  local code=$?
+  if [ "${E2E_KEEP:-}" = 1 ]; then
+    echo "E2E_KEEP=1: leaving the stacks running on port $port"
+  else
+    say "cleaning up"
+    for stack in "${stacks[@]}"; do docker stack rm "$stack" >/dev/null 2>&1 || true; done
+    # Tasks and their networks go away asynchronously; volumes and secrets can only go after.
+    for _ in $(seq 60); do
+      [ -z "$(docker ps -aq --filter label=com.docker.stack.namespace 2>/dev/null | head -n1)" ] && break
+      sleep 1
+    done
+    for s in "${secrets[@]}"; do docker secret rm "$s" >/dev/null 2>&1 || true; done
+    docker volume ls -q --filter name=todo_mysql_ | xargs -r docker volume rm >/dev/null 2>&1 || true
+    if [ "$created_network" = 1 ]; then
+      for _ in $(seq 20); do docker network rm todoapp >/dev/null 2>&1 && break; sleep 1; done
+    fi
+    [ "$labelled_node" = 1 ] && docker node update --label-rm flotilla.db "$node_id" >/dev/null 2>&1
+    docker image rm "$image" "$db_image" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+  echo
+  echo "== swarm e2e summary"
+  printf '%s\n' "${results[@]}"
+  if [ "$failed" = 0 ] && [ "$code" = 0 ]; then echo "swarm e2e: all passed"; else echo "swarm e2e: FAILED"; exit 1; fi
+}
+trap cleanup EXIT
+
+# --- preconditions ---------------------------------------------------------------------------------
+for tool in docker wrk curl python3; do
+  command -v "$tool" >/dev/null || die "$tool is needed"
+done
+[ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ] \
+  || die "the Docker engine is not in Swarm mode (docker swarm init)"
+[ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || die "run this on a Swarm manager"
+if docker stack ls --format '{{.Name}}' | grep -qx -e todo_mysql -e todo_app -e todo_frontend -e todo_ingress; then
+  stacks=()   # not ours to remove
+  die "a todo_* stack is already deployed; remove it first"
+fi
+node_id=$(docker info --format '{{.Swarm.NodeID}}')
+
+# --- images ----------------------------------------------------------------------------------------
+say "building images (target $target)"
+if [ "$target" = host ]; then
+  cargo build --release --locked -p flotilla
+fi
+docker build -q -f deploy/Dockerfile --target "$target" -t "$image" . >/dev/null \
+  || die "building $image"
+docker build -q -t "$db_image" deploy/mariadb >/dev/null || die "building $db_image"
+size=$(docker image inspect "$image" --format '{{.Size}}')
+if [ "$size" -lt $((50 * 1000 * 1000)) ]; then
+  pass "images built; $image is $((size / 1000000)) MB (under 50 MB)"
+else
+  fail "$image is $((size / 1000000)) MB, over 50 MB"
+fi
+
+# --- network, node label, secrets -----------------------------------------------------------------
+say "network, label, secrets"
+if ! docker network inspect todoapp >/dev/null 2>&1; then
+  docker network create --driver overlay --attachable todoapp >/dev/null
+  created_network=1
+fi
+if [ -z "$(docker node inspect "$node_id" --format '{{index .Spec.Labels "flotilla.db"}}')" ]; then
+  docker node update --label-add flotilla.db=true "$node_id" >/dev/null
+  labelled_node=1
+fi
+secret() { printf '%s' "$2" | docker secret create "$1" - >/dev/null; }
+password() { head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9'; }
+app_password=$(password)
+secret tododb_root_password "$(password)"
+secret tododb_password "$app_password"
+secret tododb_repl_password "$(password)"
+secret todo_primary_url "mysql://todo:$app_password@todo_mysql_master:3306/tododb"
+secret todo_replica_urls "mysql://todo:$app_password@todo_mysql_slave:3306/tododb"
+
+# --- deploy ---------------------------------------------------------------------------------------
+# Converged: every service of the stack runs as many tasks as it wants, and each is healthy.
+converged() {
+  local name replicas want running healthy
+  while read -r name replicas; do
+    want=${replicas#*/}
+    want=${want%% *}
+    running=$(docker service ps "$name" --filter desired-state=running --format '{{.CurrentState}}' | grep -c '^Running' || true)
+    healthy=$(docker ps -q --filter "label=com.docker.swarm.service.name=$name" --filter health=healthy | wc -l)
+    [ "$running" = "$want" ] && [ "$healthy" -ge "$want" ] || return 1
+  done < <(docker service ls --filter "label=com.docker.stack.namespace=$1" --format '{{.Name}} {{.Replicas}}')
+}
+wait_converged() {
+  local stack=$1 limit=$2 started=$SECONDS
+  until converged "$stack"; do
+    if (( SECONDS - started > limit )); then
+      docker stack ps "$stack" --no-trunc >&2 || true
+      for s in $(docker service ls -q --filter "label=com.docker.stack.namespace=$stack"); do
+        docker service logs --tail 20 "$s" >&2 2>&1 || true
+      done
+      return 1
+    fi
+    sleep 2
+  done
+  echo "$stack converged in $((SECONDS - started)) s"
+}
+
+export FLOTILLA_IMAGE=$image FLOTILLA_MARIADB_IMAGE=$db_image FLOTILLA_PORT=$port
+for pair in todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress; do
+  stack=${pair%%:*}
+  say "deploying $stack"
+  docker stack deploy -c "deploy/swarm/${pair#*:}.yml" "$stack" >/dev/null || die "docker stack deploy $stack"
+  wait_converged "$stack" 240 || die "$stack did not converge within 240 s"
+done
+pass "four stacks deployed and converged"
+
+# --- smoke test -----------------------------------------------------------------------------------
+say "smoke test through $base"
+for _ in $(seq 30); do curl -fsS -o /dev/null "$base/" 2>/dev/null && break; sleep 1; done
+board=$(curl -fsS "$base/") || die "GET / through the front gateway"
+grep -q '<title>TODO List</title>' <<<"$board" && pass "the board renders through port $port" \
+  || fail "GET / is not the board"
+
+title="e2e-$(date +%s)-$RANDOM"
+created=$(curl -fsS -X POST "$base/api/todo" -H 'content-type: application/json' \
+  -d "{\"title\":\"$title\",\"content\":\"created by swarm-e2e\",\"status\":\"TODO\"}") \
+  || die "POST /api/todo"
+id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$created")
+curl -fsS "$base/api/todo/$id" | grep -q "$title" && pass "TODO $id created and read back through /api/" \
+  || fail "GET /api/todo/$id did not return the new TODO"
+
+replica_rows() {
+  docker exec "$1" bash -c 'mariadb --defaults-file=/run/mysqld/my.cnf -uroot \
+    -p"$(cat /run/secrets/tododb_root_password)" -N -e "SELECT COUNT(*) FROM tododb.todo WHERE title = '"'$2'"'"'
+}
+replicas=$(docker ps -q --filter label=com.docker.swarm.service.name=todo_mysql_slave)
+seen=0
+for _ in $(seq 20); do
+  seen=0
+  for c in $replicas; do [ "$(replica_rows "$c" "$title" 2>/dev/null)" = 1 ] && seen=$((seen + 1)); done
+  [ "$seen" = 2 ] && break
+  sleep 0.5
+done
+[ "$seen" = 2 ] && pass "the write reached both database replicas" \
+  || fail "the write reached $seen of 2 replicas"
+
+# --- steady load around each operation -------------------------------------------------------------
+# wrk paced to about $rate requests per second over 4 connections: board pages, API reads, and
+# one write in ten. Stopped with SIGINT after the operation; its summary counts failures.
+cat >"$work/load.lua" <<LUA
+local n = 0
+request = function()
+  n = n + 1
+  if n % 10 == 0 then
+    return wrk.format("POST", "/api/todo", {["Content-Type"] = "application/json"},
+      '{"title":"load","content":"swarm-e2e steady load","status":"TODO"}')
+  elseif n % 2 == 0 then
+    return wrk.format("GET", "/api/todo?status=TODO")
+  end
+  return wrk.format("GET", "/")
+end
+delay = function() return $((4000 / rate)) end
+LUA
+load_start() {
+  wrk -t1 -c4 -d600s --timeout 10s -s "$work/load.lua" "$base/" >"$work/wrk.out" 2>&1 &
+  load_pid=$!
+  sleep 3
+}
+# Stops the load; passes when it had no failed request.
+load_check() {
+  local what=$1
+  kill -INT "$load_pid" 2>/dev/null || true
+  wait "$load_pid" 2>/dev/null || true
+  local total errors non2xx
+  total=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+  non2xx=$(awk -F': ' '/Non-2xx or 3xx responses/ {print $2}' "$work/wrk.out")
+  errors=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$work/wrk.out")
+  non2xx=${non2xx:-0} errors=${errors:-0}
+  if [ -n "$total" ] && [ "$total" -gt 0 ] && [ "$non2xx" = 0 ] && [ "$errors" = 0 ]; then
+    pass "$what: $total requests, 0 failed"
+  else
+    cat "$work/wrk.out" >&2
+    fail "$what: ${total:-no} requests, $non2xx non-2xx, $errors socket errors"
+  fi
+}
+
+rolling_update() {
+  local service=$1
+  say "rolling update of $service under load"
+  load_start
+  docker service update --force --detach=false --quiet "$service" >/dev/null 2>&1 \
+    || fail "docker service update --force $service"
+  # The replaced tasks drain after the update reports convergence; keep loading through it.
+  sleep 15
+  load_check "rolling update of $service (docker service update --force)"
+}
+rolling_update todo_app_api
+rolling_update todo_frontend_web
+
+# The API gateways pick the new tasks up by DNS: each answers through the new addresses.
+upstreams_used() {
+  # `docker logs` of each gateway container: `docker service logs` can hang on some engines.
+  for c in $(docker ps -q --filter label=com.docker.swarm.service.name=todo_app_gateway); do
+    timeout 20 docker logs --since "$1" "$c" 2>&1 || true
+  done | python3 -c '
+import json, sys
+seen = set()
+for line in sys.stdin:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        continue
+    if isinstance(entry, dict) and entry.get("upstream_addr"):
+        seen.update(a.strip() for a in str(entry["upstream_addr"]).split(","))
+print(len(seen))'
+}
+say "scaling todo_app_api to 4 and back to 2 under load"
+load_start
+since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+docker service scale --detach=false todo_app_api=4 >/dev/null 2>&1 || fail "docker service scale todo_app_api=4"
+sleep 15   # one DNS look-up interval (5 s) and health checks, then traffic to spread
+used=$(upstreams_used "$since")
+[ "$used" -ge 4 ] && pass "after scaling to 4, the API gateways sent requests to $used API tasks" \
+  || fail "after scaling to 4, the API gateways used $used API tasks"
+docker service scale --detach=false todo_app_api=2 >/dev/null 2>&1 || fail "docker service scale todo_app_api=2"
+sleep 15
+load_check "scaling todo_app_api 2 -> 4 -> 2 (docker service scale)"
