@@ -171,16 +171,44 @@ replica_rows() {
   docker exec "$1" bash -c 'mariadb --defaults-file=/run/mysqld/my.cnf -uroot \
     -p"$(cat /run/secrets/tododb_root_password)" -N -e "SELECT COUNT(*) FROM tododb.todo WHERE title = '"'$2'"'"'
 }
-replicas=$(docker ps -q --filter label=com.docker.swarm.service.name=todo_mysql_slave)
-seen=0
-for _ in $(seq 20); do
-  seen=0
-  for c in $replicas; do [ "$(replica_rows "$c" "$title" 2>/dev/null)" = 1 ] && seen=$((seen + 1)); done
-  [ "$seen" = 2 ] && break
-  sleep 0.5
-done
+# How many of the replica containers have the row titled $1 (waiting up to 10 s for all).
+replicas_with() {
+  local seen c
+  for _ in $(seq 20); do
+    seen=0
+    for c in $(docker ps -q --filter label=com.docker.swarm.service.name=todo_mysql_slave); do
+      [ "$(replica_rows "$c" "$1" 2>/dev/null)" = 1 ] && seen=$((seen + 1))
+    done
+    [ "$seen" = 2 ] && break
+    sleep 0.5
+  done
+  echo "$seen"
+}
+seen=$(replicas_with "$title")
 [ "$seen" = 2 ] && pass "the write reached both database replicas" \
   || fail "the write reached $seen of 2 replicas"
+
+# Replacing the replica tasks (same slot, same volume) must not initialise them again, and they
+# must go on replicating.
+say "replacing the database replicas"
+docker service update --force --detach=false --quiet todo_mysql_slave >/dev/null 2>&1 \
+  || fail "docker service update --force todo_mysql_slave"
+wait_converged todo_mysql 240 || fail "todo_mysql did not converge after replacing the replicas"
+reinit=0
+for c in $(docker ps -q --filter label=com.docker.swarm.service.name=todo_mysql_slave); do
+  docker logs "$c" 2>&1 | grep -q "initialising" && reinit=$((reinit + 1))
+done
+seen=$(replicas_with "$title")
+later="$title-after"
+curl -fsS -o /dev/null -X POST "$base/api/todo" -H 'content-type: application/json' \
+  -d "{\"title\":\"$later\",\"content\":\"after the replicas restarted\",\"status\":\"TODO\"}" \
+  || fail "POST /api/todo after replacing the replicas"
+seen_later=$(replicas_with "$later")
+if [ "$reinit" = 0 ] && [ "$seen" = 2 ] && [ "$seen_later" = 2 ]; then
+  pass "replaced replicas kept their data without initialising again, and replicate new writes"
+else
+  fail "replaced replicas: $reinit initialised again, $seen kept the row, $seen_later got the new write"
+fi
 
 # --- steady load around each operation -------------------------------------------------------------
 # wrk paced to about $rate requests per second over 4 connections: board pages, API reads, and
