@@ -99,6 +99,9 @@ pub struct Route {
     /// Remove the prefix before forwarding (`/api/todo` -> `/todo` for prefix `/api/`).
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Compress answers with brotli, zstd or gzip as the client accepts (see `compress`).
+    #[serde(default)]
+    pub compress: bool,
     pub upstream: Spanned<String>,
 }
 

@@ -45,6 +45,13 @@ pub const SETTINGS: &[Setting] = &[
     .default("auto"),
     Setting::new("SERVER_PORT", "server-port", "PORT", "port to listen on").default("80"),
     Setting::new(
+        "GZIP",
+        "gzip",
+        "on|off",
+        "compress answers (brotli, zstd or gzip, as the client accepts), as nginx's gzip",
+    )
+    .default("on"),
+    Setting::new(
         "SERVER_NAME",
         "server-name",
         "NAME",
@@ -175,6 +182,9 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
             .map_err(|_| "round_robin, least_conn or p2c_ewma".to_string())
     })?;
     let keepalive = source.parse_or_default(setting("KEEPALIVE_TIMEOUT"), parse_duration)?;
+    let compress = source.parse_or_default(setting("GZIP"), |v| {
+        platform::config::parse_bool(v).map_err(|_| "on or off".to_string())
+    })?;
     let connections =
         source.parse_or_default(setting("WORKER_CONNECTIONS"), |v| parse_count(v, 1 << 20))?;
     let health_path = source.parse(setting("BACKEND_HEALTH_PATH"), |v| {
@@ -232,6 +242,7 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
             host: None,
             path: Spanned::new(0..0, "/".into()),
             strip_prefix: false,
+            compress,
             upstream: Spanned::new(0..0, "backend".into()),
         }],
         upstreams: BTreeMap::from([(
@@ -267,6 +278,25 @@ mod tests {
         assert_eq!(backend.server[0].max_fails, 3);
         assert_eq!(backend.server[0].fail_timeout, Dur::secs(2));
         assert!(backend.health_check.is_none());
+        assert!(
+            config.routes[0].compress,
+            "GZIP defaults to on, as in the seeds"
+        );
+    }
+
+    #[test]
+    fn gzip_turns_compression_on_and_off() {
+        let with = |gzip: &str| {
+            let source = Source::from_pairs([("BACKEND_HOST", "api:8080"), ("GZIP", gzip)]);
+            file_config(&source).map(|(config, _)| config.routes[0].compress)
+        };
+        assert!(with("on").unwrap());
+        assert!(!with("off").unwrap());
+        let error = with("maybe").unwrap_err().to_string();
+        assert!(
+            error.contains("GZIP") && error.contains("on or off"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - `health_check`: active checks.
 //! - `proxy`: the request path and its retries; `headers`, `body`: what it rewrites and streams.
 //! - `client`: the pooled HTTP client to upstream servers.
+//! - `compress`: brotli, zstd and gzip for the routes that ask for it.
 //! - `error`: the gateway's own error answers.
 //! - `access_log`: one JSON line per request, written off the request path.
 //!
@@ -30,6 +31,7 @@ pub mod error;
 
 mod body;
 mod client;
+mod compress;
 mod discovery;
 mod headers;
 mod health_check;

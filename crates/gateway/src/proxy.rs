@@ -24,6 +24,7 @@ use tower::retry::budget::Budget;
 
 use crate::access_log::{AccessLog, Entry, Logged};
 use crate::body::{ClientBodyError, RequestBody, Tracked};
+use crate::compress;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::routing::RouteTable;
@@ -74,10 +75,17 @@ pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Req
             let path = request.uri().path().to_string();
             ProxyError::NoRoute { host, path }.into_response()
         }
-        Some(route) => match forward(&state, route, request, &mut upstreamed).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        },
+        Some(route) => {
+            let encoding = route
+                .compress
+                .then(|| compress::negotiate(request.method(), request.headers()))
+                .flatten();
+            match forward(&state, route, request, &mut upstreamed).await {
+                Ok(response) if route.compress => compress::apply(response, encoding),
+                Ok(response) => response,
+                Err(error) => error.into_response(),
+            }
+        }
     };
     if let Some(mut entry) = entry {
         entry.status = response.status().as_u16();

@@ -12,6 +12,7 @@ pub(crate) struct Route {
     host: Option<String>,
     prefix: String,
     strip_prefix: bool,
+    pub(crate) compress: bool,
     pub(crate) upstream: Arc<Upstream>,
 }
 
@@ -37,6 +38,7 @@ impl RouteTable {
                     host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     prefix,
                     strip_prefix: route.strip_prefix,
+                    compress: route.compress,
                     upstream: Arc::clone(upstream),
                 }
             })

@@ -70,6 +70,7 @@ impl Backend {
             .route("/status/{code}", any(status))
             .route("/slow/{ms}", get(slow))
             .route("/download/{bytes}", get(download))
+            .route("/text/{bytes}", get(text))
             .route("/upgrade", get(upgrade))
             .fallback(inspect)
             .with_state(state);
@@ -212,6 +213,20 @@ async fn download(Path(bytes): Path<u64>) -> Response {
         }
     });
     Body::from_stream(stream).into_response()
+}
+
+/// `bytes` bytes of text, with a length and an ETag: what compression is for.
+async fn text(Path(bytes): Path<usize>) -> Response {
+    let line = b"The quick brown fox jumps over the lazy dog; TODO: compress me.\n";
+    let body: Vec<u8> = line.iter().copied().cycle().take(bytes).collect();
+    (
+        [
+            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (http::header::ETAG, "\"text-v1\""),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Switches to a protocol that echoes every byte back, upper-cased.

@@ -1,5 +1,6 @@
 //! The gateway in process, in front of real HTTP backends on loopback ports.
 
 mod balancing;
+mod edge;
 mod helpers;
 mod proxying;
