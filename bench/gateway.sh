@@ -40,7 +40,7 @@ trap cleanup EXIT
 
 "$bin" echo --bind "127.0.0.1:$echo_port" --hostname bench >"$work/echo.log" 2>&1 &
 pids+=($!)
-BACKEND_HOST="127.0.0.1:$echo_port" WORKER_PROCESSES=2 GATEWAY_ADMIN_BIND=off \
+BACKEND_HOST="127.0.0.1:$echo_port" WORKER_PROCESSES=2 GATEWAY_ADMIN_BIND=off LOG_STDOUT=1 \
   "$bin" gateway --bind "127.0.0.1:$gw_port" >"$work/gateway.log" 2>&1 &
 gateway=$!
 pids+=($gateway)

@@ -45,6 +45,20 @@ pub const SETTINGS: &[Setting] = &[
     .default("auto"),
     Setting::new("SERVER_PORT", "server-port", "PORT", "port to listen on").default("80"),
     Setting::new(
+        "LOG_STDOUT",
+        "log-stdout",
+        "ANY",
+        "any value: the access log goes to stdout (as the seeds' nginx); unset: to GATEWAY_ACCESS_LOG",
+    )
+    .env_only(),
+    Setting::new(
+        "GATEWAY_ACCESS_LOG",
+        "access-log",
+        "PATH|stdout|stderr|off",
+        "where the access log goes in env mode when LOG_STDOUT is unset",
+    )
+    .default("access.log"),
+    Setting::new(
         "GZIP",
         "gzip",
         "on|off",
@@ -229,8 +243,13 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
     });
     let listener: Listener = toml::from_str(&format!("bind = \"0.0.0.0:{port}\""))
         .expect("a listener needs only its address");
+    let access_log = if source.get(setting("LOG_STDOUT"))?.is_some() {
+        "stdout".to_string()
+    } else {
+        source.parse_or_default(setting("GATEWAY_ACCESS_LOG"), |v| Ok(v.to_string()))?
+    };
     Ok(FileConfig {
-        access_log: "stdout".into(),
+        access_log,
         admin: config::Admin::default(),
         listeners: vec![Listener {
             keepalive_timeout: Dur(keepalive),

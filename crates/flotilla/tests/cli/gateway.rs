@@ -110,6 +110,7 @@ fn restarting_each_backend_in_turn_loses_no_request() {
         &[],
         &[
             ("BACKEND_HOST", &hosts),
+            ("LOG_STDOUT", "true"),
             ("BACKEND_HEALTH_PATH", "/ready"),
             ("GATEWAY_ADMIN_BIND", "off"),
         ],
@@ -152,6 +153,7 @@ fn a_backend_killed_with_sigkill_loses_no_idempotent_request_and_is_taken_out() 
         &[],
         &[
             ("BACKEND_HOST", &hosts),
+            ("LOG_STDOUT", "true"),
             ("BACKEND_MAX_FAILS", "1"),
             ("BACKEND_FAIL_TIMEOUT", "30s"),
             ("GATEWAY_ADMIN_BIND", "off"),
