@@ -102,6 +102,15 @@ pub struct Route {
     /// Compress answers with brotli, zstd or gzip as the client accepts (see `compress`).
     #[serde(default)]
     pub compress: bool,
+    /// Ask for a user of this htpasswd file (bcrypt, `{SHA}` or `$apr1$` entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth_file: Option<Spanned<String>>,
+    /// The realm named in `WWW-Authenticate`.
+    #[serde(default = "default_realm")]
+    pub basic_auth_realm: String,
+    /// The users of `basic_auth_file`, read when the config is loaded.
+    #[serde(skip)]
+    pub(crate) htpasswd: Option<std::sync::Arc<crate::auth::Htpasswd>>,
     pub upstream: Spanned<String>,
 }
 
@@ -193,6 +202,9 @@ pub struct Server {
     pub backup: bool,
 }
 
+fn default_realm() -> String {
+    "Restricted".into()
+}
 fn default_resolve_interval() -> Dur {
     Dur::secs(5)
 }
@@ -338,6 +350,18 @@ pub fn parse(file: &str, text: &str, env: &Source) -> Result<FileConfig, String>
         let span = span.or_else(|| find_table(&text, &key));
         format!("{}: {key}: {msg}", at(span))
     })?;
+    let mut config = config;
+    for (index, route) in config.routes.iter_mut().enumerate() {
+        if let Some(path) = &route.basic_auth_file {
+            let users = crate::auth::Htpasswd::load(path.get_ref()).map_err(|msg| {
+                format!(
+                    "{}: route[{index}].basic_auth_file: {msg}",
+                    at(Some(path.span()))
+                )
+            })?;
+            route.htpasswd = Some(std::sync::Arc::new(users));
+        }
+    }
     Ok(config)
 }
 

@@ -123,7 +123,7 @@ pub const SETTINGS: &[Setting] = &[
         "BASIC_AUTH_FILE",
         "",
         "",
-        "htpasswd file for basic auth (not supported yet: the gateway refuses to start with it)",
+        "htpasswd file (bcrypt, {SHA} or $apr1$ entries): every request needs one of its users, realm \"Restricted\"",
     )
     .env_only(),
 ];
@@ -138,13 +138,6 @@ fn setting(env: &str) -> &'static Setting {
 /// The file config: from `GATEWAY_CONFIG`, or built from the nginx variables. `GATEWAY_BIND` and
 /// `GATEWAY_ADMIN_BIND` override either.
 pub(crate) fn file_config(source: &Source) -> Result<(FileConfig, String), ConfigError> {
-    if source.get(setting("BASIC_AUTH_FILE"))?.is_some() {
-        return Err(ConfigError::Other(
-            "BASIC_AUTH_FILE is set, but basic auth is not supported by this version of the \
-             gateway; unset it rather than serve without the protection it asks for"
-                .into(),
-        ));
-    }
     let (mut file, origin) = match source.parse(setting("GATEWAY_CONFIG"), |v| Ok(v.to_string()))? {
         Some(path) => {
             let file = config::load(&path, source).map_err(ConfigError::Other)?;
@@ -196,6 +189,14 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
             .map_err(|_| "round_robin, least_conn or p2c_ewma".to_string())
     })?;
     let keepalive = source.parse_or_default(setting("KEEPALIVE_TIMEOUT"), parse_duration)?;
+    let basic_auth_file = source.parse(setting("BASIC_AUTH_FILE"), |v| Ok(v.to_string()))?;
+    let htpasswd = match &basic_auth_file {
+        Some(path) => Some(std::sync::Arc::new(
+            crate::auth::Htpasswd::load(path)
+                .map_err(|e| ConfigError::Other(format!("BASIC_AUTH_FILE: {e}")))?,
+        )),
+        None => None,
+    };
     let compress = source.parse_or_default(setting("GZIP"), |v| {
         platform::config::parse_bool(v).map_err(|_| "on or off".to_string())
     })?;
@@ -262,6 +263,9 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
             path: Spanned::new(0..0, "/".into()),
             strip_prefix: false,
             compress,
+            basic_auth_file: basic_auth_file.map(|path| Spanned::new(0..0, path)),
+            basic_auth_realm: "Restricted".into(),
+            htpasswd,
             upstream: Spanned::new(0..0, "backend".into()),
         }],
         upstreams: BTreeMap::from([(
@@ -344,9 +348,20 @@ mod tests {
     }
 
     #[test]
-    fn basic_auth_is_refused_rather_than_ignored() {
+    fn basic_auth_file_protects_the_route_and_a_bad_file_stops_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, "carol:{SHA}l5/jO3DHu6SJl12UvUCHRgci/IU=\n").unwrap();
+        let path = path.to_str().unwrap();
+        let source = Source::from_pairs([("BACKEND_HOST", "a:1"), ("BASIC_AUTH_FILE", path)]);
+        let (config, _) = file_config(&source).unwrap();
+        assert!(config.routes[0].htpasswd.is_some());
+        assert_eq!(config.routes[0].basic_auth_realm, "Restricted");
         let source = Source::from_pairs([("BACKEND_HOST", "a:1"), ("BASIC_AUTH_FILE", "/x")]);
         let error = file_config(&source).unwrap_err().to_string();
-        assert!(error.starts_with("BASIC_AUTH_FILE is set"), "{error}");
+        assert!(
+            error.starts_with("BASIC_AUTH_FILE: /x: cannot read"),
+            "{error}"
+        );
     }
 }

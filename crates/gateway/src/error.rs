@@ -17,6 +17,9 @@ pub(crate) enum ProxyError {
     NoRoute { host: String, path: String },
     #[error("request has no Host")]
     NoHost,
+    /// Missing or wrong credentials; carries the `WWW-Authenticate` challenge.
+    #[error("authentication required")]
+    Unauthorized(HeaderValue),
     #[error("the client sent nothing for longer than the client body timeout")]
     ClientBodyTimeout,
     #[error("the request body ended early")]
@@ -48,6 +51,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoHost | ProxyError::ClientBodyBroken => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unreachable { .. } | ProxyError::BrokenResponse(_) => {
@@ -62,6 +66,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. }
             | ProxyError::NoHost
+            | ProxyError::Unauthorized(_)
             | ProxyError::ClientBodyTimeout
             | ProxyError::ClientBodyBroken => "downstream",
             ProxyError::NoServer(_)
@@ -86,6 +91,11 @@ impl IntoResponse for ProxyError {
         response
             .headers_mut()
             .insert(ERROR_SOURCE, HeaderValue::from_static(side));
+        if let ProxyError::Unauthorized(challenge) = &self {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+        }
         if matches!(self, ProxyError::ClientBodyTimeout) {
             // The rest of the connection's bytes cannot be trusted.
             response

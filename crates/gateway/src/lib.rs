@@ -18,6 +18,7 @@
 //! - `proxy`: the request path and its retries; `headers`, `body`: what it rewrites and streams.
 //! - `client`: the pooled HTTP client to upstream servers.
 //! - `compress`: brotli, zstd and gzip for the routes that ask for it.
+//! - `auth`: basic authentication from htpasswd files.
 //! - `error`: the gateway's own error answers.
 //! - `access_log`: one JSON line per request, written off the request path.
 //!
@@ -25,6 +26,7 @@
 //! panics) around one handler; later layers (compression, auth, static files) wrap that handler.
 
 mod access_log;
+mod auth;
 pub mod config;
 pub mod env_mode;
 pub mod error;
@@ -63,6 +65,9 @@ pub struct Config {
     pub file: FileConfig,
     /// Where `file` came from: a path, or `environment`.
     pub origin: String,
+    /// Where the config was read from (environment and flags), to read it again on SIGHUP;
+    /// `None` when it cannot be re-read (tests).
+    pub reload_source: Option<Source>,
     pub worker_threads: Option<usize>,
     pub print_config: bool,
     pub common: CommonConfig,
@@ -74,6 +79,7 @@ impl Config {
         Ok(Config {
             file,
             origin,
+            reload_source: Some(source.clone()),
             worker_threads: env_mode::worker_threads(source)?,
             print_config: source.switch(
                 SETTINGS
@@ -102,8 +108,8 @@ pub struct Bound {
     pools: Pools,
     readiness: Readiness,
     common: CommonConfig,
-    /// The config file to re-read on SIGHUP; `None` in env mode.
-    reload_from: Option<String>,
+    /// Where to read the config again on SIGHUP.
+    reload_from: Option<Source>,
 }
 
 /// The routes and upstream pools in force, what they were built from, and their health checks.
@@ -233,8 +239,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         pools,
         readiness,
         common: config.common.clone(),
-        reload_from: (config.origin != "environment" && config.origin != "test")
-            .then(|| config.origin.clone()),
+        reload_from: config.reload_source.clone(),
     })
 }
 
@@ -308,14 +313,15 @@ impl Bound {
     }
 }
 
-/// Keeps the pools current until `stop`: SIGHUP re-reads the config file (when there is one) and
-/// swaps in its routes and upstreams (listeners stay as they are; a file with errors is reported
-/// and the running config kept), and names in server addresses are looked up again every
+/// Keeps the pools current until `stop`: SIGHUP reads the config again (the file, or in env mode
+/// the variables, and the files they name, such as htpasswd files) and swaps in its routes and
+/// upstreams (listeners stay as they are; a config with errors is reported and the running one
+/// kept), and names in server addresses are looked up again every
 /// `resolve_interval`, rebuilding the pools when an answer changes.
 async fn maintain(
     mut pools: Pools,
     live: Arc<LiveRoutes>,
-    reload_from: Option<String>,
+    reload_from: Option<Source>,
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -337,9 +343,11 @@ async fn maintain(
             _ = stop.wait_for(|s| *s) => return,
         };
         let file = if reload {
-            let path = reload_from.as_deref().unwrap_or_default();
-            match config::load(path, &Source::from_env()) {
-                Ok(file) => file,
+            let source = reload_from
+                .as_ref()
+                .expect("SIGHUP is handled only with a source");
+            match env_mode::file_config(source) {
+                Ok((file, _)) => file,
                 Err(error) => {
                     tracing::error!(%error, "config reload failed; keeping the running config");
                     continue;
@@ -357,7 +365,7 @@ async fn maintain(
         pools.start_health_checks();
         let (upstreams, servers) = (pools.upstreams.len(), pools.server_count());
         if reload {
-            tracing::info!(config = ?reload_from, upstreams, servers, "config reloaded");
+            tracing::info!(upstreams, servers, "config reloaded");
         } else {
             tracing::info!(
                 upstreams,

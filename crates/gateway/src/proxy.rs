@@ -75,6 +75,10 @@ pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Req
             let path = request.uri().path().to_string();
             ProxyError::NoRoute { host, path }.into_response()
         }
+        Some(route) if !authorized(route, request.headers()).await => {
+            let (_, challenge) = route.auth.as_ref().expect("only routes with auth refuse");
+            ProxyError::Unauthorized(challenge.clone()).into_response()
+        }
         Some(route) => {
             let encoding = route
                 .compress
@@ -98,6 +102,14 @@ pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Req
     }
     response.extensions_mut().insert(label);
     response
+}
+
+/// Whether the route lets the request through: no authentication, or a user of its file.
+async fn authorized(route: &crate::routing::Route, headers: &http::HeaderMap) -> bool {
+    match &route.auth {
+        None => true,
+        Some((users, _)) => users.allows(headers).await,
+    }
 }
 
 /// The access log's view of a request, taken before the request is forwarded.

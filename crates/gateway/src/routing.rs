@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use http::HeaderValue;
 use platform::observe::RouteLabel;
 
 use crate::config;
@@ -13,6 +14,8 @@ pub(crate) struct Route {
     prefix: String,
     strip_prefix: bool,
     pub(crate) compress: bool,
+    /// Users allowed through, and the realm to name; `None`: no authentication.
+    pub(crate) auth: Option<(Arc<crate::auth::Htpasswd>, HeaderValue)>,
     pub(crate) upstream: Arc<Upstream>,
 }
 
@@ -39,6 +42,14 @@ impl RouteTable {
                     prefix,
                     strip_prefix: route.strip_prefix,
                     compress: route.compress,
+                    auth: route.htpasswd.clone().map(|users| {
+                        let realm = route.basic_auth_realm.replace(['"', '\\'], "");
+                        let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
+                            .unwrap_or_else(|_| {
+                                HeaderValue::from_static("Basic realm=\"Restricted\"")
+                            });
+                        (users, challenge)
+                    }),
                     upstream: Arc::clone(upstream),
                 }
             })

@@ -307,3 +307,107 @@ fn access_log_lines_are_written_out_before_the_gateway_exits() {
         assert_eq!(entry["status"], "200");
     }
 }
+
+/// The todonginx variables exactly as seed 000's todo_app stack sets them (typos included: the
+/// image ignores `KEEPALICE_TIMEOUT` and `BACKEND_FAILE_TIMEOUT`, and so does the gateway), plus
+/// `BASIC_AUTH_FILE`. Two things differ: `BACKEND_HOST` names a local API instead of
+/// `todo_app_api:8080`, and `--bind` picks a free port instead of 80.
+#[test]
+fn the_seeds_nginx_variables_give_gzip_basic_auth_and_a_json_access_log_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let api = start("todo-api", &["--seed"], &[("TODO_PRIMARY_URL", &db)]);
+    api.wait_ready();
+    let users = dir.path().join("htpasswd");
+    // htpasswd -nbB -C 5 gihyo gihyo
+    std::fs::write(
+        &users,
+        "gihyo:$2y$05$vRc0tn/a1yhNQmo.SSz1wOk/YbHQlUNNKMil1z0LUGylRBS.7IQri\n",
+    )
+    .unwrap();
+    let backend = api.addr.to_string();
+    let gateway = start(
+        "gateway",
+        &[],
+        &[
+            ("WORKER_PROCESSES", "2"),
+            ("WORKER_CONNECTIONS", "1024"),
+            ("KEEPALICE_TIMEOUT", "65"),
+            ("GZIP", "on"),
+            ("BACKEND_HOST", &backend),
+            ("BACKEND_MAX_FAILS", "3"),
+            ("BACKEND_FAILE_TIMEOUT", "10s"),
+            ("SERVER_PORT", "80"),
+            ("SERVER_NAME", "todo_app_nginx"),
+            ("LOG_STDOUT", "true"),
+            ("BASIC_AUTH_FILE", users.to_str().unwrap()),
+            ("GATEWAY_ADMIN_BIND", "off"),
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    let url = gateway.url("/todo?status=PROGRESS");
+
+    let refused = client.get(&url).send().unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "Basic realm=\"Restricted\""
+    );
+
+    let plain = client
+        .get(api.url("/todo?status=PROGRESS"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let zipped = client
+        .get(&url)
+        .basic_auth("gihyo", Some("gihyo"))
+        .header("accept-encoding", "gzip")
+        .header("host", "todo_app_nginx")
+        .send()
+        .unwrap();
+    assert_eq!(zipped.status(), 200);
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let body = zipped.bytes().unwrap();
+    assert!(body.starts_with(&[0x1f, 0x8b]), "a gzip stream");
+    assert!(
+        body.len() < plain.len(),
+        "{} >= {}",
+        body.len(),
+        plain.len()
+    );
+
+    let lines: Vec<serde_json::Value> = (0..2)
+        .map(|_| {
+            let line = gateway
+                .stdout
+                .recv_timeout(Duration::from_secs(5))
+                .expect("an access log line");
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+        })
+        .collect();
+    assert_eq!(lines[0]["status"], "401");
+    assert_eq!(lines[1]["status"], "200");
+    assert_eq!(lines[1]["request_uri"], "/todo?status=PROGRESS");
+    assert_eq!(lines[1]["upstream_addr"], backend.as_str());
+    assert!(
+        !lines.iter().any(|l| l.to_string().contains("Z2loeW8")),
+        "no credentials"
+    );
+
+    // SIGHUP reads the variables again, and the htpasswd file they name.
+    std::fs::write(&users, "newuser:{SHA}bFWAPW8dehd6DbPrSzQ7DVD5wRE=\n").unwrap();
+    gateway.signal(Signal::SIGHUP);
+    gateway.log_matching(|line| line["message"] == "config reloaded");
+    let as_user = |user: &str, password: &str| {
+        let response = client
+            .get(&url)
+            .basic_auth(user, Some(password))
+            .send()
+            .unwrap();
+        response.status().as_u16()
+    };
+    assert_eq!(as_user("gihyo", "gihyo"), 401, "the old user is gone");
+    assert_eq!(as_user("newuser", "newpass"), 200);
+}

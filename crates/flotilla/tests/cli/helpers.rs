@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub(crate) struct Running {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
     pub(crate) logs: mpsc::Receiver<Value>,
+    /// Lines the process writes to stdout (a gateway's access log with `LOG_STDOUT`).
+    pub(crate) stdout: mpsc::Receiver<String>,
 }
 
 /// Starts a service on 127.0.0.1:0 with JSON logs and waits for its "listening" line.
@@ -53,21 +55,35 @@ pub(crate) fn start_on(
     env.push(("LOG_FORMAT", "json"));
     let mut child = flotilla(&args, &env)
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("spawn flotilla");
     let logs = forward_json_lines(child.stderr.take().unwrap());
+    let stdout = forward_lines(child.stdout.take().unwrap());
     // Owned by `Running` from here on, so a failed wait below still kills the process.
     let mut running = Running {
         child,
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         logs,
+        stdout,
     };
     let listening = running.log_matching(|line| {
         line["message"] == "listening" && admin.as_deref() != line["address"].as_str()
     });
     running.addr = listening["address"].as_str().unwrap().parse().unwrap();
     running
+}
+
+fn forward_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 fn forward_json_lines(stderr: ChildStderr) -> mpsc::Receiver<Value> {

@@ -116,3 +116,96 @@ async fn small_binary_head_and_unaccepted_answers_are_sent_as_they_are() {
     assert!(!route_off.headers().contains_key("content-encoding"));
     assert!(!route_off.headers().contains_key("vary"));
 }
+
+// Written by Apache's htpasswd: -B, -m, -s.
+const HTPASSWD: &str = "alice:$2y$05$w/sDtGpEF2XIzp2jkDzba.B3a/m62zouwpAHTra7WeqydJQgb4pyG\n\
+    bob:$apr1$fGHUy2P3$J0HDV/.AesLoXTr.G66zY1\n\
+    carol:{SHA}l5/jO3DHu6SJl12UvUCHRgci/IU=\n";
+
+#[tokio::test]
+async fn basic_auth_lets_only_users_of_the_file_through_and_never_logs_credentials() {
+    let backend = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, HTPASSWD).unwrap();
+    let log = dir.path().join("access.log");
+    let routes = format!(
+        "[[route]]\npath = \"/\"\nbasic_auth_file = {:?}\nupstream = \"app\"\n\
+         [[route]]\npath = \"/open/\"\nupstream = \"app\"\n\
+         [upstream.app]\nserver = [{}]\n",
+        users.to_str().unwrap(),
+        server(backend.addr, "")
+    );
+    let gateway = crate::helpers::spawn_gateway_logging(log.to_str().unwrap(), "", &routes).await;
+
+    let anonymous = gateway.get("/private").await;
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Basic realm=\"Restricted\""
+    );
+    assert_eq!(
+        gateway.get("/open/x").await.status(),
+        200,
+        "other routes stay open"
+    );
+
+    let with = |user: &'static str, password: &'static str| {
+        gateway
+            .client
+            .get(gateway.url("/private"))
+            .basic_auth(user, Some(password))
+            .send()
+    };
+    for (user, password) in [
+        ("alice", "s3cret"),
+        ("bob", "p@ss:word"),
+        ("carol", "ünïcode"),
+    ] {
+        assert_eq!(with(user, password).await.unwrap().status(), 200, "{user}");
+    }
+    for (user, password) in [("alice", "wrong"), ("mallory", "s3cret")] {
+        let refused = with(user, password).await.unwrap();
+        assert_eq!(refused.status(), 401, "{user}");
+        assert!(refused.headers().contains_key("www-authenticate"));
+    }
+    assert_eq!(
+        backend.hits(),
+        4,
+        "refused requests never reach the upstream"
+    );
+
+    gateway.shutdown().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 7, "{text}");
+    for secret in [
+        "s3cret",
+        "p@ss",
+        "cDBzczp3b3Jk",
+        "YWxpY2U6czNjcmV0",
+        "Basic ",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret} in the access log:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn an_unusable_htpasswd_file_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, "dave:xyDES12345678\n").unwrap();
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nbasic_auth_file = {:?}\nupstream = \"app\"\n\
+         [upstream.app]\nserver = [{{ address = \"127.0.0.1:1\" }}]\n",
+        users.to_str().unwrap()
+    );
+    let error = gateway::config::parse("gw.toml", &text, &platform::Source::default()).unwrap_err();
+    assert!(
+        error.starts_with("gw.toml:4: route[0].basic_auth_file: "),
+        "{error}"
+    );
+    assert!(error.contains(":1: unsupported password hash"), "{error}");
+}

@@ -293,6 +293,7 @@ pub(crate) async fn spawn_gateway_logging(
     let config = gateway::Config {
         file,
         origin: "test".into(),
+        reload_source: None,
         worker_threads: None,
         print_config: false,
         common: CommonConfig::from_source(&Source::default()).unwrap(),
