@@ -21,6 +21,8 @@ use crate::upstream::InFlight;
 pub(crate) enum ClientBodyError {
     #[error("the client sent nothing for longer than the client body timeout")]
     Timeout,
+    #[error("the request body is larger than the route allows")]
+    TooLarge,
     #[error("the request body ended early: {0}")]
     Broken(BoxError),
 }
@@ -29,6 +31,8 @@ impl ClientBodyError {
     fn from_box(error: BoxError) -> Self {
         if error.is::<tower_http::timeout::TimeoutError>() {
             ClientBodyError::Timeout
+        } else if over_limit(&*error) {
+            ClientBodyError::TooLarge
         } else {
             ClientBodyError::Broken(error)
         }
@@ -49,6 +53,18 @@ impl ClientBodyError {
     }
 }
 
+/// Whether `error`, or an error it wraps, is the body limit's.
+fn over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 /// The request body, ready to send once or many times.
 pub(crate) enum RequestBody {
     /// Whole and small: can be sent again on a retry.
@@ -59,12 +75,20 @@ pub(crate) enum RequestBody {
 
 impl RequestBody {
     /// Reads up to `limit` bytes; a body that ends within it becomes replayable. `idle` bounds the
-    /// pause between two reads.
+    /// pause between two reads; a body over `max` bytes fails with [`ClientBodyError::TooLarge`].
     pub(crate) async fn prepare(
         body: Body,
         limit: usize,
         idle: Duration,
+        max: Option<u64>,
     ) -> Result<Self, ClientBodyError> {
+        let body = match max {
+            Some(max) => Body::new(http_body_util::Limited::new(
+                body,
+                usize::try_from(max).unwrap_or(usize::MAX),
+            )),
+            None => body,
+        };
         let hint = body.size_hint();
         if hint.exact() == Some(0) {
             return Ok(RequestBody::Replayable(Bytes::new()));

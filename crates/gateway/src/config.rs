@@ -108,6 +108,14 @@ pub struct Route {
     /// The realm named in `WWW-Authenticate`.
     #[serde(default = "default_realm")]
     pub basic_auth_realm: String,
+    /// Largest request body (`10m`, `512k`, or bytes); larger ones get 413. No limit when absent
+    /// (nginx's default is `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_size: Option<Size>,
+    /// Requests per client address: at most `per_second` on average, `burst` at once; more get
+    /// 429 with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// The users of `basic_auth_file`, read when the config is loaded.
     #[serde(skip)]
     pub(crate) htpasswd: Option<std::sync::Arc<crate::auth::Htpasswd>>,
@@ -160,6 +168,20 @@ pub enum Policy {
     LeastConn,
     /// Power of two choices over a peak-sensitive moving average of latency.
     P2cEwma,
+}
+
+/// A request-rate limit per client address (a token bucket, as nginx's `limit_req` with `burst`
+/// and `nodelay`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_burst() -> u32 {
+    1
 }
 
 /// Active health checks: the gateway asks each server itself instead of waiting for requests to
@@ -273,6 +295,63 @@ fn default_max_fails() -> u32 {
 }
 fn default_fail_timeout() -> Dur {
     Dur::secs(10)
+}
+
+/// A size written as nginx does (`512k`, `10m`, `1g`) or a number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    fn parse(text: &str) -> Option<u64> {
+        let text = text.trim().to_ascii_lowercase();
+        let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            Some((at, _)) => text.split_at(at),
+            None => (text.as_str(), ""),
+        };
+        let multiplier: u64 = match unit {
+            "" => 1,
+            "k" => 1 << 10,
+            "m" => 1 << 20,
+            "g" => 1 << 30,
+            _ => return None,
+        };
+        digits.parse::<u64>().ok()?.checked_mul(multiplier)
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            n if n != 0 && n.is_multiple_of(1 << 30) => write!(f, "{}g", n >> 30),
+            n if n != 0 && n.is_multiple_of(1 << 20) => write!(f, "{}m", n >> 20),
+            n if n != 0 && n.is_multiple_of(1 << 10) => write!(f, "{}k", n >> 10),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        let expected = "a size such as 512k, 10m, 1g or a number of bytes";
+        match Raw::deserialize(deserializer).map_err(|_| serde::de::Error::custom(expected))? {
+            Raw::Bytes(n) => Ok(Size(n)),
+            Raw::Text(text) => Size::parse(&text).map(Size).ok_or_else(|| {
+                serde::de::Error::custom(format!("expected {expected}, got {text:?}"))
+            }),
+        }
+    }
 }
 
 /// A duration written as nginx does (`10s`, `500ms`, `2m`) or a number of seconds.
@@ -535,5 +614,28 @@ server = [{ address = "127.0.0.1:${BACKEND_PORT:-8081}" }]
     fn durations_print_back_the_way_they_were_written() {
         assert_eq!(Dur(Duration::from_millis(1500)).to_string(), "1500ms");
         assert_eq!(Dur::secs(10).to_string(), "10s");
+    }
+
+    #[test]
+    fn sizes_are_written_as_nginx_does() {
+        let size =
+            |text: &str| toml::from_str::<RateAndSize>(&format!("size = {text}")).map(|r| r.size.0);
+        #[derive(Deserialize)]
+        struct RateAndSize {
+            size: Size,
+        }
+        assert_eq!(size("512").unwrap(), 512);
+        assert_eq!(size("\"1k\"").unwrap(), 1024);
+        assert_eq!(size("\"10M\"").unwrap(), 10 << 20);
+        assert_eq!(size("\"1g\"").unwrap(), 1 << 30);
+        assert!(
+            size("\"1x\"")
+                .unwrap_err()
+                .to_string()
+                .contains("a size such as")
+        );
+        assert!(size("\"k\"").is_err());
+        assert_eq!(Size(10 << 20).to_string(), "10m");
+        assert_eq!(Size(1000).to_string(), "1000");
     }
 }

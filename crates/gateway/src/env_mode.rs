@@ -265,6 +265,8 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
             compress,
             basic_auth_file: basic_auth_file.map(|path| Spanned::new(0..0, path)),
             basic_auth_realm: "Restricted".into(),
+            max_body_size: None,
+            rate_limit: None,
             htpasswd,
             upstream: Spanned::new(0..0, "backend".into()),
         }],

@@ -24,6 +24,10 @@ pub(crate) enum ProxyError {
     ClientBodyTimeout,
     #[error("the request body ended early")]
     ClientBodyBroken,
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
     // upstream
     #[error("upstream {0:?} has no available server")]
     NoServer(std::sync::Arc<str>),
@@ -52,6 +56,8 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoHost | ProxyError::ClientBodyBroken => StatusCode::BAD_REQUEST,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoServer(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unreachable { .. } | ProxyError::BrokenResponse(_) => {
@@ -67,6 +73,8 @@ impl ProxyError {
             ProxyError::NoRoute { .. }
             | ProxyError::NoHost
             | ProxyError::Unauthorized(_)
+            | ProxyError::BodyTooLarge(_)
+            | ProxyError::RateLimited(_)
             | ProxyError::ClientBodyTimeout
             | ProxyError::ClientBodyBroken => "downstream",
             ProxyError::NoServer(_)
@@ -96,7 +104,15 @@ impl IntoResponse for ProxyError {
                 .headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
         }
-        if matches!(self, ProxyError::ClientBodyTimeout) {
+        if let ProxyError::RateLimited(seconds) = &self {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        if matches!(
+            self,
+            ProxyError::ClientBodyTimeout | ProxyError::BodyTooLarge(_)
+        ) {
             // The rest of the connection's bytes cannot be trusted.
             response
                 .headers_mut()

@@ -19,6 +19,7 @@
 //! - `client`: the pooled HTTP client to upstream servers.
 //! - `compress`: brotli, zstd and gzip for the routes that ask for it.
 //! - `auth`: basic authentication from htpasswd files.
+//! - `limits`: request rate per client address; (with `body`) the largest request body.
 //! - `error`: the gateway's own error answers.
 //! - `access_log`: one JSON line per request, written off the request path.
 //!
@@ -37,6 +38,7 @@ mod compress;
 mod discovery;
 mod headers;
 mod health_check;
+mod limits;
 mod proxy;
 mod routing;
 mod upstream;

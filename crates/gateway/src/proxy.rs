@@ -75,6 +75,9 @@ pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Req
             let path = request.uri().path().to_string();
             ProxyError::NoRoute { host, path }.into_response()
         }
+        Some(route) if let Err(seconds) = rate_allowed(route, &request) => {
+            ProxyError::RateLimited(seconds).into_response()
+        }
         Some(route) if !authorized(route, request.headers()).await => {
             let (_, challenge) = route.auth.as_ref().expect("only routes with auth refuse");
             ProxyError::Unauthorized(challenge.clone()).into_response()
@@ -102,6 +105,18 @@ pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Req
     }
     response.extensions_mut().insert(label);
     response
+}
+
+/// The route's rate limit for the client's address: `Err(seconds to wait)` when over it.
+fn rate_allowed(route: &crate::routing::Route, request: &Request) -> Result<(), u64> {
+    let Some(limiter) = &route.rate_limit else {
+        return Ok(());
+    };
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+    limiter.check(client)
 }
 
 /// Whether the route lets the request through: no authentication, or a user of its file.
@@ -225,9 +240,23 @@ async fn forward(
         .map_err(|e| ProxyError::Internal(format!("path: {e}")))?;
 
     let upstream = &route.upstream;
-    let mut body = RequestBody::prepare(body, upstream.retry_buffer, state.client_body_timeout)
-        .await
-        .map_err(client_body_error)?;
+    if let Some(max) = route.max_body_size {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
+            return Err(ProxyError::BodyTooLarge(max));
+        }
+    }
+    let mut body = RequestBody::prepare(
+        body,
+        upstream.retry_buffer,
+        state.client_body_timeout,
+        route.max_body_size,
+    )
+    .await
+    .map_err(|e| client_body_error(e, route.max_body_size))?;
     let idempotent = is_idempotent(&parts.method);
     upstream.budget.deposit();
 
@@ -284,6 +313,9 @@ async fn forward(
                 if let Some(client) = ClientBodyError::find(&error) {
                     return Err(match client {
                         ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
+                        ClientBodyError::TooLarge => {
+                            ProxyError::BodyTooLarge(route.max_body_size.unwrap_or_default())
+                        }
                         ClientBodyError::Broken(_) => ProxyError::ClientBodyBroken,
                     });
                 }
@@ -345,9 +377,10 @@ async fn pass_on(response: http::Response<hyper::body::Incoming>, in_flight: InF
     Response::from_parts(parts, Body::new(Tracked::new(body, in_flight)))
 }
 
-fn client_body_error(error: ClientBodyError) -> ProxyError {
+fn client_body_error(error: ClientBodyError, max: Option<u64>) -> ProxyError {
     match error {
         ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
+        ClientBodyError::TooLarge => ProxyError::BodyTooLarge(max.unwrap_or_default()),
         ClientBodyError::Broken(cause) => {
             tracing::debug!(%cause, "request body ended early");
             ProxyError::ClientBodyBroken

@@ -14,6 +14,8 @@ pub(crate) struct Route {
     prefix: String,
     strip_prefix: bool,
     pub(crate) compress: bool,
+    pub(crate) max_body_size: Option<u64>,
+    pub(crate) rate_limit: Option<crate::limits::RateLimiter>,
     /// Users allowed through, and the realm to name; `None`: no authentication.
     pub(crate) auth: Option<(Arc<crate::auth::Htpasswd>, HeaderValue)>,
     pub(crate) upstream: Arc<Upstream>,
@@ -42,6 +44,8 @@ impl RouteTable {
                     prefix,
                     strip_prefix: route.strip_prefix,
                     compress: route.compress,
+                    max_body_size: route.max_body_size.map(|s| s.0),
+                    rate_limit: route.rate_limit.map(crate::limits::RateLimiter::new),
                     auth: route.htpasswd.clone().map(|users| {
                         let realm = route.basic_auth_realm.replace(['"', '\\'], "");
                         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))

@@ -38,6 +38,13 @@ pub(crate) fn check(config: &FileConfig) -> Result<(), Problem> {
         ));
     }
     for (i, route) in config.routes.iter().enumerate() {
+        if let Some(limit) = &route.rate_limit
+            && (!(limit.per_second > 0.0 && limit.per_second.is_finite()) || limit.burst == 0)
+        {
+            let key = format!("route[{i}].rate_limit");
+            let message = "per_second must be above 0 and burst at least 1".into();
+            return Err((None, key, message));
+        }
         if !route.path.get_ref().starts_with('/') {
             let key = format!("route[{i}].path");
             return Err((Some(route.path.span()), key, "must start with /".into()));

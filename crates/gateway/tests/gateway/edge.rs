@@ -209,3 +209,79 @@ fn an_unusable_htpasswd_file_is_a_config_error_naming_the_key() {
     );
     assert!(error.contains(":1: unsupported password hash"), "{error}");
 }
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after_and_other_routes_are_not_limited() {
+    let backend = Backend::start("a").await;
+    let routes = format!(
+        "[[route]]\npath = \"/limited/\"\nrate_limit = {{ per_second = 0.5, burst = 3 }}\nupstream = \"app\"\n\
+         [[route]]\npath = \"/\"\nupstream = \"app\"\n\
+         [upstream.app]\nserver = [{}]\n",
+        server(backend.addr, "")
+    );
+    let gateway = spawn_gateway(&routes).await;
+    for _ in 0..3 {
+        assert_eq!(gateway.get("/limited/x").await.status(), 200);
+    }
+    let refused = gateway.get("/limited/x").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "2");
+    assert_eq!(refused.headers()["x-flotilla-error"], "downstream");
+    for _ in 0..10 {
+        assert_eq!(gateway.get("/open").await.status(), 200);
+    }
+    assert_eq!(backend.hits(), 13);
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_size_gets_413_whether_its_length_is_declared_or_not() {
+    let backend = Backend::start("a").await;
+    let routes = format!(
+        "[[route]]\npath = \"/\"\nmax_body_size = \"1k\"\nupstream = \"app\"\n\
+         [upstream.app]\nserver = [{}]\n",
+        server(backend.addr, "")
+    );
+    let gateway = spawn_gateway(&routes).await;
+    let post = |body: reqwest::Body| {
+        gateway
+            .client
+            .post(gateway.url("/upload"))
+            .body(body)
+            .send()
+    };
+
+    let fits = post(vec![b'x'; 1024].into()).await.unwrap();
+    assert_eq!(fits.status(), 200);
+    let declared = post(vec![b'x'; 1025].into()).await.unwrap();
+    assert_eq!(declared.status(), 413);
+    assert_eq!(
+        backend.hits(),
+        1,
+        "a declared length over the limit never reaches the upstream"
+    );
+
+    // Chunked, so the length is only known by counting; over the limit inside the retry buffer...
+    let chunks = |n: usize, size: usize| {
+        let stream = futures_util::stream::iter(
+            (0..n).map(move |_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; size]))),
+        );
+        reqwest::Body::wrap_stream(stream)
+    };
+    assert_eq!(post(chunks(4, 512)).await.unwrap().status(), 413);
+    assert_eq!(post(chunks(2, 512)).await.unwrap().status(), 200);
+    // ...and far beyond it, while streaming to the upstream.
+    let big_routes = format!(
+        "[[route]]\npath = \"/\"\nmax_body_size = \"100k\"\nupstream = \"app\"\n\
+         [upstream.app]\nretry_buffer = 1024\nserver = [{}]\n",
+        server(backend.addr, "")
+    );
+    let streaming = spawn_gateway(&big_routes).await;
+    let response = streaming
+        .client
+        .post(streaming.url("/upload"))
+        .body(chunks(300, 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}
