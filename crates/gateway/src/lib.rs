@@ -22,6 +22,7 @@
 //! - `limits`: request rate per client address; (with `body`) the largest request body.
 //! - `error`: the gateway's own error answers.
 //! - `access_log`: one JSON line per request, written off the request path.
+//! - `status`: the admin listener's `/status` (JSON) and status page.
 //!
 //! The request path is the platform's contract layers (request id, access log and metrics,
 //! panics) around one handler; later layers (compression, auth, static files) wrap that handler.
@@ -41,6 +42,7 @@ mod health_check;
 mod limits;
 mod proxy;
 mod routing;
+mod status;
 mod upstream;
 mod validate;
 
@@ -229,7 +231,11 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         bind => {
             let addr = platform::config::parse_bind(bind)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let router = platform::contract_router(Router::new(), &readiness, ErrorStyle::Json);
+            let router = platform::contract_router(
+                status::router(Arc::clone(&live)),
+                &readiness,
+                ErrorStyle::Json,
+            );
             Some((platform::bind(addr).await?, router))
         }
     };
@@ -337,11 +343,22 @@ async fn maintain(
         },
         None => None,
     };
+    let mut gauges = tokio::time::interval(std::time::Duration::from_secs(1));
+    let next_lookup = |file: &FileConfig| {
+        discovery::interval(file).map(|interval| tokio::time::Instant::now() + interval)
+    };
+    let mut lookup_at = next_lookup(&pools.file);
     loop {
-        let lookup_again = discovery::interval(&pools.file);
         let reload = tokio::select! {
+            _ = gauges.tick() => {
+                status::update_gauges(&live);
+                continue;
+            }
             Some(()) = async { hangups.as_mut()?.recv().await } => true,
-            () = tokio::time::sleep(lookup_again.unwrap_or_default()), if lookup_again.is_some() => false,
+            () = tokio::time::sleep_until(lookup_at.unwrap_or_else(tokio::time::Instant::now)), if lookup_at.is_some() => {
+                lookup_at = next_lookup(&pools.file);
+                false
+            }
             _ = stop.wait_for(|s| *s) => return,
         };
         let file = if reload {
@@ -365,6 +382,7 @@ async fn maintain(
         let previous = std::mem::take(&mut pools.upstreams);
         pools = Pools::install(&live, file, resolved, &previous);
         pools.start_health_checks();
+        lookup_at = next_lookup(&pools.file);
         let (upstreams, servers) = (pools.upstreams.len(), pools.server_count());
         if reload {
             tracing::info!(upstreams, servers, "config reloaded");

@@ -278,14 +278,26 @@ async fn forward(
         *outgoing.headers_mut() = parts.headers.clone();
 
         let may_retry = |upstream: &Upstream, tried: &[usize]| {
-            replayable && tried.len() < upstream.max_attempts as usize && upstream.budget.withdraw()
+            let retry = replayable
+                && tried.len() < upstream.max_attempts as usize
+                && upstream.budget.withdraw();
+            if retry {
+                upstream.metrics.retries.increment(1);
+            }
+            retry
         };
         let started = Instant::now();
         let sent =
             tokio::time::timeout(upstream.response_timeout, upstream.client.request(outgoing))
                 .await;
         upstreamed.server = Some(server.address.clone());
-        upstreamed.head_time = Some(started.elapsed());
+        let head_time = started.elapsed();
+        upstreamed.head_time = Some(head_time);
+        let status = match &sent {
+            Ok(Ok(response)) => Some(response.status()),
+            _ => None,
+        };
+        upstream.metrics.record(status, head_time);
         match sent {
             Ok(Ok(mut response)) => {
                 let status = response.status();

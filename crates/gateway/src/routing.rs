@@ -70,6 +70,51 @@ impl RouteTable {
             .map(|r| Arc::clone(&r.upstream))
     }
 
+    /// Every upstream pool a route uses, once each.
+    pub(crate) fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        let mut seen: Vec<&str> = Vec::new();
+        self.routes.iter().filter_map(move |r| {
+            if seen.contains(&&*r.upstream.name) {
+                None
+            } else {
+                seen.push(&r.upstream.name);
+                Some(&r.upstream)
+            }
+        })
+    }
+
+    /// The routes as `/status` shows them, in match order.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        self.routes
+            .iter()
+            .map(|r| {
+                let mut options = Vec::new();
+                if r.strip_prefix {
+                    options.push("strip_prefix");
+                }
+                if r.compress {
+                    options.push("compress");
+                }
+                if r.auth.is_some() {
+                    options.push("basic_auth");
+                }
+                if r.rate_limit.is_some() {
+                    options.push("rate_limit");
+                }
+                if r.max_body_size.is_some() {
+                    options.push("max_body_size");
+                }
+                serde_json::json!({
+                    "name": &*r.label.0,
+                    "host": r.host,
+                    "path": r.prefix,
+                    "upstream": &*r.upstream.name,
+                    "options": options,
+                })
+            })
+            .collect()
+    }
+
     /// The route for a request; `host` may carry a port.
     pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);

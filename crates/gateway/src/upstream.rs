@@ -43,6 +43,45 @@ pub(crate) struct Upstream {
     pub(crate) retry_buffer: usize,
     pub(crate) budget: TpsBudget,
     pub(crate) health_check: Option<HealthCheck>,
+    pub(crate) metrics: UpstreamMetrics,
+}
+
+/// The upstream's Prometheus series, looked up once per pool rather than once per request.
+pub(crate) struct UpstreamMetrics {
+    /// Answers by status class: 1xx..5xx.
+    responses: [metrics::Counter; 5],
+    /// Attempts that got no answer (no connection, broken, timed out).
+    errors: metrics::Counter,
+    latency: metrics::Histogram,
+    pub(crate) retries: metrics::Counter,
+}
+
+impl UpstreamMetrics {
+    fn new(upstream: &str) -> Self {
+        platform::telemetry::metrics_handle();
+        let name = upstream.to_string();
+        let responses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+            metrics::counter!("gateway_upstream_responses_total", "upstream" => name.clone(), "class" => class)
+        });
+        UpstreamMetrics {
+            responses,
+            errors: metrics::counter!("gateway_upstream_responses_total", "upstream" => name.clone(), "class" => "error"),
+            latency: metrics::histogram!("gateway_upstream_response_duration_seconds", "upstream" => name.clone()),
+            retries: metrics::counter!("gateway_retries_total", "upstream" => name),
+        }
+    }
+
+    /// An attempt's answer (its status) or its failure (`None`), and how long the head took.
+    pub(crate) fn record(&self, status: Option<http::StatusCode>, head_time: Duration) {
+        match status {
+            Some(status) => {
+                let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+                self.responses[class].increment(1);
+                self.latency.record(head_time.as_secs_f64());
+            }
+            None => self.errors.increment(1),
+        }
+    }
 }
 
 pub(crate) struct Server {
@@ -60,6 +99,9 @@ pub(crate) struct Server {
 /// What the gateway knows about one server address, kept across pool rebuilds.
 #[derive(Default)]
 pub(crate) struct ServerState {
+    /// Attempts sent to the server, and those that failed, since the gateway started.
+    requests: AtomicU64,
+    failed: AtomicU64,
     /// Requests in flight, until their response body ends.
     active: AtomicU32,
     /// The active health check's verdict; up until a check says otherwise.
@@ -139,6 +181,7 @@ impl Upstream {
                 config.retry_budget,
             ),
             health_check: config.health_check.clone(),
+            metrics: UpstreamMetrics::new(name),
         }
     }
 
@@ -229,15 +272,17 @@ impl Upstream {
     pub(crate) fn begin(&self, index: usize) -> InFlight {
         let state = &self.servers[index].state;
         state.active.fetch_add(1, Ordering::Relaxed);
+        state.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(state))
     }
 
     /// A failed attempt (no connection, no answer in time, or 502/503/504).
     pub(crate) fn record_failure(&self, index: usize, why: &str) {
+        let server = &self.servers[index];
+        server.state.failed.fetch_add(1, Ordering::Relaxed);
         if self.single {
             return;
         }
-        let server = &self.servers[index];
         if server.max_fails == 0 {
             return;
         }
@@ -274,6 +319,44 @@ impl Upstream {
         if self.policy == Policy::P2cEwma {
             server.observe_latency(latency);
         }
+    }
+
+    /// What `/status` shows of this pool: every server with its state.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        let now = now_ms();
+        let servers: Vec<serde_json::Value> = self
+            .servers
+            .iter()
+            .map(|server| {
+                let state = &server.state;
+                let available = server.available(now);
+                let (ewma, _) = *state.latency.lock().unwrap_or_else(|e| e.into_inner());
+                serde_json::json!({
+                    "address": &*server.address,
+                    "state": match (available, server.backup) {
+                        (false, _) => "down",
+                        (true, true) => "backup",
+                        (true, false) => "up",
+                    },
+                    "backup": server.backup,
+                    "health_check": if self.health_check.is_none() { "off" }
+                        else if server.is_healthy() { "passing" } else { "failing" },
+                    "passively_down": server.passively_down(),
+                    "weight": server.weight,
+                    "active": server.active(),
+                    "requests": state.requests.load(Ordering::Relaxed),
+                    "failures": state.failed.load(Ordering::Relaxed),
+                    "latency_ms": (ewma > 0.0).then(|| (ewma / 1e4).round() / 100.0),
+                })
+            })
+            .collect();
+        let (up, backups) = self.available_count();
+        serde_json::json!({
+            "policy": self.policy,
+            "available": up,
+            "backups_available": backups,
+            "servers": servers,
+        })
     }
 
     /// How many servers can take requests now, primaries and backups.

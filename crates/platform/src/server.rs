@@ -102,6 +102,9 @@ where
     let permits = Arc::new(Semaphore::new(options.max_connections));
 
     tracing::info!(address = %local, "listening");
+    crate::telemetry::metrics_handle();
+    let open_connections =
+        metrics::gauge!("http_connections_open", "listener" => local.to_string());
 
     // Resolves when the listener should close: the shutdown signal, then the shutdown delay
     // (during which readiness already says "draining").
@@ -144,10 +147,13 @@ where
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
+        let open = open_connections.clone();
+        open.increment(1.0);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
+            open.decrement(1.0);
             drop(permit);
         });
     }

@@ -128,6 +128,10 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             "Time from receiving a request to producing its response head"
         );
         metrics::describe_gauge!("http_requests_in_flight", "HTTP requests being handled now");
+        metrics::describe_gauge!(
+            "http_connections_open",
+            "Client connections open, by listener"
+        );
         // Histogram samples queue in the recorder until upkeep drains them into buckets; without
         // it, a process that is never scraped grew by ~17 bytes a request, without bound.
         let upkeep = handle.clone();

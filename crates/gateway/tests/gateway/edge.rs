@@ -285,3 +285,95 @@ async fn a_body_over_max_body_size_gets_413_whether_its_length_is_declared_or_no
         .unwrap();
     assert_eq!(response.status(), 413);
 }
+
+#[tokio::test]
+async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_metrics() {
+    let backend = Backend::start("a").await;
+    let spare = Backend::start("spare").await;
+    let dead = crate::helpers::closed_port().await;
+    let routes = format!(
+        "[[route]]\npath = \"/\"\ncompress = true\nupstream = \"app\"\n\
+         [upstream.app]\nhealth_check = {{ path = \"/\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }}\n\
+         server = [{}, {}, {}]\n",
+        server(backend.addr, ""),
+        server(dead, ""),
+        server(spare.addr, "backup = true"),
+    );
+    let gateway = spawn_gateway(&routes).await;
+    let admin = |path: &str| format!("http://{}{path}", gateway.admin);
+    // The check takes the dead server out; then every request goes to the live one.
+    let status = loop {
+        let status: serde_json::Value = gateway
+            .client
+            .get(admin("/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["upstreams"]["app"]["servers"][1]["state"] == "down" {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["routes"][0]["path"], "/");
+    assert_eq!(status["routes"][0]["options"][0], "compress");
+    let app = &status["upstreams"]["app"];
+    assert_eq!(app["policy"], "round_robin");
+    assert_eq!(app["servers"][0]["address"], backend.addr.to_string());
+    assert_eq!(app["servers"][0]["state"], "up");
+    assert_eq!(app["servers"][1]["state"], "down");
+    assert_eq!(app["servers"][1]["health_check"], "failing");
+    assert_eq!(app["servers"][2]["state"], "backup");
+
+    for _ in 0..5 {
+        assert_eq!(gateway.get("/x").await.status(), 200);
+    }
+    let status: serde_json::Value = gateway
+        .client
+        .get(admin("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = &status["upstreams"]["app"]["servers"][0];
+    assert!(live["requests"].as_u64().unwrap() >= 5, "{live}");
+    assert_eq!(live["active"], 0);
+    assert_eq!(status["upstreams"]["app"]["servers"][1]["requests"], 0);
+
+    let page = gateway.client.get(admin("/")).send().await.unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let page = page.text().await.unwrap();
+    assert!(page.contains(&backend.addr.to_string()) && page.contains(&dead.to_string()));
+    assert!(
+        page.contains("class=\"down\">down<") && page.contains("class=\"up\">up<"),
+        "{page}"
+    );
+
+    // Gauges are refreshed every second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let metrics = gateway
+        .client
+        .get(admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "gateway_upstream_responses_total{upstream=\"app\",class=\"2xx\"}",
+        "gateway_upstream_response_duration_seconds_bucket{upstream=\"app\"",
+        "gateway_upstream_servers{upstream=\"app\",state=\"down\"} 1",
+        "http_connections_open{",
+        "http_requests_total{method=\"GET\",route=\"/\",status=\"200\"}",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The admin listener's view of the gateway: `GET /status` (JSON: every route, every upstream
+//! server with its state, requests in flight, failures and latency average) and the same as a
+//! small HTML page at `GET /` (`/status.html`), refreshed every 2 seconds. Also keeps the
+//! `gateway_upstream_servers{upstream,state}` gauges current.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::response::Html;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::proxy::LiveRoutes;
+
+/// The admin routes beyond the service contract.
+pub(crate) fn router(live: Arc<LiveRoutes>) -> Router {
+    Router::new()
+        .route("/status", get(status_json))
+        .route("/", get(status_html))
+        .route("/status.html", get(status_html))
+        .with_state(live)
+}
+
+fn snapshot(live: &LiveRoutes) -> Value {
+    let table = live.current();
+    let upstreams: serde_json::Map<String, Value> = table
+        .upstreams()
+        .map(|u| (u.name.to_string(), u.status()))
+        .collect();
+    json!({ "routes": table.status(), "upstreams": upstreams })
+}
+
+async fn status_json(State(live): State<Arc<LiveRoutes>>) -> Json<Value> {
+    Json(snapshot(&live))
+}
+
+async fn status_html(State(live): State<Arc<LiveRoutes>>) -> Html<String> {
+    let status = snapshot(&live);
+    let mut page = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"2\"><title>Flotilla gateway</title><style>\
+         body{font:14px system-ui,sans-serif;margin:1.5rem;color:#222}\
+         table{border-collapse:collapse;margin-bottom:1.5rem}td,th{padding:.3rem .7rem;\
+         border-bottom:1px solid #ddd;text-align:left}th{background:#f4f4f4}\
+         .up{color:#116611;font-weight:600}.down{color:#b00020;font-weight:600}\
+         .backup{color:#8a6d00;font-weight:600}h2 small{font-weight:400;color:#666}\
+         </style></head><body><h1>Flotilla gateway</h1>",
+    );
+    page.push_str("<h2>Routes</h2><table><tr><th>route</th><th>host</th><th>path</th><th>upstream</th><th>options</th></tr>");
+    for route in status["routes"].as_array().into_iter().flatten() {
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            text(&route["name"]),
+            text(&route["host"]),
+            text(&route["path"]),
+            text(&route["upstream"]),
+            escape(&route["options"].as_array().map_or_else(String::new, |o| {
+                o.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })),
+        );
+    }
+    page.push_str("</table>");
+    for (name, upstream) in status["upstreams"].as_object().into_iter().flatten() {
+        let _ = write!(
+            page,
+            "<h2>{} <small>{}, {} of {} up</small></h2><table><tr><th>server</th><th>state</th>\
+             <th>health check</th><th>in flight</th><th>requests</th><th>failures</th>\
+             <th>latency</th></tr>",
+            escape(name),
+            text(&upstream["policy"]),
+            upstream["available"],
+            upstream["servers"].as_array().map_or(0, Vec::len),
+        );
+        for server in upstream["servers"].as_array().into_iter().flatten() {
+            let state = server["state"].as_str().unwrap_or("down");
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td class=\"{state}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                text(&server["address"]),
+                text(&server["health_check"]),
+                server["active"],
+                server["requests"],
+                server["failures"],
+                server["latency_ms"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms")),
+            );
+        }
+        page.push_str("</table>");
+    }
+    page.push_str("</body></html>");
+    Html(page)
+}
+
+fn text(value: &Value) -> String {
+    escape(value.as_str().unwrap_or("-"))
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Sets `gateway_upstream_servers{upstream,state}` from the pools in force.
+pub(crate) fn update_gauges(live: &LiveRoutes) {
+    let table = live.current();
+    for upstream in table.upstreams() {
+        let (up, backups) = upstream.available_count();
+        let down = upstream.servers.len() - up - backups;
+        for (state, count) in [("up", up), ("backup", backups), ("down", down)] {
+            metrics::gauge!("gateway_upstream_servers", "upstream" => upstream.name.to_string(), "state" => state)
+                .set(count as f64);
+        }
+    }
+}
