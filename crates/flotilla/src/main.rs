@@ -306,6 +306,12 @@ impl OneShot for echo::Config {}
 impl OneShot for stack::Config {}
 impl OneShot for gateway::Config {
     fn one_shot(&self) -> Option<Result<String, String>> {
+        if self.reload {
+            return Some(
+                self.request_reload()
+                    .map(|answer| format!("{}\n", answer.trim())),
+            );
+        }
         self.print_config.then(|| Ok(self.to_toml()))
     }
 }

@@ -25,6 +25,13 @@ pub const SETTINGS: &[Setting] = &[
     )
     .switch(),
     Setting::new(
+        "GATEWAY_RELOAD",
+        "reload",
+        "",
+        "ask the running gateway (through its admin listener) to read its config again, and exit",
+    )
+    .switch(),
+    Setting::new(
         "GATEWAY_BIND",
         "bind",
         "HOST:PORT",

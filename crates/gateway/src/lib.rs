@@ -74,6 +74,8 @@ pub struct Config {
     pub reload_source: Option<Source>,
     pub worker_threads: Option<usize>,
     pub print_config: bool,
+    /// `--reload`: ask the running gateway to read its config again instead of starting one.
+    pub reload: bool,
     pub common: CommonConfig,
 }
 
@@ -91,8 +93,43 @@ impl Config {
                     .find(|s| s.env == "GATEWAY_PRINT_CONFIG")
                     .expect("print-config is a setting"),
             )?,
+            reload: source.switch(
+                SETTINGS
+                    .iter()
+                    .find(|s| s.env == "GATEWAY_RELOAD")
+                    .expect("reload is a setting"),
+            )?,
             common: CommonConfig::from_source(source)?,
         })
+    }
+
+    /// `--reload`: asks the gateway running with this config, through its admin listener, to
+    /// read its config again; what it answered.
+    pub fn request_reload(&self) -> Result<String, String> {
+        let bind = &self.file.admin.bind;
+        if bind == "off" {
+            return Err("the admin listener is off; send the gateway SIGHUP instead".into());
+        }
+        let mut addr =
+            platform::config::parse_bind(bind).map_err(|e| format!("admin.bind: {e}"))?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let url = format!("http://{addr}/reload");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (status, body) = runtime.block_on(platform::health::call(
+            http::Method::POST,
+            &url,
+            std::time::Duration::from_secs(30),
+        ))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("{url} answered {status}: {}", body.trim()))
+        }
     }
 
     /// The effective config as TOML, for `--print-config`.
@@ -114,6 +151,8 @@ pub struct Bound {
     common: CommonConfig,
     /// Where to read the config again on SIGHUP.
     reload_from: Option<Source>,
+    /// `POST /reload` requests from the admin listener.
+    reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
 }
 
 /// The routes and upstream pools in force, what they were built from, and their health checks.
@@ -226,13 +265,14 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         };
         listeners.push((platform::bind(addr).await?, options, router));
     }
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
     let admin = match file.admin.bind.as_str() {
         "off" => None,
         bind => {
             let addr = platform::config::parse_bind(bind)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let router = platform::contract_router(
-                status::router(Arc::clone(&live)),
+                status::router(Arc::clone(&live), reload_tx),
                 &readiness,
                 ErrorStyle::Json,
             );
@@ -248,6 +288,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         readiness,
         common: config.common.clone(),
         reload_from: config.reload_source.clone(),
+        reloads,
     })
 }
 
@@ -276,6 +317,7 @@ impl Bound {
             pools,
             Arc::clone(&self.live),
             self.reload_from.clone(),
+            self.reloads,
             stop_rx.clone(),
         ));
         let mut servers = tokio::task::JoinSet::new();
@@ -321,7 +363,8 @@ impl Bound {
     }
 }
 
-/// Keeps the pools current until `stop`: SIGHUP reads the config again (the file, or in env mode
+/// Keeps the pools current until `stop`: SIGHUP (or the admin listener's `POST /reload`) reads
+/// the config again (the file, or in env mode
 /// the variables, and the files they name, such as htpasswd files) and swaps in its routes and
 /// upstreams (listeners stay as they are; a config with errors is reported and the running one
 /// kept), and names in server addresses are looked up again every
@@ -330,6 +373,7 @@ async fn maintain(
     mut pools: Pools,
     live: Arc<LiveRoutes>,
     reload_from: Option<Source>,
+    mut reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -349,26 +393,34 @@ async fn maintain(
     };
     let mut lookup_at = next_lookup(&pools.file);
     loop {
-        let reload = tokio::select! {
+        let trigger = tokio::select! {
             _ = gauges.tick() => {
                 status::update_gauges(&live);
                 continue;
             }
-            Some(()) = async { hangups.as_mut()?.recv().await } => true,
+            Some(()) = async { hangups.as_mut()?.recv().await } => Trigger::Signal,
+            Some(reply) = reloads.recv() => Trigger::Admin(reply),
             () = tokio::time::sleep_until(lookup_at.unwrap_or_else(tokio::time::Instant::now)), if lookup_at.is_some() => {
                 lookup_at = next_lookup(&pools.file);
-                false
+                Trigger::Lookup
             }
             _ = stop.wait_for(|s| *s) => return,
         };
+        let reload = !matches!(trigger, Trigger::Lookup);
         let file = if reload {
-            let source = reload_from
+            let read = reload_from
                 .as_ref()
-                .expect("SIGHUP is handled only with a source");
-            match env_mode::file_config(source) {
-                Ok((file, _)) => file,
+                .ok_or_else(|| "this gateway has no config source to read again".to_string())
+                .and_then(|source| {
+                    env_mode::file_config(source)
+                        .map(|(file, _)| file)
+                        .map_err(|e| e.to_string())
+                });
+            match read {
+                Ok(file) => file,
                 Err(error) => {
                     tracing::error!(%error, "config reload failed; keeping the running config");
+                    trigger.answer(Err(error));
                     continue;
                 }
             }
@@ -386,12 +438,31 @@ async fn maintain(
         let (upstreams, servers) = (pools.upstreams.len(), pools.server_count());
         if reload {
             tracing::info!(upstreams, servers, "config reloaded");
+            trigger.answer(Ok(format!(
+                "config reloaded: {upstreams} upstreams, {servers} servers"
+            )));
         } else {
             tracing::info!(
                 upstreams,
                 servers,
                 "server addresses changed; pools rebuilt"
             );
+        }
+    }
+}
+
+/// What made [`maintain`] act.
+enum Trigger {
+    Signal,
+    /// `POST /reload` on the admin listener, waiting for the outcome.
+    Admin(status::ReloadReply),
+    Lookup,
+}
+
+impl Trigger {
+    fn answer(self, outcome: Result<String, String>) {
+        if let Trigger::Admin(reply) = self {
+            let _ = reply.send(outcome);
         }
     }
 }

@@ -9,19 +9,53 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::response::Html;
-use axum::routing::get;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::proxy::LiveRoutes;
 
+/// How a `POST /reload` learns what came of it: a summary, or the error that kept the running
+/// config.
+pub(crate) type ReloadReply = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+#[derive(Clone)]
+struct Admin {
+    live: Arc<LiveRoutes>,
+    reloads: tokio::sync::mpsc::Sender<ReloadReply>,
+}
+
 /// The admin routes beyond the service contract.
-pub(crate) fn router(live: Arc<LiveRoutes>) -> Router {
+pub(crate) fn router(
+    live: Arc<LiveRoutes>,
+    reloads: tokio::sync::mpsc::Sender<ReloadReply>,
+) -> Router {
     Router::new()
         .route("/status", get(status_json))
         .route("/", get(status_html))
         .route("/status.html", get(status_html))
-        .with_state(live)
+        .route("/reload", post(reload))
+        .with_state(Admin { live, reloads })
+}
+
+/// `POST /reload`: reads the config again, as SIGHUP does; 200 with a summary, or 422 with the
+/// error (the running config stays).
+async fn reload(State(admin): State<Admin>) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if admin.reloads.send(tx).await.is_err() {
+        return platform::error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match rx.await {
+        Ok(Ok(summary)) => {
+            Json(json!({ "status": "reloaded", "message": summary })).into_response()
+        }
+        Ok(Err(error)) => platform::error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("config not reloaded, the running one is kept: {error}"),
+        ),
+        Err(_) => platform::error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    }
 }
 
 fn snapshot(live: &LiveRoutes) -> Value {
@@ -33,12 +67,12 @@ fn snapshot(live: &LiveRoutes) -> Value {
     json!({ "routes": table.status(), "upstreams": upstreams })
 }
 
-async fn status_json(State(live): State<Arc<LiveRoutes>>) -> Json<Value> {
-    Json(snapshot(&live))
+async fn status_json(State(admin): State<Admin>) -> Json<Value> {
+    Json(snapshot(&admin.live))
 }
 
-async fn status_html(State(live): State<Arc<LiveRoutes>>) -> Html<String> {
-    let status = snapshot(&live);
+async fn status_html(State(admin): State<Admin>) -> Html<String> {
+    let status = snapshot(&admin.live);
     let mut page = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"2\"><title>Flotilla gateway</title><style>\

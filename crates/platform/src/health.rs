@@ -181,6 +181,19 @@ pub const HEALTHCHECK_URL: crate::Setting = crate::Setting::new(
 /// (`flotilla healthcheck`, so images need no curl): the status of a GET answered within
 /// `timeout`, or what went wrong. Only 2xx counts as healthy to the caller.
 pub async fn probe(url: &str, timeout: Duration) -> Result<StatusCode, String> {
+    call(http::Method::GET, url, timeout)
+        .await
+        .map(|(status, _)| status)
+}
+
+/// One plain-HTTP request to `url` with an empty body, for the command-line tools that talk to a
+/// running service (`flotilla healthcheck`, `flotilla gateway --reload`): the status and body
+/// text of the answer within `timeout`, or what went wrong, worded for a person.
+pub async fn call(
+    method: http::Method,
+    url: &str,
+    timeout: Duration,
+) -> Result<(StatusCode, String), String> {
     use http_body_util::BodyExt;
     let uri: http::Uri = url
         .parse()
@@ -203,9 +216,11 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<StatusCode, String> {
                 .map_err(|e| format!("{authority}: {e}"))?;
         tokio::spawn(connection);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let request = http::Request::get(path)
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
             .header(http::header::HOST, authority.as_str())
-            .header(http::header::USER_AGENT, "flotilla-healthcheck")
+            .header(http::header::USER_AGENT, "flotilla")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .map_err(|e| e.to_string())?;
         let response = sender
@@ -213,8 +228,13 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<StatusCode, String> {
             .await
             .map_err(|e| format!("{url}: {e}"))?;
         let status = response.status();
-        let _ = response.into_body().collect().await;
-        Ok(status)
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        Ok((status, body))
     };
     tokio::time::timeout(timeout, ask)
         .await

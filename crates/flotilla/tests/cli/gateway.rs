@@ -411,3 +411,98 @@ fn the_seeds_nginx_variables_give_gzip_basic_auth_and_a_json_access_log_on_stdou
     assert_eq!(as_user("gihyo", "gihyo"), 401, "the old user is gone");
     assert_eq!(as_user("newuser", "newpass"), 200);
 }
+
+/// Ten reloads under a steady load, each with another set of upstream servers, by SIGHUP and by
+/// `flotilla gateway --reload` in turn: no request fails. A bad config is refused by `--reload`
+/// with the error, and the running config is kept.
+#[test]
+fn ten_reloads_with_changing_upstreams_under_load_lose_no_request() {
+    let ports = [free_port(), free_port(), free_port()];
+    let _backends = [
+        echo("a", ports[0]),
+        echo("b", ports[1]),
+        echo("c", ports[2]),
+    ];
+    let admin = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let path = path.to_str().unwrap().to_string();
+    let config = |servers: &[u16]| {
+        let servers: Vec<String> = servers
+            .iter()
+            .map(|p| format!("{{ address = \"127.0.0.1:{p}\" }}"))
+            .collect();
+        format!(
+            "[admin]\nbind = \"127.0.0.1:{admin}\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n\
+             [[route]]\nupstream = \"app\"\n[upstream.app]\nserver = [{}]\n",
+            servers.join(", ")
+        )
+    };
+    std::fs::write(&path, config(&ports[..2])).unwrap();
+    let admin_env = format!("127.0.0.1:{admin}");
+    let gateway = start(
+        "gateway",
+        &["--config", &path],
+        &[("GATEWAY_ADMIN_BIND", &admin_env)],
+    );
+    let load = Load::start(gateway.url("/"), 4);
+    let sets: [&[u16]; 10] = [
+        &[ports[1], ports[2]],
+        &[ports[2]],
+        &[ports[0], ports[2]],
+        &[ports[0]],
+        &ports,
+        &[ports[1]],
+        &[ports[0], ports[1]],
+        &[ports[2], ports[0]],
+        &[ports[1], ports[2]],
+        &ports,
+    ];
+    for (i, set) in sets.iter().enumerate() {
+        std::fs::write(&path, config(set)).unwrap();
+        if i % 2 == 0 {
+            gateway.signal(Signal::SIGHUP);
+        } else {
+            let out = run_to_end(&["gateway", "--config", &path, "--reload"], &[]);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(stdout.contains("config reloaded"), "{stdout}");
+        }
+        gateway.log_matching(|line| line["message"] == "config reloaded");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 500, "only {ok} requests");
+
+    // A config with an error: `--reload` reads it first, says where the error is and exits 2;
+    // asked directly, the admin listener answers 422 and the gateway keeps its running config.
+    std::fs::write(&path, format!("{}[upstream.app.oops]\n", config(&ports))).unwrap();
+    let out = run_to_end(&["gateway", "--config", &path, "--reload"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gateway.toml:"), "{stderr}");
+    let refused = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{admin}/reload"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let message = refused.text().unwrap();
+    assert!(message.contains("the running one is kept"), "{message}");
+    assert!(
+        reqwest::blocking::get(gateway.url("/"))
+            .unwrap()
+            .status()
+            .is_success(),
+        "still serving"
+    );
+}

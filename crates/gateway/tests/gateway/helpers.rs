@@ -296,6 +296,7 @@ pub(crate) async fn spawn_gateway_logging(
         reload_source: None,
         worker_threads: None,
         print_config: false,
+        reload: false,
         common: CommonConfig::from_source(&Source::default()).unwrap(),
     };
     let bound = gateway::bind(&config).await.expect("bind gateway");
