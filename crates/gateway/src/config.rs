@@ -119,7 +119,18 @@ pub struct Route {
     /// The users of `basic_auth_file`, read when the config is loaded.
     #[serde(skip)]
     pub(crate) htpasswd: Option<std::sync::Arc<crate::auth::Htpasswd>>,
-    pub upstream: Spanned<String>,
+    /// The upstream pool to send requests to; or, instead:
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Spanned<String>>,
+    /// ...a directory to serve files from (the path after the route's prefix names the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Spanned<String>>,
+    /// `Cache-Control` for files whose names are not content-hashed (those get a year, immutable).
+    #[serde(default = "default_cache_control")]
+    pub cache_control: String,
+    /// The directory of `root`, opened when the config is loaded.
+    #[serde(skip)]
+    pub(crate) files: Option<std::sync::Arc<crate::static_files::StaticDir>>,
 }
 
 /// A pool of servers and how requests are spread over it.
@@ -224,6 +235,9 @@ pub struct Server {
     pub backup: bool,
 }
 
+fn default_cache_control() -> String {
+    "no-cache".into()
+}
 fn default_realm() -> String {
     "Restricted".into()
 }
@@ -431,6 +445,11 @@ pub fn parse(file: &str, text: &str, env: &Source) -> Result<FileConfig, String>
     })?;
     let mut config = config;
     for (index, route) in config.routes.iter_mut().enumerate() {
+        if let Some(root) = &route.root {
+            let dir = crate::static_files::StaticDir::open(root.get_ref(), &route.cache_control)
+                .map_err(|msg| format!("{}: route[{index}].root: {msg}", at(Some(root.span()))))?;
+            route.files = Some(std::sync::Arc::new(dir));
+        }
         if let Some(path) = &route.basic_auth_file {
             let users = crate::auth::Htpasswd::load(path.get_ref()).map_err(|msg| {
                 format!(

@@ -275,7 +275,10 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
             max_body_size: None,
             rate_limit: None,
             htpasswd,
-            upstream: Spanned::new(0..0, "backend".into()),
+            upstream: Some(Spanned::new(0..0, "backend".into())),
+            root: None,
+            cache_control: "no-cache".into(),
+            files: None,
         }],
         upstreams: BTreeMap::from([(
             "backend".to_string(),

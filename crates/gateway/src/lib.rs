@@ -22,6 +22,7 @@
 //! - `limits`: request rate per client address; (with `body`) the largest request body.
 //! - `error`: the gateway's own error answers.
 //! - `access_log`: one JSON line per request, written off the request path.
+//! - `static_files`: routes that serve a directory.
 //! - `status`: the admin listener's `/status` (JSON) and status page.
 //!
 //! The request path is the platform's contract layers (request id, access log and metrics,
@@ -42,6 +43,7 @@ mod health_check;
 mod limits;
 mod proxy;
 mod routing;
+mod static_files;
 mod status;
 mod upstream;
 mod validate;

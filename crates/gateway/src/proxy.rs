@@ -87,7 +87,14 @@ pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Req
                 .compress
                 .then(|| compress::negotiate(request.method(), request.headers()))
                 .flatten();
-            match forward(&state, route, request, &mut upstreamed).await {
+            let outcome = match &route.files {
+                Some(files) => {
+                    let rest = route.rest_of(request.uri().path());
+                    Ok(files.serve(request.method(), rest, request.headers()).await)
+                }
+                None => forward(&state, route, request, &mut upstreamed).await,
+            };
+            match outcome {
                 Ok(response) if route.compress => compress::apply(response, encoding),
                 Ok(response) => response,
                 Err(error) => error.into_response(),
@@ -239,7 +246,10 @@ async fn forward(
         .parse()
         .map_err(|e| ProxyError::Internal(format!("path: {e}")))?;
 
-    let upstream = &route.upstream;
+    let upstream = route
+        .upstream
+        .as_ref()
+        .ok_or_else(|| ProxyError::Internal("route has no upstream".into()))?;
     if let Some(max) = route.max_body_size {
         let declared = parts
             .headers

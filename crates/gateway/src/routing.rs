@@ -18,7 +18,9 @@ pub(crate) struct Route {
     pub(crate) rate_limit: Option<crate::limits::RateLimiter>,
     /// Users allowed through, and the realm to name; `None`: no authentication.
     pub(crate) auth: Option<(Arc<crate::auth::Htpasswd>, HeaderValue)>,
-    pub(crate) upstream: Arc<Upstream>,
+    /// Where requests go: an upstream pool, or (when `None`) the directory in `files`.
+    pub(crate) upstream: Option<Arc<Upstream>>,
+    pub(crate) files: Option<Arc<crate::static_files::StaticDir>>,
 }
 
 /// Routes in match order: longest prefix first; at equal length, routes with a host first.
@@ -32,10 +34,12 @@ impl RouteTable {
         let mut table: Vec<Route> = routes
             .iter()
             .map(|route| {
-                let upstream = upstreams
-                    .iter()
-                    .find(|u| *u.name == **route.upstream.get_ref())
-                    .expect("routes are validated to name existing upstreams");
+                let upstream = route.upstream.as_ref().map(|name| {
+                    upstreams
+                        .iter()
+                        .find(|u| *u.name == **name.get_ref())
+                        .expect("routes are validated to name existing upstreams")
+                });
                 let prefix = route.path.get_ref().clone();
                 let label = route.name.clone().unwrap_or_else(|| prefix.clone());
                 Route {
@@ -54,7 +58,8 @@ impl RouteTable {
                             });
                         (users, challenge)
                     }),
-                    upstream: Arc::clone(upstream),
+                    upstream: upstream.map(Arc::clone),
+                    files: route.files.clone(),
                 }
             })
             .collect();
@@ -64,21 +69,19 @@ impl RouteTable {
 
     /// The upstream pool of that name, if a route uses it.
     pub(crate) fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
-        self.routes
-            .iter()
-            .find(|r| &*r.upstream.name == name)
-            .map(|r| Arc::clone(&r.upstream))
+        self.upstreams().find(|u| &*u.name == name).cloned()
     }
 
     /// Every upstream pool a route uses, once each.
     pub(crate) fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         let mut seen: Vec<&str> = Vec::new();
         self.routes.iter().filter_map(move |r| {
-            if seen.contains(&&*r.upstream.name) {
+            let upstream = r.upstream.as_ref()?;
+            if seen.contains(&&*upstream.name) {
                 None
             } else {
-                seen.push(&r.upstream.name);
-                Some(&r.upstream)
+                seen.push(&upstream.name);
+                Some(upstream)
             }
         })
     }
@@ -108,7 +111,8 @@ impl RouteTable {
                     "name": &*r.label.0,
                     "host": r.host,
                     "path": r.prefix,
-                    "upstream": &*r.upstream.name,
+                    "upstream": r.upstream.as_ref().map(|u| &*u.name),
+                    "root": r.files.as_ref().map(|f| f.root().display().to_string()),
                     "options": options,
                 })
             })
@@ -130,6 +134,11 @@ impl RouteTable {
 }
 
 impl Route {
+    /// The path after the route's prefix (the file a static route serves).
+    pub(crate) fn rest_of<'a>(&self, path: &'a str) -> &'a str {
+        path.get(self.prefix.len()..).unwrap_or("")
+    }
+
     /// The path to send upstream: unchanged, or without the route's prefix.
     pub(crate) fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
         if !self.strip_prefix {
@@ -170,9 +179,13 @@ mod tests {
     }
 
     fn target(table: &RouteTable, host: Option<&str>, path: &str) -> Option<String> {
-        table
-            .find(host, path)
-            .map(|r| format!("{} {}", r.upstream.name, r.upstream_path(path)))
+        table.find(host, path).map(|r| {
+            format!(
+                "{} {}",
+                r.upstream.as_ref().unwrap().name,
+                r.upstream_path(path)
+            )
+        })
     }
 
     #[test]

@@ -49,11 +49,27 @@ pub(crate) fn check(config: &FileConfig) -> Result<(), Problem> {
             let key = format!("route[{i}].path");
             return Err((Some(route.path.span()), key, "must start with /".into()));
         }
-        if !config.upstreams.contains_key(route.upstream.get_ref()) {
+        let Some(upstream) = &route.upstream else {
+            if route.root.is_none() {
+                let key = format!("route[{i}]");
+                return Err((
+                    None,
+                    key,
+                    "needs an upstream, or a root directory to serve".into(),
+                ));
+            }
+            continue;
+        };
+        if route.root.is_some() {
+            let key = format!("route[{i}].root");
+            let message = "a route has either an upstream or a root, not both".into();
+            return Err((Some(upstream.span()), key, message));
+        }
+        if !config.upstreams.contains_key(upstream.get_ref()) {
             let defined: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
             let message = format!(
                 "no upstream named {:?} (defined: {})",
-                route.upstream.get_ref(),
+                upstream.get_ref(),
                 if defined.is_empty() {
                     "none".to_string()
                 } else {
@@ -61,7 +77,7 @@ pub(crate) fn check(config: &FileConfig) -> Result<(), Problem> {
                 }
             );
             return Err((
-                Some(route.upstream.span()),
+                Some(upstream.span()),
                 format!("route[{i}].upstream"),
                 message,
             ));

@@ -292,8 +292,8 @@ async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_m
     let spare = Backend::start("spare").await;
     let dead = crate::helpers::closed_port().await;
     let routes = format!(
-        "[[route]]\npath = \"/\"\ncompress = true\nupstream = \"app\"\n\
-         [upstream.app]\nhealth_check = {{ path = \"/\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }}\n\
+        "[[route]]\npath = \"/\"\ncompress = true\nupstream = \"watched\"\n\
+         [upstream.watched]\nhealth_check = {{ path = \"/\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }}\n\
          server = [{}, {}, {}]\n",
         server(backend.addr, ""),
         server(dead, ""),
@@ -301,6 +301,7 @@ async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_m
     );
     let gateway = spawn_gateway(&routes).await;
     let admin = |path: &str| format!("http://{}{path}", gateway.admin);
+    // (A name of its own: the metrics recorder is shared by every gateway in this process.)
     // The check takes the dead server out; then every request goes to the live one.
     let status = loop {
         let status: serde_json::Value = gateway
@@ -312,14 +313,14 @@ async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_m
             .json()
             .await
             .unwrap();
-        if status["upstreams"]["app"]["servers"][1]["state"] == "down" {
+        if status["upstreams"]["watched"]["servers"][1]["state"] == "down" {
             break status;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(status["routes"][0]["path"], "/");
     assert_eq!(status["routes"][0]["options"][0], "compress");
-    let app = &status["upstreams"]["app"];
+    let app = &status["upstreams"]["watched"];
     assert_eq!(app["policy"], "round_robin");
     assert_eq!(app["servers"][0]["address"], backend.addr.to_string());
     assert_eq!(app["servers"][0]["state"], "up");
@@ -339,10 +340,10 @@ async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_m
         .json()
         .await
         .unwrap();
-    let live = &status["upstreams"]["app"]["servers"][0];
+    let live = &status["upstreams"]["watched"]["servers"][0];
     assert!(live["requests"].as_u64().unwrap() >= 5, "{live}");
     assert_eq!(live["active"], 0);
-    assert_eq!(status["upstreams"]["app"]["servers"][1]["requests"], 0);
+    assert_eq!(status["upstreams"]["watched"]["servers"][1]["requests"], 0);
 
     let page = gateway.client.get(admin("/")).send().await.unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
@@ -365,9 +366,9 @@ async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_m
         .await
         .unwrap();
     for series in [
-        "gateway_upstream_responses_total{upstream=\"app\",class=\"2xx\"}",
-        "gateway_upstream_response_duration_seconds_bucket{upstream=\"app\"",
-        "gateway_upstream_servers{upstream=\"app\",state=\"down\"} 1",
+        "gateway_upstream_responses_total{upstream=\"watched\",class=\"2xx\"}",
+        "gateway_upstream_response_duration_seconds_bucket{upstream=\"watched\"",
+        "gateway_upstream_servers{upstream=\"watched\",state=\"down\"} 1",
         "http_connections_open{",
         "http_requests_total{method=\"GET\",route=\"/\",status=\"200\"}",
     ] {
@@ -376,4 +377,185 @@ async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_m
             "{series} missing from:\n{metrics}"
         );
     }
+}
+
+/// A directory to serve, next to a file it must never give away.
+fn site() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "secret").unwrap();
+    std::fs::write(root.join("index.html"), "<h1>home</h1>").unwrap();
+    std::fs::write(root.join("app.0d97ed6168f4.css"), "body { color: red }\n").unwrap();
+    let big: Vec<u8> = (0..1_048_576u32)
+        .map(|i| b"abcdefgh"[(i % 8) as usize])
+        .collect();
+    std::fs::write(root.join("big.txt"), &big).unwrap();
+    std::fs::write(root.join("big.txt.gz"), b"pretend-gzip").unwrap();
+    std::os::unix::fs::symlink(dir.path(), root.join("escape")).unwrap();
+    std::os::unix::fs::symlink(root.join("index.html"), root.join("inner.html")).unwrap();
+    (dir, root, big)
+}
+
+#[tokio::test]
+async fn a_root_route_serves_files_with_validators_ranges_and_precompressed_siblings() {
+    let backend = Backend::start("a").await;
+    let (_dir, root, big) = site();
+    let routes = format!(
+        "[[route]]\npath = \"/assets/\"\nroot = {:?}\n\
+         [[route]]\npath = \"/\"\nupstream = \"app\"\n[upstream.app]\nserver = [{}]\n",
+        root.to_str().unwrap(),
+        server(backend.addr, "")
+    );
+    let gateway = spawn_gateway(&routes).await;
+    let client = &gateway.client;
+    let get = |path: &str| client.get(gateway.url(path));
+
+    let css = get("/assets/app.0d97ed6168f4.css").send().await.unwrap();
+    assert_eq!(css.status(), 200);
+    let headers = css.headers().clone();
+    assert_eq!(headers["content-type"], "text/css; charset=utf-8");
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(headers["content-length"], "20");
+    assert_eq!(css.text().await.unwrap(), "body { color: red }\n");
+    let (etag, modified) = (headers["etag"].clone(), headers["last-modified"].clone());
+
+    let index = get("/assets/").send().await.unwrap();
+    assert_eq!(index.headers()["cache-control"], "no-cache");
+    assert_eq!(index.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(index.text().await.unwrap(), "<h1>home</h1>");
+    assert_eq!(
+        get("/assets/inner.html").send().await.unwrap().status(),
+        200,
+        "a link inside"
+    );
+
+    // Conditional requests.
+    let path = "/assets/app.0d97ed6168f4.css";
+    let cached = get(path)
+        .header("if-none-match", etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    assert_eq!(cached.headers()["etag"], etag);
+    let cached = get(path)
+        .header("if-modified-since", modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    let stale = get(path)
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+
+    // Ranges.
+    let part = get("/assets/big.txt")
+        .header("range", "bytes=8-15")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 8-15/1048576");
+    assert_eq!(part.bytes().await.unwrap(), &big[8..16]);
+    let tail = get("/assets/big.txt")
+        .header("range", "bytes=-4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.bytes().await.unwrap(), &big[big.len() - 4..]);
+    let beyond = get("/assets/big.txt")
+        .header("range", "bytes=2000000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), 416);
+    assert_eq!(beyond.headers()["content-range"], "bytes */1048576");
+    let whole = get("/assets/big.txt").send().await.unwrap();
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    assert_eq!(whole.bytes().await.unwrap(), big, "1 MiB, streamed");
+
+    // The precompressed sibling, when accepted (never for a range).
+    let zipped = get("/assets/big.txt")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.bytes().await.unwrap(), &b"pretend-gzip"[..]);
+    let ranged = get("/assets/big.txt")
+        .header("accept-encoding", "gzip")
+        .header("range", "bytes=0-1")
+        .send()
+        .await
+        .unwrap();
+    assert!(!ranged.headers().contains_key("content-encoding"));
+
+    // HEAD: the headers, no body.
+    let head = client
+        .head(gateway.url("/assets/big.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["content-length"], "1048576");
+    assert!(head.bytes().await.unwrap().is_empty());
+    let post = client
+        .post(gateway.url("/assets/big.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+    assert_eq!(backend.hits(), 0, "the static route never proxies");
+}
+
+#[tokio::test]
+async fn nothing_outside_the_root_can_be_reached() {
+    let (_dir, root, _) = site();
+    let routes = format!(
+        "[[route]]\npath = \"/assets/\"\nroot = {:?}\n",
+        root.to_str().unwrap()
+    );
+    let gateway = spawn_gateway(&routes).await;
+    for path in [
+        "/assets/../outside.txt",
+        "/assets/%2e%2e/outside.txt",
+        "/assets/%2E%2E%2Foutside.txt",
+        "/assets/sub/../../outside.txt",
+        "/assets/escape/outside.txt",
+        "/assets/sub/",
+        "/assets/missing.txt",
+        "/assets/..%5coutside.txt",
+        "/assets/%00",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = crate::proxying::raw(
+            gateway.addr,
+            request.as_bytes(),
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+        assert!(!answer.contains("secret"), "{path}: {answer}");
+    }
+}
+
+#[test]
+fn a_root_that_is_not_a_directory_is_a_config_error() {
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nroot = \"/nonexistent/dir\"\n";
+    let error = gateway::config::parse("gw.toml", text, &platform::Source::default()).unwrap_err();
+    assert!(
+        error.starts_with("gw.toml:4: route[0].root: /nonexistent/dir: "),
+        "{error}"
+    );
+    let both = "[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nroot = \"/tmp\"\nupstream = \"a\"\n\
+                [upstream.a]\nserver = [{ address = \"127.0.0.1:1\" }]\n";
+    let error = gateway::config::parse("gw.toml", both, &platform::Source::default()).unwrap_err();
+    assert!(error.contains("either an upstream or a root"), "{error}");
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::helpers::{Backend, one_upstream, server, spawn_gateway, spawn_gateway_with};
 
 /// Sends raw bytes and reads until the server closes or `wait` passes without data.
-async fn raw(addr: std::net::SocketAddr, request: &[u8], wait: Duration) -> String {
+pub(crate) async fn raw(addr: std::net::SocketAddr, request: &[u8], wait: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut answer = Vec::new();

@@ -1,0 +1,399 @@
+//! Routes that serve a directory instead of an upstream (`root = "/srv/assets"`, as nginx's
+//! `alias`): the seeds' frontend proxy served the web app's built assets this way.
+//!
+//! - The request path, after the route's prefix, is percent-decoded and resolved inside the root;
+//!   `..`, `.`, encoded slashes and dots, NUL, backslashes, and anything whose real path (symlinks
+//!   followed) leaves the root answer 404, as does a directory without `index.html`. No listings.
+//! - `GET` and `HEAD` only (others: 405 with `Allow`).
+//! - `ETag` (size and modification time, as nginx) and `Last-Modified`; `If-None-Match` and
+//!   `If-Modified-Since` give 304.
+//! - One `Range` (`bytes=a-b`, `a-`, `-n`) gives 206, an unsatisfiable one 416; `If-Range` with
+//!   another validator gives the whole file. Several ranges get the whole file (allowed by RFC 9110).
+//! - Precompressed siblings (`app.js.br`, `app.js.gz`) are sent when the client accepts them (not
+//!   for ranges), with `Content-Encoding` and `Vary: Accept-Encoding`.
+//! - `Content-Type` from the extension (`charset=utf-8` for text).
+//! - `Cache-Control: public, max-age=31536000, immutable` for content-hashed names (a part of the
+//!   name of 7 or more hex digits: `app.0d97ed6168f4.css`, `_nuxt/4a5b2c7.js`), the route's
+//!   `cache_control` otherwise (default `no-cache`: always revalidate, cheap with the ETag).
+//! - Bodies are read in 64 KiB chunks as the client takes them. Not zero-copy: hyper writes from
+//!   user-space buffers, so `sendfile` is out of reach without a writer of our own.
+
+use std::io::SeekFrom;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const CHUNK: usize = 64 * 1024;
+
+/// A directory a route serves.
+#[derive(Debug)]
+pub(crate) struct StaticDir {
+    /// Canonical: symlinks resolved, so containment can be checked on real paths.
+    root: PathBuf,
+    cache_control: HeaderValue,
+}
+
+impl StaticDir {
+    /// Opens `root` (it must be a directory); errors are worded for a config message.
+    pub(crate) fn open(root: &str, cache_control: &str) -> Result<Self, String> {
+        let real = std::fs::canonicalize(root).map_err(|e| format!("{root}: {e}"))?;
+        if !real.is_dir() {
+            return Err(format!("{root} is not a directory"));
+        }
+        let cache_control = HeaderValue::from_str(cache_control)
+            .map_err(|_| format!("cache_control {cache_control:?} is not a header value"))?;
+        Ok(StaticDir {
+            root: real,
+            cache_control,
+        })
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Answers a request for `path` (the part after the route's prefix, still percent-encoded).
+    pub(crate) async fn serve(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response {
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = platform::error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed here; files answer GET and HEAD"),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        let Some(file) = self.resolve(path).await else {
+            return not_found();
+        };
+        match self.answer(method, &file, headers).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(path = %file.display(), %error, "cannot read a static file");
+                not_found()
+            }
+        }
+    }
+
+    /// The real path of the file `path` names, if it exists inside the root.
+    async fn resolve(&self, path: &str) -> Option<PathBuf> {
+        let decoded = percent_decode(path)?;
+        let mut candidate = self.root.clone();
+        for part in decoded.split('/') {
+            if part.is_empty() {
+                continue;
+            }
+            if part.contains('\\') || part.contains('\0') {
+                return None;
+            }
+            let mut components = Path::new(part).components();
+            match (components.next(), components.next()) {
+                (Some(Component::Normal(name)), None) => candidate.push(name),
+                _ => return None,
+            }
+        }
+        let mut real = tokio::fs::canonicalize(&candidate).await.ok()?;
+        if !real.starts_with(&self.root) {
+            return None;
+        }
+        if tokio::fs::metadata(&real).await.ok()?.is_dir() {
+            real = tokio::fs::canonicalize(real.join("index.html"))
+                .await
+                .ok()?;
+            if !real.starts_with(&self.root) {
+                return None;
+            }
+        }
+        tokio::fs::metadata(&real)
+            .await
+            .ok()?
+            .is_file()
+            .then_some(real)
+    }
+
+    async fn answer(
+        &self,
+        method: &Method,
+        file: &Path,
+        headers: &HeaderMap,
+    ) -> std::io::Result<Response> {
+        let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+        // A precompressed sibling, unless a range asks for bytes of the original.
+        let mut chosen = (file.to_path_buf(), None);
+        if range.is_none() {
+            for (encoding, suffix) in [("br", "br"), ("gzip", "gz")] {
+                if accepts(headers, encoding) {
+                    let mut name = file.as_os_str().to_owned();
+                    name.push(".");
+                    name.push(suffix);
+                    let sibling = PathBuf::from(name);
+                    if tokio::fs::metadata(&sibling)
+                        .await
+                        .is_ok_and(|m| m.is_file())
+                    {
+                        chosen = (sibling, Some(encoding));
+                        break;
+                    }
+                }
+            }
+        }
+        let (path, encoding) = chosen;
+        let mut handle = tokio::fs::File::open(&path).await?;
+        let meta = handle.metadata().await?;
+        let len = meta.len();
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let secs = modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let etag = match encoding {
+            Some(encoding) => format!("\"{secs:x}-{len:x}-{encoding}\""),
+            None => format!("\"{secs:x}-{len:x}\""),
+        };
+        let last_modified = httpdate::fmt_http_date(modified);
+
+        let mut out = HeaderMap::new();
+        out.insert(header::ETAG, header_value(&etag));
+        out.insert(header::LAST_MODIFIED, header_value(&last_modified));
+        out.insert(header::CACHE_CONTROL, self.cache_control_for(file));
+        out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        out.insert(header::CONTENT_TYPE, content_type(file));
+        if let Some(encoding) = encoding {
+            out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        }
+
+        if not_modified(headers, &etag, modified) {
+            return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+        }
+
+        let whole = !headers
+            .get(header::IF_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v != etag && v != last_modified);
+        let (status, start, count) = match range.filter(|_| whole).map(|r| parse_range(r, len)) {
+            None | Some(RangeAnswer::Whole) => (StatusCode::OK, 0, len),
+            Some(RangeAnswer::Part(start, end)) => {
+                out.insert(
+                    header::CONTENT_RANGE,
+                    header_value(&format!("bytes {start}-{end}/{len}")),
+                );
+                (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+            }
+            Some(RangeAnswer::Unsatisfiable) => {
+                out.insert(
+                    header::CONTENT_RANGE,
+                    header_value(&format!("bytes */{len}")),
+                );
+                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
+            }
+        };
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        if method == Method::HEAD {
+            return Ok((status, out, Body::empty()).into_response());
+        }
+        if start > 0 {
+            handle.seek(SeekFrom::Start(start)).await?;
+        }
+        let stream = ReaderStream::with_capacity(handle.take(count), CHUNK);
+        Ok((status, out, Body::from_stream(stream)).into_response())
+    }
+
+    fn cache_control_for(&self, file: &Path) -> HeaderValue {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if content_hashed(name) {
+            HeaderValue::from_static(IMMUTABLE)
+        } else {
+            self.cache_control.clone()
+        }
+    }
+}
+
+fn not_found() -> Response {
+    platform::error_response(StatusCode::NOT_FOUND, "no such file")
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `%xx` decoded; `None` for a malformed escape or text that is not UTF-8. An encoded `/` is
+/// refused rather than taken as a separator or a name character.
+fn percent_decode(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            let byte = u8::from_str_radix(hex, 16).ok()?;
+            if byte == b'/' {
+                return None;
+            }
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A part of the name, between `.`, `-` or `_`, of 7 to 64 hex digits.
+fn content_hashed(name: &str) -> bool {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    stem.split(['.', '-', '_'])
+        .any(|part| (7..=64).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn content_type(file: &Path) -> HeaderValue {
+    let mime = mime_guess::from_path(file).first_or_octet_stream();
+    let text = mime.type_() == mime_guess::mime::TEXT
+        || matches!(
+            mime.subtype().as_str(),
+            "javascript" | "json" | "xml" | "svg"
+        );
+    if text && mime.get_param("charset").is_none() {
+        header_value(&format!("{mime}; charset=utf-8"))
+    } else {
+        header_value(mime.as_ref())
+    }
+}
+
+fn accepts(headers: &HeaderMap, encoding: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            name.eq_ignore_ascii_case(encoding) && !refused
+        })
+}
+
+/// Whether the client's copy is current: `If-None-Match` decides when present (weak comparison,
+/// `*` matches), else `If-Modified-Since`.
+fn not_modified(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
+    if let Some(list) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        return list
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag);
+    }
+    headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .is_some_and(|since| {
+            let secs = |t: SystemTime| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            };
+            secs(modified) <= secs(since)
+        })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAnswer {
+    Whole,
+    /// First and last byte, inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+fn parse_range(header: &str, len: u64) -> RangeAnswer {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAnswer::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = match (first.is_empty(), last.is_empty()) {
+        (true, true) => return RangeAnswer::Whole,
+        (true, false) => match last.parse::<u64>() {
+            Ok(0) => return RangeAnswer::Unsatisfiable,
+            Ok(n) => (len.saturating_sub(n), len.saturating_sub(1)),
+            Err(_) => return RangeAnswer::Whole,
+        },
+        (false, _) => {
+            let Ok(start) = first.parse::<u64>() else {
+                return RangeAnswer::Whole;
+            };
+            let end = if last.is_empty() {
+                len.saturating_sub(1)
+            } else {
+                match last.parse::<u64>() {
+                    Ok(end) if end >= start => end.min(len.saturating_sub(1)),
+                    _ => return RangeAnswer::Whole,
+                }
+            };
+            (start, end)
+        }
+    };
+    if len == 0 || parsed.0 >= len {
+        RangeAnswer::Unsatisfiable
+    } else {
+        RangeAnswer::Part(parsed.0, parsed.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_as_rfc_9110_reads_them() {
+        use RangeAnswer::*;
+        assert_eq!(parse_range("bytes=0-99", 1000), Part(0, 99));
+        assert_eq!(parse_range("bytes=900-", 1000), Part(900, 999));
+        assert_eq!(parse_range("bytes=-100", 1000), Part(900, 999));
+        assert_eq!(parse_range("bytes=-5000", 1000), Part(0, 999));
+        assert_eq!(parse_range("bytes=990-5000", 1000), Part(990, 999));
+        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 1000), Whole);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Whole);
+        assert_eq!(parse_range("lines=1-2", 1000), Whole);
+        assert_eq!(parse_range("bytes=x-y", 1000), Whole);
+    }
+
+    #[test]
+    fn hashed_names_and_paths_that_must_not_resolve() {
+        assert!(content_hashed("app.0d97ed6168f4.css"));
+        assert!(content_hashed("4a5b2c7.js"));
+        assert!(content_hashed("chunk-1a2b3c4d.js"));
+        assert!(!content_hashed("index.html"));
+        assert!(!content_hashed("favicon.ico"));
+        assert_eq!(percent_decode("/a%20b.txt").as_deref(), Some("/a b.txt"));
+        assert_eq!(
+            percent_decode("/%2e%2e/etc/passwd").as_deref(),
+            Some("/../etc/passwd")
+        );
+        assert_eq!(percent_decode("/a%2fb"), None);
+        assert_eq!(percent_decode("/a%zz"), None);
+        assert_eq!(percent_decode("/a%"), None);
+    }
+}
