@@ -81,6 +81,19 @@ pub struct Listener {
     /// Largest request head; larger ones get 431.
     #[serde(default = "default_max_header_size")]
     pub max_header_size: usize,
+    /// Terminate TLS here, HTTP/2 or HTTP/1.1 by ALPN; the files are read again on reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+/// PEM files of a TLS listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// The certificate chain, leaf first.
+    pub cert: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 /// Which upstream serves a request, by host and path prefix. The longest matching prefix wins; at

@@ -155,6 +155,8 @@ pub struct Bound {
     reload_from: Option<Source>,
     /// `POST /reload` requests from the admin listener.
     reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
+    /// The TLS listeners by configured address, whose certificates a reload reads again.
+    tls_listeners: Vec<(String, platform::tls::Tls)>,
 }
 
 /// The routes and upstream pools in force, what they were built from, and their health checks.
@@ -246,13 +248,29 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
 
     let access_log = access_log::AccessLog::open(&file.access_log)?;
     let mut listeners = Vec::new();
+    let mut tls_listeners = Vec::new();
     for listener in &file.listeners {
         let addr = platform::config::parse_bind(listener.bind.get_ref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = match &listener.tls {
+            Some(files) => {
+                let tls =
+                    platform::tls::Tls::from_pem_files(&files.cert, &files.key).map_err(|e| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("listener {}: TLS: {e}", listener.bind.get_ref()),
+                        )
+                    })?;
+                tls_listeners.push((listener.bind.get_ref().clone(), tls.clone()));
+                Some(tls)
+            }
+            None => None,
+        };
         let state = Arc::new(ListenerState {
             routes: Arc::clone(&live),
             client_body_timeout: listener.client_body_timeout.0,
             access_log: Arc::clone(&access_log),
+            scheme: if tls.is_some() { "https" } else { "http" },
         });
         let router = platform::with_request_layers(
             Router::new().fallback(proxy::handle).with_state(state),
@@ -264,6 +282,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
             header_read_timeout: listener.keepalive_timeout.0,
             max_connections: listener.max_connections,
             max_header_size: listener.max_header_size,
+            tls,
         };
         listeners.push((platform::bind(addr).await?, options, router));
     }
@@ -291,6 +310,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         common: config.common.clone(),
         reload_from: config.reload_source.clone(),
         reloads,
+        tls_listeners,
     })
 }
 
@@ -320,6 +340,7 @@ impl Bound {
             Arc::clone(&self.live),
             self.reload_from.clone(),
             self.reloads,
+            self.tls_listeners,
             stop_rx.clone(),
         ));
         let mut servers = tokio::task::JoinSet::new();
@@ -376,6 +397,7 @@ async fn maintain(
     live: Arc<LiveRoutes>,
     reload_from: Option<Source>,
     mut reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
+    tls_listeners: Vec<(String, platform::tls::Tls)>,
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -417,7 +439,8 @@ async fn maintain(
                     env_mode::file_config(source)
                         .map(|(file, _)| file)
                         .map_err(|e| e.to_string())
-                });
+                })
+                .and_then(|file| reload_certificates(&file, &tls_listeners).map(|()| file));
             match read {
                 Ok(file) => file,
                 Err(error) => {
@@ -451,6 +474,26 @@ async fn maintain(
             );
         }
     }
+}
+
+/// Reads the certificates of the TLS listeners again (a listener keeps its address across
+/// reloads; one whose `tls` was removed keeps its certificate until restarted).
+fn reload_certificates(
+    file: &FileConfig,
+    tls_listeners: &[(String, platform::tls::Tls)],
+) -> Result<(), String> {
+    for (bind, tls) in tls_listeners {
+        let files = file
+            .listeners
+            .iter()
+            .find(|l| l.bind.get_ref() == bind)
+            .and_then(|l| l.tls.as_ref());
+        if let Some(files) = files {
+            tls.reload(&files.cert, &files.key)
+                .map_err(|e| format!("listener {bind}: TLS: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// What made [`maintain`] act.

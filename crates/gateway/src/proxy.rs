@@ -35,6 +35,8 @@ pub(crate) struct ListenerState {
     pub(crate) routes: Arc<LiveRoutes>,
     pub(crate) client_body_timeout: Duration,
     pub(crate) access_log: Arc<AccessLog>,
+    /// `http`, or `https` on a TLS listener: what `X-Forwarded-Proto` says.
+    pub(crate) scheme: &'static str,
 }
 
 /// Which server answered, and how long its response head took, for the access log.
@@ -239,7 +241,7 @@ async fn forward(
 
     let (mut parts, body) = request.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    headers::add_forwarded(&mut parts.headers, &host, peer, "http");
+    headers::add_forwarded(&mut parts.headers, &host, peer, state.scheme);
     let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let path: PathAndQuery = route
         .upstream_path(path)

@@ -71,85 +71,46 @@ impl StaticDir {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
-        let Some(file) = self.resolve(path).await else {
-            return not_found();
+        let root = self.root.clone();
+        let path = path.to_string();
+        let ranged = headers.contains_key(header::RANGE);
+        let wanted: Vec<&'static str> = if ranged {
+            Vec::new()
+        } else {
+            [("br", "br"), ("gzip", "gz")]
+                .into_iter()
+                .filter(|(encoding, _)| accepts(headers, encoding))
+                .map(|(_, suffix)| suffix)
+                .collect()
         };
-        match self.answer(method, &file, headers).await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::warn!(path = %file.display(), %error, "cannot read a static file");
-                not_found()
-            }
+        let read_small = method == Method::GET;
+        // One trip to the blocking pool: resolve, choose, open, and read a small file whole.
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = resolve(&root, &path)?;
+            open(&file, &wanted, read_small)
+                .map_err(|error| {
+                    tracing::warn!(path = %file.display(), %error, "cannot read a static file");
+                })
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        match opened {
+            Some(opened) => self.answer(method, opened, headers).await,
+            None => not_found(),
         }
     }
 
-    /// The real path of the file `path` names, if it exists inside the root.
-    async fn resolve(&self, path: &str) -> Option<PathBuf> {
-        let decoded = percent_decode(path)?;
-        let mut candidate = self.root.clone();
-        for part in decoded.split('/') {
-            if part.is_empty() {
-                continue;
-            }
-            if part.contains('\\') || part.contains('\0') {
-                return None;
-            }
-            let mut components = Path::new(part).components();
-            match (components.next(), components.next()) {
-                (Some(Component::Normal(name)), None) => candidate.push(name),
-                _ => return None,
-            }
-        }
-        let mut real = tokio::fs::canonicalize(&candidate).await.ok()?;
-        if !real.starts_with(&self.root) {
-            return None;
-        }
-        if tokio::fs::metadata(&real).await.ok()?.is_dir() {
-            real = tokio::fs::canonicalize(real.join("index.html"))
-                .await
-                .ok()?;
-            if !real.starts_with(&self.root) {
-                return None;
-            }
-        }
-        tokio::fs::metadata(&real)
-            .await
-            .ok()?
-            .is_file()
-            .then_some(real)
-    }
-
-    async fn answer(
-        &self,
-        method: &Method,
-        file: &Path,
-        headers: &HeaderMap,
-    ) -> std::io::Result<Response> {
-        let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-        // A precompressed sibling, unless a range asks for bytes of the original.
-        let mut chosen = (file.to_path_buf(), None);
-        if range.is_none() {
-            for (encoding, suffix) in [("br", "br"), ("gzip", "gz")] {
-                if accepts(headers, encoding) {
-                    let mut name = file.as_os_str().to_owned();
-                    name.push(".");
-                    name.push(suffix);
-                    let sibling = PathBuf::from(name);
-                    if tokio::fs::metadata(&sibling)
-                        .await
-                        .is_ok_and(|m| m.is_file())
-                    {
-                        chosen = (sibling, Some(encoding));
-                        break;
-                    }
-                }
-            }
-        }
-        let (path, encoding) = chosen;
-        let mut handle = tokio::fs::File::open(&path).await?;
-        let meta = handle.metadata().await?;
-        let len = meta.len();
-        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    async fn answer(&self, method: &Method, opened: Opened, headers: &HeaderMap) -> Response {
+        let Opened {
+            name,
+            file,
+            encoding,
+            len,
+            modified,
+            whole,
+        } = opened;
         let secs = modified
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -162,48 +123,55 @@ impl StaticDir {
         let mut out = HeaderMap::new();
         out.insert(header::ETAG, header_value(&etag));
         out.insert(header::LAST_MODIFIED, header_value(&last_modified));
-        out.insert(header::CACHE_CONTROL, self.cache_control_for(file));
+        out.insert(header::CACHE_CONTROL, self.cache_control_for(&name));
         out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        out.insert(header::CONTENT_TYPE, content_type(file));
+        out.insert(header::CONTENT_TYPE, content_type(&name));
         if let Some(encoding) = encoding {
             out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
         }
 
         if not_modified(headers, &etag, modified) {
-            return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+            return (StatusCode::NOT_MODIFIED, out).into_response();
         }
 
-        let whole = !headers
+        let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+        let if_range_ok = !headers
             .get(header::IF_RANGE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v != etag && v != last_modified);
-        let (status, start, count) = match range.filter(|_| whole).map(|r| parse_range(r, len)) {
-            None | Some(RangeAnswer::Whole) => (StatusCode::OK, 0, len),
-            Some(RangeAnswer::Part(start, end)) => {
-                out.insert(
-                    header::CONTENT_RANGE,
-                    header_value(&format!("bytes {start}-{end}/{len}")),
-                );
-                (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-            }
-            Some(RangeAnswer::Unsatisfiable) => {
-                out.insert(
-                    header::CONTENT_RANGE,
-                    header_value(&format!("bytes */{len}")),
-                );
-                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
-            }
-        };
+        let (status, start, count) =
+            match range.filter(|_| if_range_ok).map(|r| parse_range(r, len)) {
+                None | Some(RangeAnswer::Whole) => (StatusCode::OK, 0, len),
+                Some(RangeAnswer::Part(start, end)) => {
+                    out.insert(
+                        header::CONTENT_RANGE,
+                        header_value(&format!("bytes {start}-{end}/{len}")),
+                    );
+                    (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+                }
+                Some(RangeAnswer::Unsatisfiable) => {
+                    out.insert(
+                        header::CONTENT_RANGE,
+                        header_value(&format!("bytes */{len}")),
+                    );
+                    return (StatusCode::RANGE_NOT_SATISFIABLE, out).into_response();
+                }
+            };
         out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
         if method == Method::HEAD {
-            return Ok((status, out, Body::empty()).into_response());
+            return (status, out, Body::empty()).into_response();
         }
-        if start > 0 {
-            handle.seek(SeekFrom::Start(start)).await?;
+        if let Some(bytes) = whole {
+            let part = bytes.slice(start as usize..(start + count) as usize);
+            return (status, out, Body::from(part)).into_response();
+        }
+        let mut handle = tokio::fs::File::from_std(file);
+        if start > 0 && handle.seek(SeekFrom::Start(start)).await.is_err() {
+            return not_found();
         }
         let stream = ReaderStream::with_capacity(handle.take(count), CHUNK);
-        Ok((status, out, Body::from_stream(stream)).into_response())
+        (status, out, Body::from_stream(stream)).into_response()
     }
 
     fn cache_control_for(&self, file: &Path) -> HeaderValue {
@@ -214,6 +182,96 @@ impl StaticDir {
             self.cache_control.clone()
         }
     }
+}
+
+/// A file ready to send: which one (its name decides type and caching), its handle, and its
+/// contents when small enough to have been read with it.
+struct Opened {
+    name: PathBuf,
+    file: std::fs::File,
+    encoding: Option<&'static str>,
+    len: u64,
+    modified: SystemTime,
+    whole: Option<bytes::Bytes>,
+}
+
+/// Files up to this size are read in the same trip to the blocking pool that opens them.
+const READ_WHOLE: u64 = 64 * 1024;
+
+/// The real path of the file `path` (percent-encoded, relative) names, if it exists inside
+/// `root`.
+fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+    let decoded = percent_decode(path)?;
+    let mut candidate = root.to_path_buf();
+    for part in decoded.split('/') {
+        if part.is_empty() {
+            continue;
+        }
+        if part.contains('\\') || part.contains('\0') {
+            return None;
+        }
+        let mut components = Path::new(part).components();
+        match (components.next(), components.next()) {
+            (Some(Component::Normal(name)), None) => candidate.push(name),
+            _ => return None,
+        }
+    }
+    let mut real = std::fs::canonicalize(&candidate).ok()?;
+    if !real.starts_with(root) {
+        return None;
+    }
+    if std::fs::metadata(&real).ok()?.is_dir() {
+        real = std::fs::canonicalize(real.join("index.html")).ok()?;
+        if !real.starts_with(root) {
+            return None;
+        }
+    }
+    Some(real)
+}
+
+/// Opens `file`, or its first precompressed sibling among `wanted` (`br`, `gz`) that exists.
+fn open(file: &Path, wanted: &[&str], read_small: bool) -> std::io::Result<Opened> {
+    use std::io::Read;
+    let mut chosen = (file.to_path_buf(), None);
+    for suffix in wanted {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".");
+        name.push(suffix);
+        let sibling = PathBuf::from(name);
+        if std::fs::metadata(&sibling).is_ok_and(|m| m.is_file()) {
+            let encoding = if *suffix == "br" { "br" } else { "gzip" };
+            chosen = (sibling, Some(encoding));
+            break;
+        }
+    }
+    let (path, encoding) = chosen;
+    let mut handle = std::fs::File::open(&path)?;
+    let meta = handle.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not a file",
+        ));
+    }
+    let len = meta.len();
+    let whole = if read_small && len <= READ_WHOLE {
+        let mut buffer = Vec::with_capacity(len as usize);
+        handle.read_to_end(&mut buffer)?;
+        if buffer.len() as u64 != len {
+            return Err(std::io::Error::other("the file changed while it was read"));
+        }
+        Some(bytes::Bytes::from(buffer))
+    } else {
+        None
+    };
+    Ok(Opened {
+        name: file.to_path_buf(),
+        file: handle,
+        encoding,
+        len,
+        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        whole,
+    })
 }
 
 fn not_found() -> Response {

@@ -24,6 +24,7 @@ pub mod health;
 pub mod observe;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 use std::time::Duration;
 

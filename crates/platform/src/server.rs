@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Largest request head accepted; larger ones get 431.
     pub max_header_size: usize,
+    /// Terminate TLS on this listener (HTTP/2 or HTTP/1.1 by ALPN); plain HTTP when `None`.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Default for ServeOptions {
@@ -54,6 +56,7 @@ impl Default for ServeOptions {
             header_read_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_header_size: 32 * 1024,
+            tls: None,
         }
     }
 }
@@ -143,14 +146,34 @@ where
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
         let open = open_connections.clone();
         open.increment(1.0);
+        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
+        let tls = options.tls.as_ref().map(crate::tls::Tls::acceptor);
+        let handshake_timeout = options.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let service = TowerToHyperService::new(service);
+            let outcome = match tls {
+                None => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned();
+                            watcher.watch(connection).await
+                        }
+                        Ok(Err(error)) => Err(format!("TLS handshake failed: {error}").into()),
+                        Err(_) => Err("no TLS handshake within the header read timeout".into()),
+                    }
+                }
+            };
+            if let Err(error) = outcome {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
             open.decrement(1.0);

@@ -4,3 +4,4 @@ mod balancing;
 mod edge;
 mod helpers;
 mod proxying;
+mod tls;
