@@ -299,6 +299,17 @@ pub(crate) async fn spawn_gateway_logging(
         reload: false,
         common: CommonConfig::from_source(&Source::default()).unwrap(),
     };
+    start_gateway(config).await
+}
+
+/// Starts a gateway from a config file, as `flotilla gateway --config` does, so that it can
+/// reload it (`POST /reload` on its admin listener).
+pub(crate) async fn spawn_gateway_from_file(path: &str) -> TestGateway {
+    let source = Source::from_pairs([("GATEWAY_CONFIG", path)]);
+    start_gateway(gateway::Config::from_source(&source).expect("valid config")).await
+}
+
+async fn start_gateway(config: gateway::Config) -> TestGateway {
     let bound = gateway::bind(&config).await.expect("bind gateway");
     let addr = bound.addresses()[0];
     let admin = bound.admin_address().unwrap();

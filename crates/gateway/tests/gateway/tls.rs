@@ -25,13 +25,12 @@ fn certificate(dir: &std::path::Path) -> (String, String, CertificateDer<'static
     )
 }
 
-/// GET `path` over TLS, offering `alpn`: the protocol agreed and the JSON answer.
-async fn get(
+/// A TLS connection to `addr` trusting only `trust`, offering `alpn`.
+async fn connect(
     addr: std::net::SocketAddr,
     trust: &CertificateDer<'static>,
     alpn: &[u8],
-    path: &str,
-) -> (Vec<u8>, Value) {
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trust.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -42,11 +41,20 @@ async fn get(
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = connector
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .unwrap();
+}
+
+/// GET `path` over TLS, offering `alpn`: the protocol agreed and the JSON answer.
+async fn get(
+    addr: std::net::SocketAddr,
+    trust: &CertificateDer<'static>,
+    alpn: &[u8],
+    path: &str,
+) -> (Vec<u8>, Value) {
+    let stream = connect(addr, trust, alpn).await.unwrap();
     let agreed = stream
         .get_ref()
         .1
@@ -110,6 +118,54 @@ async fn a_tls_listener_speaks_h2_and_http1_by_alpn_and_forwards_https() {
     .await;
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(backend.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_reload_serves_the_new_certificate_to_new_connections() {
+    let backend = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, old) = certificate(dir.path());
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "access_log = \"off\"\n[admin]\nbind = \"127.0.0.1:0\"\n\
+             [[listener]]\nbind = \"127.0.0.1:0\"\ntls = {{ cert = {cert:?}, key = {key:?} }}\n{}",
+            one_upstream(&[server(backend.addr, "")], "")
+        ),
+    )
+    .unwrap();
+    let gateway = crate::helpers::spawn_gateway_from_file(config.to_str().unwrap()).await;
+    get(gateway.addr, &old, b"h2", "/before").await;
+    let kept = connect(gateway.addr, &old, b"http/1.1").await.unwrap();
+
+    // New files in place, then a reload: new connections get the new certificate.
+    let other = tempfile::tempdir().unwrap();
+    let (new_cert, new_key, new) = certificate(other.path());
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    let reload = |gateway: &crate::helpers::TestGateway| {
+        gateway
+            .client
+            .post(format!("http://{}/reload", gateway.admin))
+            .send()
+    };
+    assert_eq!(reload(&gateway).await.unwrap().status(), 200);
+    let (_, seen) = get(gateway.addr, &new, b"h2", "/after").await;
+    assert_eq!(seen["uri"], "/after");
+    assert!(
+        connect(gateway.addr, &old, b"h2").await.is_err(),
+        "the old certificate is gone"
+    );
+    drop(kept);
+
+    // A key that does not belong to the certificate: the reload fails and nothing changes.
+    let stray = tempfile::tempdir().unwrap();
+    let (stray_cert, _, _) = certificate(stray.path());
+    std::fs::copy(&stray_cert, &cert).unwrap();
+    let refused = reload(&gateway).await.unwrap();
+    assert_eq!(refused.status(), 422, "{}", refused.text().await.unwrap());
+    get(gateway.addr, &new, b"h2", "/still").await;
 }
 
 #[test]
