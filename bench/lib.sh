@@ -42,3 +42,21 @@ cpu_model() { awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo; }
 
 # Peak RSS of a process in MB.
 peak_rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# wrk and nginx, or a message saying how to get them; sets nginx_bin.
+need_wrk_and_nginx() {
+  for tool in wrk nginx; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] \
+      || { echo "needs $tool: apt-get install wrk nginx-light" >&2; exit 1; }
+  done
+  nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+# On exit: stop every process in `pids` and the nginx whose pid file is in $work, remove $work.
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid" 2>/dev/null)" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}

@@ -303,21 +303,14 @@ async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_m
     let admin = |path: &str| format!("http://{}{path}", gateway.admin);
     // (A name of its own: the metrics recorder is shared by every gateway in this process.)
     // The check takes the dead server out; then every request goes to the live one.
-    let status = loop {
-        let status: serde_json::Value = gateway
-            .client
-            .get(admin("/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let mut status = gateway.admin_json("/status").await;
+    for _ in 0..200 {
         if status["upstreams"]["watched"]["servers"][1]["state"] == "down" {
-            break status;
+            break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+        status = gateway.admin_json("/status").await;
+    }
     assert_eq!(status["routes"][0]["path"], "/");
     assert_eq!(status["routes"][0]["options"][0], "compress");
     let app = &status["upstreams"]["watched"];
@@ -331,15 +324,7 @@ async fn the_admin_listener_shows_every_server_with_its_state_as_json_html_and_m
     for _ in 0..5 {
         assert_eq!(gateway.get("/x").await.status(), 200);
     }
-    let status: serde_json::Value = gateway
-        .client
-        .get(admin("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = gateway.admin_json("/status").await;
     let live = &status["upstreams"]["watched"]["servers"][0];
     assert!(live["requests"].as_u64().unwrap() >= 5, "{live}");
     assert_eq!(live["active"], 0);

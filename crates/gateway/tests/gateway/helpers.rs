@@ -348,6 +348,18 @@ impl TestGateway {
         response.json().await.unwrap()
     }
 
+    /// GET `path` on the admin listener, as JSON.
+    pub(crate) async fn admin_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .expect("GET on the admin listener");
+        assert_eq!(response.status(), 200, "GET {path} on the admin listener");
+        response.json().await.unwrap()
+    }
+
     /// Stops and waits for the drain to finish.
     pub(crate) async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(tx) = self.stop.take() {
