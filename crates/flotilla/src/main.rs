@@ -125,7 +125,10 @@ fn main() -> ExitCode {
             gateway::SETTINGS,
             gateway::Config::from_source,
             |c| &c.common,
-            |c| c.worker_threads,
+            // The gateway serves connections on worker threads of its own (WORKER_PROCESSES);
+            // the main thread only accepts them and runs health checks, reloads and the admin
+            // listener.
+            |_| Some(0),
             |config| async move {
                 gateway::run(config, platform::shutdown_signal())
                     .await
@@ -234,7 +237,7 @@ fn healthcheck(matches: &ArgMatches) -> ExitCode {
 }
 
 /// Reads the service's config from env and flags, sets up logging, and runs it on a runtime with
-/// `threads` workers (one per core when `None`).
+/// `threads` workers (one per core when `None`; `Some(0)`: on the main thread alone).
 /// Exit codes: 0 after a clean shutdown, 2 for bad configuration, 1 for anything else.
 fn launch<C, F, Fut>(
     name: &str,
@@ -273,10 +276,15 @@ where
     }
     let _log = platform::init_logging(&common(&config).log);
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads(&config) {
-        runtime.worker_threads(threads);
-    }
+    let mut runtime = match threads(&config) {
+        Some(0) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(threads);
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -28,8 +28,8 @@ pub(crate) async fn run(upstream: Arc<Upstream>, mut stop: watch::Receiver<bool>
             let upstream = &upstream;
             let path = &check.path;
             async move {
-                let uri = format!("http://{}{}", server.authority, path);
-                let request = Request::get(uri)
+                let request = Request::get(path.as_str())
+                    .header(http::header::HOST, server.authority.as_str())
                     .header(http::header::USER_AGENT, "flotilla-gateway-health-check")
                     .body(
                         Empty::<Bytes>::new()
@@ -39,8 +39,8 @@ pub(crate) async fn run(upstream: Arc<Upstream>, mut stop: watch::Receiver<bool>
                 let Ok(request) = request else {
                     return Err("bad check URI".to_string());
                 };
-                match tokio::time::timeout(check.timeout.0, upstream.client.request(request)).await
-                {
+                let sent = upstream.client.send(&server.address, request, false);
+                match tokio::time::timeout(check.timeout.0, sent).await {
                     Ok(Ok(response)) => {
                         let status = response.status();
                         // Read the (small) body so the connection can be reused.

@@ -144,19 +144,77 @@ impl Config {
 
 /// A gateway whose listeners are bound, ready to serve.
 pub struct Bound {
-    listeners: Vec<(TcpListener, ServeOptions, Router)>,
-    access_log: Arc<access_log::AccessLog>,
+    listeners: Vec<PublicListener>,
+    shared: Shared,
     admin: Option<(TcpListener, Router)>,
-    live: Arc<LiveRoutes>,
     pools: Pools,
     readiness: Readiness,
-    common: CommonConfig,
     /// Where to read the config again on SIGHUP.
     reload_from: Option<Source>,
     /// `POST /reload` requests from the admin listener.
     reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
-    /// The TLS listeners by configured address, whose certificates a reload reads again.
-    tls_listeners: Vec<(String, platform::tls::Tls)>,
+}
+
+/// What every public listener shares, including those a reload adds.
+#[derive(Clone)]
+struct Shared {
+    live: Arc<LiveRoutes>,
+    access_log: Arc<access_log::AccessLog>,
+    workers: platform::Workers,
+    common: CommonConfig,
+}
+
+/// A public listener, bound and ready to serve.
+struct PublicListener {
+    addr: SocketAddr,
+    listener: TcpListener,
+    options: ServeOptions,
+    router: Router,
+}
+
+impl Shared {
+    /// Binds the listener `config` describes (reading its TLS files).
+    async fn open(&self, config: &config::Listener) -> io::Result<PublicListener> {
+        let bind = config.bind.get_ref();
+        let addr = platform::config::parse_bind(bind)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = match &config.tls {
+            Some(files) => Some(
+                platform::tls::Tls::from_pem_files(&files.cert, &files.key).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("listener {bind}: TLS: {e}"),
+                    )
+                })?,
+            ),
+            None => None,
+        };
+        let state = Arc::new(ListenerState {
+            routes: Arc::clone(&self.live),
+            client_body_timeout: config.client_body_timeout.0,
+            access_log: Arc::clone(&self.access_log),
+            scheme: if tls.is_some() { "https" } else { "http" },
+        });
+        let router = platform::with_request_layers(
+            Router::new().fallback(proxy::handle).with_state(state),
+            ErrorStyle::Plain,
+        );
+        let options = ServeOptions {
+            drain_timeout: self.common.drain_timeout,
+            shutdown_delay: self.common.shutdown_delay,
+            header_read_timeout: config.keepalive_timeout.0,
+            max_connections: config.max_connections,
+            max_header_size: config.max_header_size,
+            tls,
+            workers: Some(self.workers.clone()),
+        };
+        Ok(PublicListener {
+            addr,
+            listener: platform::bind(addr).await?,
+            options,
+            router,
+        })
+    }
 }
 
 /// The routes and upstream pools in force, what they were built from, and their health checks.
@@ -247,44 +305,27 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     }
 
     let access_log = access_log::AccessLog::open(&file.access_log)?;
+    let threads = config
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = platform::Workers::start(threads, "gateway-worker", || async {
+        // Idle upstream connections are this thread's: close those that expired or that their
+        // server closed, even when no request comes to notice.
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            client::sweep();
+        }
+    })?;
+    let shared = Shared {
+        live: Arc::clone(&live),
+        access_log,
+        workers,
+        common: config.common.clone(),
+    };
     let mut listeners = Vec::new();
-    let mut tls_listeners = Vec::new();
     for listener in &file.listeners {
-        let addr = platform::config::parse_bind(listener.bind.get_ref())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let tls = match &listener.tls {
-            Some(files) => {
-                let tls =
-                    platform::tls::Tls::from_pem_files(&files.cert, &files.key).map_err(|e| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            format!("listener {}: TLS: {e}", listener.bind.get_ref()),
-                        )
-                    })?;
-                tls_listeners.push((listener.bind.get_ref().clone(), tls.clone()));
-                Some(tls)
-            }
-            None => None,
-        };
-        let state = Arc::new(ListenerState {
-            routes: Arc::clone(&live),
-            client_body_timeout: listener.client_body_timeout.0,
-            access_log: Arc::clone(&access_log),
-            scheme: if tls.is_some() { "https" } else { "http" },
-        });
-        let router = platform::with_request_layers(
-            Router::new().fallback(proxy::handle).with_state(state),
-            ErrorStyle::Plain,
-        );
-        let options = ServeOptions {
-            drain_timeout: config.common.drain_timeout,
-            shutdown_delay: config.common.shutdown_delay,
-            header_read_timeout: listener.keepalive_timeout.0,
-            max_connections: listener.max_connections,
-            max_header_size: listener.max_header_size,
-            tls,
-        };
-        listeners.push((platform::bind(addr).await?, options, router));
+        listeners.push(shared.open(listener).await?);
     }
     let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
     let admin = match file.admin.bind.as_str() {
@@ -302,15 +343,12 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     };
     Ok(Bound {
         listeners,
-        access_log,
+        shared,
         admin,
-        live,
         pools,
         readiness,
-        common: config.common.clone(),
         reload_from: config.reload_source.clone(),
         reloads,
-        tls_listeners,
     })
 }
 
@@ -319,7 +357,7 @@ impl Bound {
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(l, _, _)| l.local_addr().ok())
+            .filter_map(|l| l.listener.local_addr().ok())
             .collect()
     }
 
@@ -330,77 +368,214 @@ impl Bound {
     /// Serves until `shutdown` resolves, then drains every listener.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
         let mut pools = self.pools;
         pools.start_health_checks();
-        tokio::spawn(maintain(
+        let mut listeners = Listeners {
+            shared: self.shared.clone(),
+            running: Vec::new(),
+            tasks: tokio::task::JoinSet::new(),
+            stop_all: stop_rx.clone(),
+        };
+        for listener in self.listeners {
+            listeners.start(listener);
+        }
+        let mut maintained = tokio::spawn(maintain(
             pools,
-            Arc::clone(&self.live),
+            listeners,
             self.reload_from.clone(),
             self.reloads,
-            self.tls_listeners,
             stop_rx.clone(),
         ));
-        let mut servers = tokio::task::JoinSet::new();
-        for (listener, options, router) in self.listeners {
-            let readiness = self.readiness.clone();
-            servers.spawn(platform::serve(
+        let admin = self.admin.map(|(listener, router)| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(platform::serve(
                 listener,
                 router,
-                options,
-                readiness,
-                stopped(stop_rx.clone()),
-            ));
-        }
-        if let Some((listener, router)) = self.admin {
-            let options = self.common.serve_options();
-            servers.spawn(platform::serve(
-                listener,
-                router,
-                options,
+                self.shared.common.serve_options(),
                 self.readiness.clone(),
-                stopped(stop_rx.clone()),
-            ));
-        }
+                async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                },
+            ))
+        });
         self.readiness.started();
-        tokio::select! {
-            () = shutdown => {}
+        let mut outcome = tokio::select! {
+            () = shutdown => Ok(()),
             // A listener that fails on its own takes the gateway down rather than half-serving.
-            Some(result) = servers.join_next() => {
-                let _ = stop_tx.send(true);
-                result.map_err(io::Error::other)??;
-            }
-        }
+            result = &mut maintained => flatten(result),
+        };
         let _ = stop_tx.send(true);
-        let mut outcome = Ok(());
-        while let Some(result) = servers.join_next().await {
-            if let Err(error) = result.map_err(io::Error::other).and_then(|r| r) {
-                outcome = Err(error);
-            }
+        if !maintained.is_finished() {
+            outcome = outcome.and(flatten(maintained.await));
         }
-        let access_log = self.access_log;
+        if let Some(admin) = admin {
+            outcome = outcome.and(flatten(admin.await));
+        }
+        let access_log = self.shared.access_log;
         let _ = tokio::task::spawn_blocking(move || access_log.finish()).await;
         outcome
     }
 }
 
-/// Keeps the pools current until `stop`: SIGHUP (or the admin listener's `POST /reload`) reads
-/// the config again (the file, or in env mode
-/// the variables, and the files they name, such as htpasswd files) and swaps in its routes and
-/// upstreams (listeners stay as they are; a config with errors is reported and the running one
-/// kept), and names in server addresses are looked up again every
-/// `resolve_interval`, rebuilding the pools when an answer changes.
+fn flatten(joined: Result<io::Result<()>, tokio::task::JoinError>) -> io::Result<()> {
+    joined.map_err(io::Error::other).and_then(|r| r)
+}
+
+/// The public listeners running, by address. A reload adds the listeners its config adds and
+/// drains those it removes; a listener whose address stays keeps running as it is (its
+/// certificates are read again).
+struct Listeners {
+    shared: Shared,
+    running: Vec<Running>,
+    tasks: tokio::task::JoinSet<(SocketAddr, io::Result<()>)>,
+    /// The gateway is stopping: every listener drains.
+    stop_all: watch::Receiver<bool>,
+}
+
+struct Running {
+    /// As configured (port 0 stays 0), to match against a new config.
+    addr: SocketAddr,
+    /// As bound.
+    local: SocketAddr,
+    tls: Option<platform::tls::Tls>,
+    /// Sending (or dropping) it drains this listener alone.
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Listeners {
+    fn start(&mut self, public: PublicListener) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut stop_all = self.stop_all.clone();
+        let addr = public.addr;
+        self.running.push(Running {
+            addr,
+            local: public.listener.local_addr().unwrap_or(addr),
+            tls: public.options.tls.clone(),
+            stop,
+        });
+        let shutdown = async move {
+            tokio::select! {
+                _ = stopped => {}
+                _ = stop_all.wait_for(|stop| *stop) => {}
+            }
+        };
+        // The gateway's readiness belongs to the admin listener; a listener that a reload
+        // removes must not make the whole gateway unready.
+        let readiness = Readiness::new();
+        self.tasks.spawn(async move {
+            let result = platform::serve(
+                public.listener,
+                public.router,
+                public.options,
+                readiness,
+                shutdown,
+            )
+            .await;
+            (addr, result)
+        });
+    }
+
+    /// Binds the listeners `file` has and the running set has not, and reads the certificates of
+    /// those kept; nothing changes yet.
+    async fn prepare(&self, file: &FileConfig) -> Result<Vec<PublicListener>, String> {
+        let mut added = Vec::new();
+        for listener in &file.listeners {
+            let bind = listener.bind.get_ref();
+            let addr =
+                platform::config::parse_bind(bind).map_err(|e| format!("listener {bind}: {e}"))?;
+            match self.running.iter().find(|r| r.addr == addr) {
+                Some(running) => {
+                    if let (Some(tls), Some(files)) = (&running.tls, &listener.tls) {
+                        tls.reload(&files.cert, &files.key)
+                            .map_err(|e| format!("listener {bind}: TLS: {e}"))?;
+                    }
+                }
+                None => added.push(
+                    self.shared
+                        .open(listener)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
+            }
+        }
+        Ok(added)
+    }
+
+    /// Starts `added` and drains the listeners `file` no longer has; what changed, in words.
+    fn apply(&mut self, file: &FileConfig, added: Vec<PublicListener>) -> String {
+        let keep: Vec<SocketAddr> = file
+            .listeners
+            .iter()
+            .filter_map(|l| platform::config::parse_bind(l.bind.get_ref()).ok())
+            .collect();
+        let (kept, removed): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| keep.contains(&r.addr));
+        self.running = kept;
+        let mut changes = Vec::new();
+        for running in removed {
+            tracing::info!(address = %running.local, "listener removed by reload; draining it");
+            changes.push(format!("-{}", running.local));
+            let _ = running.stop.send(());
+        }
+        for listener in added {
+            let local = listener.listener.local_addr().unwrap_or(listener.addr);
+            tracing::info!(address = %local, "listener added by reload");
+            changes.push(format!("+{local}"));
+            self.start(listener);
+        }
+        changes.join(" ")
+    }
+
+    /// Waits for a listener to end. One that the gateway did not stop has failed.
+    async fn ended(&mut self) -> io::Result<()> {
+        loop {
+            let Some(joined) = self.tasks.join_next().await else {
+                return std::future::pending().await;
+            };
+            let (addr, result) = joined.map_err(io::Error::other)?;
+            let stopped = *self.stop_all.borrow() || !self.running.iter().any(|r| r.addr == addr);
+            match result {
+                Err(error) => return Err(error),
+                Ok(()) if !stopped => {
+                    return Err(io::Error::other(format!(
+                        "listener {addr} stopped by itself"
+                    )));
+                }
+                Ok(()) => {}
+            }
+        }
+    }
+
+    /// Waits until every listener has drained.
+    async fn drained(mut self) -> io::Result<()> {
+        let mut outcome = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(error) = joined.map_err(io::Error::other).and_then(|(_, r)| r) {
+                outcome = Err(error);
+            }
+        }
+        outcome
+    }
+}
+
+/// Keeps the pools and listeners current until `stop`, then drains the listeners.
+///
+/// SIGHUP (or the admin listener's `POST /reload`) reads the config again (the file, or in env
+/// mode the variables, and the files they name: htpasswd files, certificates) and puts it in
+/// force at once: routes and upstreams are swapped, listeners added and removed. A config with
+/// errors, or a new listener that cannot be bound, is reported and the running config kept.
+/// Names in server addresses are looked up again every `resolve_interval`, rebuilding the pools
+/// when an answer changes.
 async fn maintain(
     mut pools: Pools,
-    live: Arc<LiveRoutes>,
+    mut listeners: Listeners,
     reload_from: Option<Source>,
     mut reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
-    tls_listeners: Vec<(String, platform::tls::Tls)>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let live = Arc::clone(&listeners.shared.live);
     let mut hangups = match reload_from {
         Some(_) => match signal(SignalKind::hangup()) {
             Ok(hangups) => Some(hangups),
@@ -428,21 +603,23 @@ async fn maintain(
                 lookup_at = next_lookup(&pools.file);
                 Trigger::Lookup
             }
-            _ = stop.wait_for(|s| *s) => return,
+            failed = listeners.ended() => return failed,
+            _ = stop.wait_for(|s| *s) => break,
         };
         let reload = !matches!(trigger, Trigger::Lookup);
-        let file = if reload {
-            let read = reload_from
-                .as_ref()
-                .ok_or_else(|| "this gateway has no config source to read again".to_string())
-                .and_then(|source| {
-                    env_mode::file_config(source)
-                        .map(|(file, _)| file)
-                        .map_err(|e| e.to_string())
-                })
-                .and_then(|file| reload_certificates(&file, &tls_listeners).map(|()| file));
-            match read {
-                Ok(file) => file,
+        let (file, added) = if reload {
+            let read = match &reload_from {
+                None => Err("this gateway has no config source to read again".to_string()),
+                Some(source) => env_mode::file_config(source)
+                    .map(|(file, _)| file)
+                    .map_err(|e| e.to_string()),
+            };
+            let prepared = match read {
+                Ok(file) => listeners.prepare(&file).await.map(|added| (file, added)),
+                Err(error) => Err(error),
+            };
+            match prepared {
+                Ok(prepared) => prepared,
                 Err(error) => {
                     tracing::error!(%error, "config reload failed; keeping the running config");
                     trigger.answer(Err(error));
@@ -450,21 +627,27 @@ async fn maintain(
                 }
             }
         } else {
-            pools.file.clone()
+            (pools.file.clone(), Vec::new())
         };
         let resolved = discovery::resolve(&file, &pools.resolved).await;
         if !reload && resolved == pools.resolved {
             continue;
         }
+        let listener_changes = listeners.apply(&file, added);
         let previous = std::mem::take(&mut pools.upstreams);
         pools = Pools::install(&live, file, resolved, &previous);
         pools.start_health_checks();
         lookup_at = next_lookup(&pools.file);
         let (upstreams, servers) = (pools.upstreams.len(), pools.server_count());
         if reload {
-            tracing::info!(upstreams, servers, "config reloaded");
+            tracing::info!(upstreams, servers, listeners = %listener_changes, "config reloaded");
+            let listener_changes = if listener_changes.is_empty() {
+                String::new()
+            } else {
+                format!(", listeners {listener_changes}")
+            };
             trigger.answer(Ok(format!(
-                "config reloaded: {upstreams} upstreams, {servers} servers"
+                "config reloaded: {upstreams} upstreams, {servers} servers{listener_changes}"
             )));
         } else {
             tracing::info!(
@@ -474,26 +657,7 @@ async fn maintain(
             );
         }
     }
-}
-
-/// Reads the certificates of the TLS listeners again (a listener keeps its address across
-/// reloads; one whose `tls` was removed keeps its certificate until restarted).
-fn reload_certificates(
-    file: &FileConfig,
-    tls_listeners: &[(String, platform::tls::Tls)],
-) -> Result<(), String> {
-    for (bind, tls) in tls_listeners {
-        let files = file
-            .listeners
-            .iter()
-            .find(|l| l.bind.get_ref() == bind)
-            .and_then(|l| l.tls.as_ref());
-        if let Some(files) = files {
-            tls.reload(&files.cert, &files.key)
-                .map_err(|e| format!("listener {bind}: TLS: {e}"))?;
-        }
-    }
-    Ok(())
+    listeners.drained().await
 }
 
 /// What made [`maintain`] act.

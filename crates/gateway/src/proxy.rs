@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use platform::observe::{AccessLogged, RouteLabel};
@@ -24,6 +24,7 @@ use tower::retry::budget::Budget;
 
 use crate::access_log::{AccessLog, Entry, Logged};
 use crate::body::{ClientBodyError, RequestBody, Tracked};
+use crate::client::UpstreamBody;
 use crate::compress;
 use crate::error::ProxyError;
 use crate::headers;
@@ -216,11 +217,11 @@ async fn forward(
     mut request: Request,
     upstreamed: &mut Upstreamed,
 ) -> Result<Response, ProxyError> {
-    // Request smuggling: hyper's parser answers 400 to conflicting Content-Lengths, to a
-    // Transfer-Encoding whose last coding is not chunked, and to Transfer-Encoding in HTTP/1.0;
-    // with both Transfer-Encoding and Content-Length it reads chunked, drops Content-Length and
-    // closes the connection after the response (RFC 9112 section 6.3). The request sent upstream
-    // is framed anew either way, so no bytes of one request can become another.
+    // Request smuggling: conflicting Content-Lengths, a Transfer-Encoding whose last coding is
+    // not chunked, Transfer-Encoding in HTTP/1.0, and Transfer-Encoding with Content-Length are
+    // answered 400 before a request gets here (hyper's parser and `platform::framing`). The
+    // request sent upstream is framed anew either way, so no bytes of one request can become
+    // another.
     let headers_in = request.headers();
     let host = match headers_in.get(header::HOST) {
         Some(host) => host.clone(),
@@ -285,7 +286,7 @@ async fn forward(
         let (attempt_body, replayable) = body.take();
         let mut outgoing = http::Request::new(attempt_body);
         *outgoing.method_mut() = parts.method.clone();
-        *outgoing.uri_mut() = upstream_uri(&server.authority, &path)?;
+        *outgoing.uri_mut() = Uri::from(path.clone());
         *outgoing.version_mut() = Version::HTTP_11;
         *outgoing.headers_mut() = parts.headers.clone();
 
@@ -299,9 +300,10 @@ async fn forward(
             retry
         };
         let started = Instant::now();
-        let sent =
-            tokio::time::timeout(upstream.response_timeout, upstream.client.request(outgoing))
-                .await;
+        let sending = upstream
+            .client
+            .send(&server.address, outgoing, client_upgrade.is_some());
+        let sent = tokio::time::timeout(upstream.response_timeout, sending).await;
         upstreamed.server = Some(server.address.clone());
         let head_time = started.elapsed();
         upstreamed.head_time = Some(head_time);
@@ -334,7 +336,7 @@ async fn forward(
                 return Ok(pass_on(response, in_flight).await);
             }
             Ok(Err(error)) => {
-                if let Some(client) = ClientBodyError::find(&error) {
+                if let Some(client) = error.http().and_then(|e| ClientBodyError::find(e)) {
                     return Err(match client {
                         ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
                         ClientBodyError::TooLarge => {
@@ -343,7 +345,7 @@ async fn forward(
                         ClientBodyError::Broken(_) => ProxyError::ClientBodyBroken,
                     });
                 }
-                let never_sent = error.is_connect();
+                let never_sent = error.never_sent();
                 let cause = error_chain(&error);
                 upstream.record_failure(index, &cause);
                 last_error = Some(ProxyError::Unreachable {
@@ -379,7 +381,7 @@ async fn forward(
 const BUFFER_RESPONSES_UP_TO: u64 = 16 * 1024;
 
 /// Turns the upstream's response into the client's: small bodies whole, others streamed.
-async fn pass_on(response: http::Response<hyper::body::Incoming>, in_flight: InFlight) -> Response {
+async fn pass_on(response: http::Response<UpstreamBody>, in_flight: InFlight) -> Response {
     use http_body::Body as _;
     let small = response
         .body()
@@ -419,18 +421,10 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn upstream_uri(authority: &http::uri::Authority, path: &PathAndQuery) -> Result<Uri, ProxyError> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(path.clone());
-    Uri::from_parts(parts).map_err(|e| ProxyError::Internal(format!("uri: {e}")))
-}
-
 /// The upstream agreed to switch protocols (a WebSocket): answer 101 to the client, then copy
 /// bytes both ways until either side closes.
 fn switch_protocols(
-    mut upstream_response: http::Response<hyper::body::Incoming>,
+    mut upstream_response: http::Response<UpstreamBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response {
     let Some(client_upgrade) = client_upgrade else {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 use tower::retry::budget::TpsBudget;
 
-use crate::client::{self, UpstreamClient};
+use crate::client::Client;
 use crate::config::{self, HealthCheck, Policy};
 use crate::discovery::Resolved;
 
@@ -37,7 +37,7 @@ pub(crate) struct Upstream {
     /// With one server and no backup, passive marks are skipped (as nginx does): taking out the
     /// only server can only turn a few failures into many.
     single: bool,
-    pub(crate) client: UpstreamClient,
+    pub(crate) client: Client,
     pub(crate) response_timeout: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) retry_buffer: usize,
@@ -171,7 +171,7 @@ impl Upstream {
             servers,
             policy: config.policy,
             cursor: AtomicUsize::new(0),
-            client: client::build(config.connect_timeout.0, config.idle_timeout.0),
+            client: Client::new(config.connect_timeout.0, config.idle_timeout.0),
             response_timeout: config.response_timeout.0,
             max_attempts: config.max_attempts,
             retry_buffer: config.retry_buffer,

@@ -12,7 +12,9 @@
 //! - [`contract`]: the router every service is wrapped in.
 //! - [`observe`]: per-request log line and metrics.
 //! - [`errors`]: the JSON error body of the JSON APIs.
-//! - [`server`]: HTTP/1.1 + HTTP/2 server with limits and graceful shutdown.
+//! - [`server`]: HTTP/1.1 + HTTP/2 server with limits and graceful shutdown, on the runtime or
+//!   on worker threads of its own.
+//! - [`framing`]: refuses HTTP/1 requests framed by both `Transfer-Encoding` and `Content-Length`.
 //! - [`circuit`]: a circuit breaker for calls to other services.
 
 pub mod circuit;
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod errors;
+pub mod framing;
 pub mod health;
 pub mod observe;
 pub mod server;
@@ -33,7 +36,7 @@ pub use config::{ConfigError, Setting, Source};
 pub use contract::{ErrorStyle, contract_openapi, contract_router, with_request_layers};
 pub use errors::{ErrorBody, error_response};
 pub use health::{Phase, Readiness};
-pub use server::{ServeOptions, bind, serve, shutdown_signal};
+pub use server::{ServeOptions, Workers, bind, serve, shutdown_signal};
 pub use telemetry::{LogConfig, init_logging};
 
 /// The settings every service has: how it logs and how it shuts down.

@@ -5,7 +5,11 @@
 //! gateway) names the route by putting a [`RouteLabel`] in the response's extensions. Probes (`/hc`, `/ready`, `/metrics`)
 //! are counted but logged only at debug level: a gateway checks them every second.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Instant;
+
+use http::Method;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -29,52 +33,102 @@ const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
 pub(crate) async fn observe(request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let path = request.uri().path().to_owned();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    // Cheap clones (shared bytes): only logging uses them.
+    let uri = request.uri().clone();
     let request_id = request.headers().get(REQUEST_ID).cloned();
 
-    let in_flight = metrics::gauge!("http_requests_in_flight");
+    let in_flight = in_flight_gauge();
     in_flight.increment(1.0);
     let response = next.run(request).await;
     in_flight.decrement(1.0);
 
     let elapsed = start.elapsed();
-    let route = match (response.extensions().get::<RouteLabel>(), matched) {
-        (Some(label), _) => label.0.to_string(),
-        (None, Some(matched)) => matched,
-        (None, None) => "unmatched".to_owned(),
+    let route = match (response.extensions().get::<RouteLabel>(), &matched) {
+        (Some(label), _) => &*label.0,
+        (None, Some(matched)) => matched.as_str(),
+        (None, None) => "unmatched",
     };
     let status = response.status().as_u16();
-    let method_label = method.as_str().to_owned();
-    metrics::counter!(
-        "http_requests_total",
-        "method" => method_label.clone(),
-        "route" => route.clone(),
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "http_request_duration_seconds",
-        "method" => method_label,
-        "route" => route
-    )
-    .record(elapsed.as_secs_f64());
+    let (requests, duration) = request_metrics(&method, route, status);
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
 
+    if response.extensions().get::<AccessLogged>().is_some() {
+        return response;
+    }
     let request_id = request_id
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    if response.extensions().get::<AccessLogged>().is_some() {
-        return response;
-    }
-    if PROBES.contains(&path.as_str()) {
+    let path = uri.path();
+    if PROBES.contains(&path) {
         tracing::debug!(target: "access", %method, %path, status, latency_ms, request_id, "request");
     } else {
         tracing::info!(target: "access", %method, %path, status, latency_ms, request_id, "request");
     }
     response
+}
+
+fn in_flight_gauge() -> &'static metrics::Gauge {
+    static GAUGE: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
+    GAUGE.get_or_init(|| metrics::gauge!("http_requests_in_flight"))
+}
+
+/// Method and status pairs remembered per route and thread at most; others are looked up each time.
+const MAX_KINDS_PER_ROUTE: usize = 64;
+
+/// Metric handles by route, then method and status.
+type Handles = HashMap<String, Vec<(Method, u16, metrics::Counter, metrics::Histogram)>>;
+
+thread_local! {
+    /// Handles already looked up on this thread: the recorder's registry hashes and allocates
+    /// the labels on every lookup, which is most of the cost of counting a request.
+    static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
+}
+
+/// `http_requests_total` and `http_request_duration_seconds` for one kind of request.
+fn request_metrics(
+    method: &Method,
+    route: &str,
+    status: u16,
+) -> (metrics::Counter, metrics::Histogram) {
+    HANDLES.with_borrow_mut(|handles| {
+        if let Some(found) = handles
+            .get(route)
+            .and_then(|kinds| kinds.iter().find(|k| k.0 == *method && k.1 == status))
+        {
+            return (found.2.clone(), found.3.clone());
+        }
+        // Methods outside RFC 9110's are one label: clients can invent any number of them.
+        let method_label = match *method {
+            Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::CONNECT
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::PATCH => method.as_str(),
+            _ => "other",
+        };
+        let counter = metrics::counter!(
+            "http_requests_total",
+            "method" => method_label.to_owned(),
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        );
+        let histogram = metrics::histogram!(
+            "http_request_duration_seconds",
+            "method" => method_label.to_owned(),
+            "route" => route.to_owned()
+        );
+        let kinds = handles.entry(route.to_owned()).or_default();
+        if kinds.len() < MAX_KINDS_PER_ROUTE {
+            kinds.push((method.clone(), status, counter.clone(), histogram.clone()));
+        }
+        (counter, histogram)
+    })
 }

@@ -24,10 +24,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
+use crate::framing::Guarded;
 use crate::health::{Phase, Readiness};
 
 /// Connection handling limits.
@@ -46,6 +47,8 @@ pub struct ServeOptions {
     pub max_header_size: usize,
     /// Terminate TLS on this listener (HTTP/2 or HTTP/1.1 by ALPN); plain HTTP when `None`.
     pub tls: Option<crate::tls::Tls>,
+    /// Serve connections on these worker threads instead of the runtime that accepts them.
+    pub workers: Option<Workers>,
 }
 
 impl Default for ServeOptions {
@@ -57,6 +60,7 @@ impl Default for ServeOptions {
             max_connections: 10_000,
             max_header_size: 32 * 1024,
             tls: None,
+            workers: None,
         }
     }
 }
@@ -151,12 +155,34 @@ where
         let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
         let tls = options.tls.as_ref().map(crate::tls::Tls::acceptor);
         let handshake_timeout = options.header_read_timeout;
-        tokio::spawn(async move {
+        let (stream, spawn_on) = match &options.workers {
+            None => (Accepted::Here(stream), None),
+            Some(workers) => match stream.into_std() {
+                Ok(stream) => (Accepted::Moving(stream), Some(workers.next())),
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "cannot hand the connection to a worker");
+                    open.decrement(1.0);
+                    continue;
+                }
+            },
+        };
+        let serve_connection = async move {
+            let stream = match stream {
+                Accepted::Here(stream) => stream,
+                Accepted::Moving(stream) => match TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "worker cannot take the connection");
+                        open.decrement(1.0);
+                        return;
+                    }
+                },
+            };
             let service = TowerToHyperService::new(service);
             let outcome = match tls {
                 None => {
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(Guarded::new(stream)), service)
                         .into_owned();
                     watcher.watch(connection).await
                 }
@@ -164,7 +190,10 @@ where
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let connection = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .serve_connection_with_upgrades(
+                                    TokioIo::new(Guarded::new(stream)),
+                                    service,
+                                )
                                 .into_owned();
                             watcher.watch(connection).await
                         }
@@ -178,7 +207,11 @@ where
             }
             open.decrement(1.0);
             drop(permit);
-        });
+        };
+        match spawn_on {
+            None => tokio::spawn(serve_connection),
+            Some(worker) => worker.spawn(serve_connection),
+        };
     }
 
     drop(listener);
@@ -192,6 +225,132 @@ where
         ),
     }
     Ok(())
+}
+
+/// A connection just accepted: served on this runtime, or on the way to a worker's.
+enum Accepted {
+    Here(TcpStream),
+    Moving(std::net::TcpStream),
+}
+
+/// Threads that each run a single-threaded runtime, for serving connections as nginx's worker
+/// processes do: a connection stays on one thread from accept to close, and everything its
+/// requests use (tasks, timers, sockets to other servers, per-thread pools) stays there too,
+/// without the cross-thread wake-ups and locks of a work-stealing runtime. New connections go to
+/// the worker with the fewest open connections.
+///
+/// Cheap to clone; the threads stop when the last clone is dropped (dropping what they still
+/// run).
+#[derive(Clone)]
+pub struct Workers(Arc<WorkerSet>);
+
+struct WorkerSet {
+    workers: Vec<Worker>,
+    /// Dropped with the set: the workers' runtimes stop.
+    _stop: tokio::sync::watch::Sender<()>,
+}
+
+struct Worker {
+    handle: tokio::runtime::Handle,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A connection counted on its worker until it ends.
+struct OnWorker(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OnWorker {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A worker picked for a connection.
+pub struct WorkerSlot<'a>(&'a Worker);
+
+impl WorkerSlot<'_> {
+    /// Runs `future` on this worker, counted as one of its connections.
+    pub fn spawn<F>(self, future: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.0
+            .open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let counted = OnWorker(Arc::clone(&self.0.open));
+        self.0.handle.spawn(async move {
+            let _counted = counted;
+            future.await;
+        })
+    }
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers")
+            .field("threads", &self.0.workers.len())
+            .finish()
+    }
+}
+
+impl Workers {
+    /// Starts `threads` workers (at least one), named `{name}-{i}`. `on_start` runs on each
+    /// worker's runtime once it is up (a worker's own housekeeping, say).
+    pub fn start<F, Fut>(threads: usize, name: &str, on_start: F) -> io::Result<Self>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let on_start = Arc::new(on_start);
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let mut stopped = stopped.clone();
+            let on_start = Arc::clone(&on_start);
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&runtime, async move {
+                        tokio::task::spawn_local(on_start());
+                        // Ends when every sender is gone.
+                        while stopped.changed().await.is_ok() {}
+                    });
+                })?;
+            workers.push(Worker {
+                handle,
+                open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            });
+        }
+        Ok(Workers(Arc::new(WorkerSet {
+            workers,
+            _stop: stop,
+        })))
+    }
+
+    /// How many worker threads there are.
+    pub fn len(&self) -> usize {
+        self.0.workers.len()
+    }
+
+    /// Never: there is at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.0.workers.is_empty()
+    }
+
+    /// The worker with the fewest open connections.
+    pub fn next(&self) -> WorkerSlot<'_> {
+        let least = self
+            .0
+            .workers
+            .iter()
+            .min_by_key(|w| w.open.load(std::sync::atomic::Ordering::Relaxed))
+            .expect("there is at least one worker");
+        WorkerSlot(least)
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -544,3 +544,87 @@ fn a_root_that_is_not_a_directory_is_a_config_error() {
     let error = gateway::config::parse("gw.toml", both, &platform::Source::default()).unwrap_err();
     assert!(error.contains("either an upstream or a root"), "{error}");
 }
+
+#[tokio::test]
+async fn a_reload_adds_and_drains_listeners_and_a_listener_that_cannot_bind_keeps_the_old_config() {
+    let backend = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let write = |listeners: &[String]| {
+        let listeners: String = listeners
+            .iter()
+            .map(|bind| format!("[[listener]]\nbind = {bind:?}\n"))
+            .collect();
+        std::fs::write(
+            &path,
+            format!(
+                "access_log = \"off\"\n[admin]\nbind = \"127.0.0.1:0\"\n{listeners}{}",
+                crate::helpers::one_upstream(&[server(backend.addr, "")], "")
+            ),
+        )
+        .unwrap();
+    };
+    write(&["127.0.0.1:0".into()]);
+    let gateway = crate::helpers::spawn_gateway_from_file(path.to_str().unwrap()).await;
+    let reload = || async {
+        let response = gateway
+            .client
+            .post(format!("http://{}/reload", gateway.admin))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let first = gateway.addr;
+    let second = crate::helpers::closed_port().await;
+    let get = |addr: std::net::SocketAddr, path: &str| {
+        let url = format!("http://{addr}{path}");
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        async move { client.get(url).send().await }
+    };
+
+    // Added: the new address serves at once, the old one goes on.
+    write(&["127.0.0.1:0".into(), second.to_string()]);
+    let (status, text) = reload().await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(&format!("+{second}")), "{text}");
+    assert_eq!(get(second, "/on-second").await.unwrap().status(), 200);
+    assert_eq!(get(first, "/on-first").await.unwrap().status(), 200);
+
+    // Removed: a request in flight on it finishes; then it refuses connections.
+    let in_flight = tokio::spawn(get(first, "/slow/1000"));
+    assert!(
+        crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+            backend.hits() >= 3
+        })
+        .await
+    );
+    write(&[second.to_string()]);
+    let (status, text) = reload().await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(&format!("-{first}")), "{text}");
+    let finished = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight finishes");
+    assert_eq!(finished.status(), 200);
+    assert!(
+        crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+            tokio::net::TcpStream::connect(first).await.is_err()
+        })
+        .await,
+        "the removed listener is closed"
+    );
+    assert_eq!(get(second, "/still").await.unwrap().status(), 200);
+
+    // A listener that cannot be bound (the backend has the port): nothing changes.
+    write(&[second.to_string(), backend.addr.to_string()]);
+    let (status, text) = reload().await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains(&backend.addr.to_string()), "{text}");
+    assert_eq!(get(second, "/after-refusal").await.unwrap().status(), 200);
+}
