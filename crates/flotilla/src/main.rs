@@ -8,6 +8,9 @@ use clap::{ArgMatches, Command};
 use platform::cli::{COMMON_SETTINGS, apply_flags, with_settings};
 use platform::{CommonConfig, ConfigError, Setting, Source};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn command() -> Command {
     let service = |name: &'static str, about: &'static str, settings: &[Setting]| {
         with_settings(

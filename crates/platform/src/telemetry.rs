@@ -103,8 +103,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// How often buffered histogram samples are folded into their buckets.
-const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often buffered histogram samples are folded into their buckets. Samples wait as ~17 bytes
+/// each: at 30,000 requests a second, a second's worth is about 0.5 MB.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> &'static PrometheusHandle {
