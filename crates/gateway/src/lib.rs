@@ -169,7 +169,7 @@ struct PublicListener {
     addr: SocketAddr,
     listener: TcpListener,
     options: ServeOptions,
-    router: Router,
+    service: platform::WithRequestLayers<proxy::Proxy>,
 }
 
 impl Shared {
@@ -195,10 +195,7 @@ impl Shared {
             access_log: Arc::clone(&self.access_log),
             scheme: if tls.is_some() { "https" } else { "http" },
         });
-        let router = platform::with_request_layers(
-            Router::new().fallback(proxy::handle).with_state(state),
-            ErrorStyle::Plain,
-        );
+        let service = platform::WithRequestLayers(proxy::Proxy(state));
         let options = ServeOptions {
             drain_timeout: self.common.drain_timeout,
             shutdown_delay: self.common.shutdown_delay,
@@ -212,7 +209,7 @@ impl Shared {
             addr,
             listener: platform::bind(addr).await?,
             options,
-            router,
+            service,
         })
     }
 }
@@ -465,7 +462,7 @@ impl Listeners {
         self.tasks.spawn(async move {
             let result = platform::serve(
                 public.listener,
-                public.router,
+                public.service,
                 public.options,
                 readiness,
                 shutdown,

@@ -8,12 +8,13 @@
 //! upstream's retry budget, so a failing upstream never sees more than its usual load plus the
 //! budget's fraction.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -62,7 +63,17 @@ impl LiveRoutes {
     }
 }
 
-pub(crate) async fn handle(State(state): State<Arc<ListenerState>>, request: Request) -> Response {
+/// A listener's request handler.
+#[derive(Clone)]
+pub(crate) struct Proxy(pub(crate) Arc<ListenerState>);
+
+impl platform::Handler for Proxy {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+        handle(Arc::clone(&self.0), request)
+    }
+}
+
+async fn handle(state: Arc<ListenerState>, request: Request) -> Response {
     let started = Instant::now();
     let routes = state.routes.current();
     let route = routes.find(host_of(&request), request.uri().path());

@@ -33,7 +33,9 @@ use std::time::Duration;
 
 pub use circuit::{BreakerSettings, CallError, CircuitBreaker, CircuitState};
 pub use config::{ConfigError, Setting, Source};
-pub use contract::{ErrorStyle, contract_openapi, contract_router, with_request_layers};
+pub use contract::{
+    ErrorStyle, Handler, WithRequestLayers, contract_openapi, contract_router, with_request_layers,
+};
 pub use errors::{ErrorBody, error_response};
 pub use health::{Phase, Readiness};
 pub use server::{ServeOptions, Workers, bind, serve, shutdown_signal};

@@ -31,44 +31,70 @@ pub struct AccessLogged;
 const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
 
 pub(crate) async fn observe(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = request.method().clone();
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    // Cheap clones (shared bytes): only logging uses them.
-    let uri = request.uri().clone();
-    let request_id = request.headers().get(REQUEST_ID).cloned();
-
-    let in_flight = in_flight_gauge();
-    in_flight.increment(1.0);
+    let observation = Observation::begin(&request);
     let response = next.run(request).await;
-    in_flight.decrement(1.0);
-
-    let elapsed = start.elapsed();
-    let route = match (response.extensions().get::<RouteLabel>(), &matched) {
-        (Some(label), _) => &*label.0,
-        (None, Some(matched)) => matched.as_str(),
-        (None, None) => "unmatched",
-    };
-    let status = response.status().as_u16();
-    let (requests, duration) = request_metrics(&method, route, status);
-    requests.increment(1);
-    duration.record(elapsed.as_secs_f64());
-
-    if response.extensions().get::<AccessLogged>().is_some() {
-        return response;
-    }
-    let request_id = request_id
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let path = uri.path();
-    if PROBES.contains(&path) {
-        tracing::debug!(target: "access", %method, %path, status, latency_ms, request_id, "request");
-    } else {
-        tracing::info!(target: "access", %method, %path, status, latency_ms, request_id, "request");
-    }
+    observation.finish(&response);
     response
+}
+
+/// One request being observed: counted in flight from [`Observation::begin`] until it is
+/// finished or dropped, then counted, timed and logged by [`Observation::finish`].
+pub(crate) struct Observation {
+    start: Instant,
+    method: Method,
+    matched: Option<MatchedPath>,
+    // Cheap clones (shared bytes): only logging uses them.
+    uri: http::Uri,
+    request_id: Option<http::HeaderValue>,
+}
+
+impl Observation {
+    pub(crate) fn begin(request: &Request) -> Self {
+        in_flight_gauge().increment(1.0);
+        Observation {
+            start: Instant::now(),
+            method: request.method().clone(),
+            matched: request.extensions().get::<MatchedPath>().cloned(),
+            uri: request.uri().clone(),
+            request_id: request.headers().get(REQUEST_ID).cloned(),
+        }
+    }
+
+    pub(crate) fn finish(self, response: &Response) {
+        let elapsed = self.start.elapsed();
+        let route = match (response.extensions().get::<RouteLabel>(), &self.matched) {
+            (Some(label), _) => &*label.0,
+            (None, Some(matched)) => matched.as_str(),
+            (None, None) => "unmatched",
+        };
+        let status = response.status().as_u16();
+        let (requests, duration) = request_metrics(&self.method, route, status);
+        requests.increment(1);
+        duration.record(elapsed.as_secs_f64());
+
+        if response.extensions().get::<AccessLogged>().is_some() {
+            return;
+        }
+        let request_id = self
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let (method, path) = (&self.method, self.uri.path());
+        if PROBES.contains(&path) {
+            tracing::debug!(target: "access", %method, %path, status, latency_ms, request_id, "request");
+        } else {
+            tracing::info!(target: "access", %method, %path, status, latency_ms, request_id, "request");
+        }
+    }
+}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        // Finished or abandoned (the client went away), the request is no longer in flight.
+        in_flight_gauge().decrement(1.0);
+    }
 }
 
 fn in_flight_gauge() -> &'static metrics::Gauge {
