@@ -136,63 +136,94 @@ pub(crate) struct Entry {
 impl Entry {
     fn line(&self, body_bytes: u64) -> Vec<u8> {
         let now = time::OffsetDateTime::now_utc();
-        let time = format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
         let (uri, query) = self
             .request_uri
             .split_once('?')
             .unwrap_or((&self.request_uri, ""));
-        let request = format!("{} {} {}", self.method, self.request_uri, self.version);
-        let upstream_time = self.upstream_response_time.map(|t| format!("{t:.3}"));
-        let fields: [(&str, &str); 19] = [
-            ("time", &time),
-            ("remote_addr", &self.remote_addr),
-            ("request", &request),
-            ("request_method", &self.method),
-            ("request_length", &self.request_length.to_string()),
-            ("request_uri", &self.request_uri),
-            ("uri", uri),
-            ("query_string", query),
-            ("status", &self.status.to_string()),
-            ("bytes_sent", &(self.head_bytes + body_bytes).to_string()),
-            ("body_bytes_sent", &body_bytes.to_string()),
-            ("referer", &self.referer),
-            ("useragent", &self.user_agent),
-            ("forwardedfor", &self.forwarded_for),
-            (
-                "request_time",
-                &format!("{:.3}", self.started.elapsed().as_secs_f64()),
+        let mut line = Line(Vec::with_capacity(512));
+        line.0.push(b'{');
+        line.number(
+            "time",
+            format_args!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
+                now.year(),
+                u8::from(now.month()),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second()
             ),
-            (
-                "upstream_response_time",
-                upstream_time.as_deref().unwrap_or(""),
-            ),
-            ("upstream_addr", self.upstream_addr.as_deref().unwrap_or("")),
-            ("request_id", &self.request_id),
-            ("route", &self.route),
-        ];
-        let mut line = Vec::with_capacity(512);
-        line.push(b'{');
-        for (i, (key, value)) in fields.iter().enumerate() {
-            if i > 0 {
-                line.push(b',');
-            }
-            line.push(b'"');
-            line.extend_from_slice(key.as_bytes());
-            line.extend_from_slice(b"\":");
-            let value = if value.is_empty() { "-" } else { value };
-            // serde_json escapes quotes, backslashes and control characters: always valid JSON.
-            let _ = serde_json::to_writer(&mut line, value);
+        );
+        line.text("remote_addr", &self.remote_addr);
+        line.text(
+            "request",
+            &format!("{} {} {}", self.method, self.request_uri, self.version),
+        );
+        line.text("request_method", &self.method);
+        line.number("request_length", format_args!("{}", self.request_length));
+        line.text("request_uri", &self.request_uri);
+        line.text("uri", uri);
+        line.text("query_string", query);
+        line.number("status", format_args!("{}", self.status));
+        line.number(
+            "bytes_sent",
+            format_args!("{}", self.head_bytes + body_bytes),
+        );
+        line.number("body_bytes_sent", format_args!("{body_bytes}"));
+        line.text("referer", &self.referer);
+        line.text("useragent", &self.user_agent);
+        line.text("forwardedfor", &self.forwarded_for);
+        line.number(
+            "request_time",
+            format_args!("{:.3}", self.started.elapsed().as_secs_f64()),
+        );
+        match self.upstream_response_time {
+            Some(time) => line.number("upstream_response_time", format_args!("{time:.3}")),
+            None => line.text("upstream_response_time", ""),
         }
-        line.extend_from_slice(b"}\n");
-        line
+        line.text("upstream_addr", self.upstream_addr.as_deref().unwrap_or(""));
+        line.text("request_id", &self.request_id);
+        line.text("route", &self.route);
+        line.0.extend_from_slice(b"}\n");
+        line.0
+    }
+}
+
+/// A JSON object being written, one string field after another (nginx's `escape=json` log
+/// format makes every value a string; an empty one is written `-`, as nginx does).
+struct Line(Vec<u8>);
+
+impl Line {
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(b',');
+        }
+        self.0.push(b'"');
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    /// A value from the request, escaped as JSON needs.
+    fn text(&mut self, key: &str, value: &str) {
+        self.key(key);
+        let value = if value.is_empty() { "-" } else { value };
+        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.0.push(b'"');
+            self.0.extend_from_slice(value.as_bytes());
+            self.0.push(b'"');
+        } else {
+            // serde_json escapes quotes, backslashes and control characters: always valid JSON.
+            let _ = serde_json::to_writer(&mut self.0, value);
+        }
+    }
+
+    /// A value the gateway formats itself (digits, `-`, `:`, `.`, `+`, `T`): nothing to escape.
+    fn number(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        self.key(key);
+        self.0.push(b'"');
+        let _ = self.0.write_fmt(value);
+        self.0.push(b'"');
     }
 }
 
