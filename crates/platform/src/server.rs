@@ -331,16 +331,6 @@ impl Workers {
         })))
     }
 
-    /// How many worker threads there are.
-    pub fn len(&self) -> usize {
-        self.0.workers.len()
-    }
-
-    /// Never: there is at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.0.workers.is_empty()
-    }
-
     /// The worker with the fewest open connections.
     pub fn next(&self) -> WorkerSlot<'_> {
         let least = self
@@ -363,4 +353,75 @@ pub async fn shutdown_signal() {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = name, "shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("").to_string()
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_the_least_busy_worker_and_workers_stop_when_dropped() {
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let workers = Workers::start(2, "test-worker", move || {
+            let started_tx = started_tx.clone();
+            async move {
+                let _ = started_tx.send(thread_name());
+            }
+        })
+        .unwrap();
+        let mut names = vec![started.recv().await.unwrap(), started.recv().await.unwrap()];
+        names.sort();
+        assert_eq!(names, ["test-worker-0", "test-worker-1"]);
+
+        // Two long connections land on different workers; a third goes where one has ended.
+        let (end_first, first_ends) = tokio::sync::oneshot::channel::<()>();
+        let (end_second, second_ends) = tokio::sync::oneshot::channel::<()>();
+        let (tx, mut ran_on) = tokio::sync::mpsc::unbounded_channel();
+        for (i, ends) in [first_ends, second_ends].into_iter().enumerate() {
+            let tx = tx.clone();
+            workers.next().spawn(async move {
+                let _ = tx.send((i, thread_name()));
+                let _ = ends.await;
+            });
+        }
+        let mut on = [ran_on.recv().await.unwrap(), ran_on.recv().await.unwrap()];
+        on.sort();
+        let (a, b) = (on[0].1.clone(), on[1].1.clone());
+        assert_ne!(a, b, "each worker takes one connection");
+        end_first.send(()).unwrap();
+        // The first connection's worker frees up.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let third = loop {
+            let slot = workers.next();
+            let counts: Vec<usize> = workers
+                .0
+                .workers
+                .iter()
+                .map(|w| w.open.load(std::sync::atomic::Ordering::Relaxed))
+                .collect();
+            if counts.contains(&0) {
+                let tx = tx.clone();
+                slot.spawn(async move {
+                    let _ = tx.send((2, thread_name()));
+                });
+                break ran_on.recv().await.unwrap().1;
+            }
+            assert!(std::time::Instant::now() < deadline, "{counts:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(third, a, "the worker whose connection ended takes the next");
+
+        // Dropping the workers stops their runtimes, and with them what they still run.
+        drop(workers);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while tx.strong_count() > 1 {
+            assert!(std::time::Instant::now() < deadline, "a worker still runs");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(end_second);
+    }
 }
