@@ -16,7 +16,8 @@
 //! - `discovery`: host names in server addresses, looked up again and again.
 //! - `health_check`: active checks.
 //! - `proxy`: the request path and its retries; `headers`, `body`: what it rewrites and streams.
-//! - `client`: the pooled HTTP client to upstream servers.
+//! - `client`: the HTTP client to upstream servers: connections pooled per worker thread, driven
+//!   by the request using them.
 //! - `compress`: brotli, zstd and gzip for the routes that ask for it.
 //! - `auth`: basic authentication from htpasswd files.
 //! - `limits`: request rate per client address; (with `body`) the largest request body.
@@ -25,8 +26,11 @@
 //! - `static_files`: routes that serve a directory.
 //! - `status`: the admin listener's `/status` (JSON) and status page.
 //!
-//! The request path is the platform's contract layers (request id, access log and metrics,
-//! panics) around one handler; later layers (compression, auth, static files) wrap that handler.
+//! Connections are served on the platform's [`platform::Workers`] (one thread per core, as nginx's
+//! worker processes); the main thread accepts them and runs health checks, lookups, reloads and
+//! the admin listener. The request path is the platform's contract layers (request id, metrics,
+//! panics: [`platform::WithRequestLayers`]) around one handler, `proxy::Proxy`; the edge features
+//! (rate limits, auth, static files, compression, the access log) are steps of that handler.
 
 mod access_log;
 mod auth;
