@@ -74,7 +74,10 @@ if [ -z "$server_id" ]; then
   server_id=$(( 0x$(printf '%s' "$seed" | md5sum | cut -c1-7) % 4294967294 + 1 ))
 fi
 
-mkdir -p "$datadir" "$rundir"
+# Temporary tables go to a directory of this node's own: nodes that share /tmp (several on one
+# machine) have been seen to remove each other's temporary files while initialising.
+tmpdir=$rundir/tmp
+mkdir -p "$datadir" "$rundir" "$tmpdir"
 socket=$rundir/mariadb.sock
 cnf=$rundir/my.cnf
 run_as=()
@@ -87,6 +90,7 @@ run_as=()
   echo "bind-address=$bind"
   echo "socket=$socket"
   echo "pid-file=$rundir/mariadb.pid"
+  echo "tmpdir=$tmpdir"
   echo "server-id=$server_id"
   echo "log-bin=mariadb-bin"
   echo "log-slave-updates=ON"

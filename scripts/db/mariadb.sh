@@ -100,6 +100,14 @@ start_node() {
   echo $! >"$dir/$name/node.pid"
 }
 
+# The lines of a node's log that say why it failed (the errors come first, before the long
+# generic advice mariadb-install-db prints), then its last lines.
+show_failure() {
+  grep -E 'ERROR|\[Warning\]|mariadb-node:' "$1" | head -n 20 >&2 || true
+  echo "... last lines:" >&2
+  tail -n 5 "$1" >&2
+}
+
 # Waits until a node answers on its port and has finished initialising.
 wait_node() {
   local name=$1 port
@@ -109,7 +117,7 @@ wait_node() {
         && mariadb -h127.0.0.1 -P"$port" -ugihyo -pgihyo -e "SELECT 1" tododb >/dev/null 2>&1; then
       return 0
     fi
-    node_pid "$name" >/dev/null || { log "$name exited; see $dir/$name/node.log"; tail -n 20 "$dir/$name/node.log" >&2; exit 1; }
+    node_pid "$name" >/dev/null || { log "$name exited; see $dir/$name/node.log"; show_failure "$dir/$name/node.log"; exit 1; }
     sleep 0.2
   done
   log "$name did not become ready; see $dir/$name/node.log"
