@@ -74,8 +74,9 @@ if [ -z "$server_id" ]; then
   server_id=$(( 0x$(printf '%s' "$seed" | md5sum | cut -c1-7) % 4294967294 + 1 ))
 fi
 
-# Temporary tables go to a directory of this node's own: nodes that share /tmp (several on one
-# machine) have been seen to remove each other's temporary files while initialising.
+# Temporary tables go to a directory of this node's own: a starting mariadbd removes the temporary
+# table files it finds in its tmpdir, so nodes sharing /tmp (several on one machine) removed each
+# other's while initialising (mariadb-install-db then failed: 5 of 18 parallel starts here).
 tmpdir=$rundir/tmp
 mkdir -p "$datadir" "$rundir" "$tmpdir"
 socket=$rundir/mariadb.sock
