@@ -101,12 +101,11 @@ fn parse_q(text: &str) -> Option<u32> {
 pub(crate) fn apply(mut response: Response, encoding: Option<Encoding>) -> Response {
     let headers = response.headers_mut();
     append_vary(headers);
-    let Some(encoding) = encoding else {
+    let Some(encoding) =
+        encoding.filter(|_| worth_compressing(response.status(), response.headers()))
+    else {
         return response;
     };
-    if !worth_compressing(response.status(), response.headers()) {
-        return response;
-    }
     let headers = response.headers_mut();
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::ACCEPT_RANGES);
@@ -135,6 +134,15 @@ pub(crate) fn apply(mut response: Response, encoding: Option<Encoding>) -> Respo
             }
         }
     })
+}
+
+/// Whether [`apply`] with `encoding` compresses an answer with this status and these headers.
+pub(crate) fn compresses(
+    encoding: Option<Encoding>,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> bool {
+    encoding.is_some() && worth_compressing(status, headers)
 }
 
 fn append_vary(headers: &mut HeaderMap) {

@@ -31,6 +31,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::routing::RouteTable;
 use crate::upstream::{InFlight, Upstream};
+use platform::zero_copy::ZeroCopy;
 
 /// What a listener's requests share.
 pub(crate) struct ListenerState {
@@ -104,7 +105,13 @@ async fn handle(state: Arc<ListenerState>, request: Request) -> Response {
             let outcome = match &route.files {
                 Some(files) => {
                     let rest = route.rest_of(request.uri().path());
-                    Ok(files.serve(request.method(), rest, request.headers()).await)
+                    let served = files.serve(request.method(), rest, request.headers()).await;
+                    // Zero copy only for a body that reaches the client as it is.
+                    let (status, headers) = served.head();
+                    let compressed =
+                        route.compress && compress::compresses(encoding, status, headers);
+                    let zero_copy = ZeroCopy::of(&request).filter(|_| !compressed);
+                    Ok(served.into_response(zero_copy))
                 }
                 None => forward(&state, route, request, &mut upstreamed).await,
             };

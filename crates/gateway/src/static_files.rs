@@ -15,22 +15,40 @@
 //! - `Cache-Control: public, max-age=31536000, immutable` for content-hashed names (a part of the
 //!   name of 7 or more hex digits: `app.0d97ed6168f4.css`, `_nuxt/4a5b2c7.js`), the route's
 //!   `cache_control` otherwise (default `no-cache`: always revalidate, cheap with the ETag).
-//! - Bodies are read in 64 KiB chunks as the client takes them. Not zero-copy: hyper writes from
-//!   user-space buffers, so `sendfile` is out of reach without a writer of our own.
+//! - Files up to 64 KiB are kept in memory, per worker thread, and checked against the disk at
+//!   most once a second: a change to such a file is served within a second of it. Larger files
+//!   are opened for every request and, on plain HTTP/1 connections, sent with `sendfile(2)`
+//!   (`platform::zero_copy`): the bytes go from the page cache to the socket without passing
+//!   through the gateway. Elsewhere (TLS, HTTP/2, compressed on the fly) they are read in 64 KiB
+//!   chunks as the client takes them.
 
-use std::io::SeekFrom;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use platform::zero_copy::ZeroCopy;
+use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const CHUNK: usize = 64 * 1024;
+
+/// Files up to this size are read whole and kept in memory.
+const SMALL: u64 = 64 * 1024;
+/// How long a file kept in memory is served before the disk is checked again.
+const RECHECK: Duration = Duration::from_secs(1);
+/// What one worker thread keeps in memory at most; past it, it starts over.
+const CACHE_BYTES: usize = 16 << 20;
+const CACHE_FILES: usize = 4096;
 
 /// A directory a route serves.
 #[derive(Debug)]
@@ -38,11 +56,57 @@ pub(crate) struct StaticDir {
     /// Canonical: symlinks resolved, so containment can be checked on real paths.
     root: PathBuf,
     cache_control: HeaderValue,
+    /// Tells this directory's files apart from other directories' in the per-thread cache.
+    id: u64,
+}
+
+/// A static answer: the response, and the file range its body is when it is one (sent by
+/// [`Served::into_response`], with zero copy when it may).
+pub(crate) struct Served {
+    response: Response,
+    file: Option<(std::fs::File, u64, u64)>,
+}
+
+impl From<Response> for Served {
+    fn from(response: Response) -> Self {
+        Served {
+            response,
+            file: None,
+        }
+    }
+}
+
+impl Served {
+    /// The status and headers (the body is not there yet).
+    pub(crate) fn head(&self) -> (StatusCode, &HeaderMap) {
+        (self.response.status(), self.response.headers())
+    }
+
+    /// The response; a file range goes with `sendfile(2)` when `zero_copy` is given, which the
+    /// caller may only do when nothing will read or change the body on its way to the client.
+    pub(crate) fn into_response(self, zero_copy: Option<ZeroCopy>) -> Response {
+        let Some((mut file, start, count)) = self.file else {
+            return self.response;
+        };
+        let body = match zero_copy {
+            Some(offer) => Body::new(offer.body(file, start, count)),
+            None => {
+                // lseek does no I/O; it cannot block.
+                if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
+                    return not_found();
+                }
+                let handle = tokio::fs::File::from_std(file).take(count);
+                Body::from_stream(ReaderStream::with_capacity(handle, CHUNK))
+            }
+        };
+        self.response.map(|_| body)
+    }
 }
 
 impl StaticDir {
     /// Opens `root` (it must be a directory); errors are worded for a config message.
     pub(crate) fn open(root: &str, cache_control: &str) -> Result<Self, String> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         let real = std::fs::canonicalize(root).map_err(|e| format!("{root}: {e}"))?;
         if !real.is_dir() {
             return Err(format!("{root} is not a directory"));
@@ -52,6 +116,7 @@ impl StaticDir {
         Ok(StaticDir {
             root: real,
             cache_control,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -60,7 +125,7 @@ impl StaticDir {
     }
 
     /// Answers a request for `path` (the part after the route's prefix, still percent-encoded).
-    pub(crate) async fn serve(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response {
+    pub(crate) async fn serve(&self, method: &Method, path: &str, headers: &HeaderMap) -> Served {
         if method != Method::GET && method != Method::HEAD {
             let mut response = platform::error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -69,25 +134,31 @@ impl StaticDir {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
+            return response.into();
+        }
+        // Which precompressed siblings may be sent: none for a range.
+        let siblings = if headers.contains_key(header::RANGE) {
+            Siblings::NONE
+        } else {
+            Siblings {
+                br: accepts(headers, "br"),
+                gzip: accepts(headers, "gzip"),
+            }
+        };
+        if let Some(file) = cached(self.id, siblings, path) {
+            return self.answer(
+                method,
+                headers,
+                &file.meta,
+                Content::Bytes(file.bytes.clone()),
+            );
         }
         let root = self.root.clone();
-        let path = path.to_string();
-        let ranged = headers.contains_key(header::RANGE);
-        let wanted: Vec<&'static str> = if ranged {
-            Vec::new()
-        } else {
-            [("br", "br"), ("gzip", "gz")]
-                .into_iter()
-                .filter(|(encoding, _)| accepts(headers, encoding))
-                .map(|(_, suffix)| suffix)
-                .collect()
-        };
-        let read_small = method == Method::GET;
+        let owned_path = path.to_string();
         // One trip to the blocking pool: resolve, choose, open, and read a small file whole.
         let opened = tokio::task::spawn_blocking(move || {
-            let file = resolve(&root, &path)?;
-            open(&file, &wanted, read_small)
+            let file = resolve(&root, &owned_path)?;
+            open(&file, siblings)
                 .map_err(|error| {
                     tracing::warn!(path = %file.display(), %error, "cannot read a static file");
                 })
@@ -97,48 +168,55 @@ impl StaticDir {
         .ok()
         .flatten();
         match opened {
-            Some(opened) => self.answer(method, opened, headers).await,
-            None => not_found(),
+            Some((meta, Content::Bytes(bytes))) => {
+                let file = Arc::new(SmallFile { meta, bytes });
+                keep(self.id, siblings, path, Arc::clone(&file));
+                self.answer(
+                    method,
+                    headers,
+                    &file.meta,
+                    Content::Bytes(file.bytes.clone()),
+                )
+            }
+            Some((meta, content)) => self.answer(method, headers, &meta, content),
+            None => not_found().into(),
         }
     }
 
-    async fn answer(&self, method: &Method, opened: Opened, headers: &HeaderMap) -> Response {
-        let Opened {
+    fn answer(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        meta: &Meta,
+        content: Content,
+    ) -> Served {
+        let Meta {
             name,
-            file,
             encoding,
             len,
             modified,
-            whole,
-        } = opened;
-        let secs = modified
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let etag = match encoding {
-            Some(encoding) => format!("\"{secs:x}-{len:x}-{encoding}\""),
-            None => format!("\"{secs:x}-{len:x}\""),
-        };
-        let last_modified = httpdate::fmt_http_date(modified);
-
-        let mut out = HeaderMap::new();
-        out.insert(header::ETAG, header_value(&etag));
-        out.insert(header::LAST_MODIFIED, header_value(&last_modified));
-        out.insert(header::CACHE_CONTROL, self.cache_control_for(&name));
+            etag,
+            last_modified,
+        } = meta;
+        let len = *len;
+        let mut out = HeaderMap::with_capacity(10);
+        out.insert(header::ETAG, etag.clone());
+        out.insert(header::LAST_MODIFIED, last_modified.clone());
+        out.insert(header::CACHE_CONTROL, self.cache_control_for(name));
         out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        out.insert(header::CONTENT_TYPE, content_type(&name));
+        out.insert(header::CONTENT_TYPE, content_type(name));
         if let Some(encoding) = encoding {
             out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
         }
 
-        if not_modified(headers, &etag, modified) {
-            return (StatusCode::NOT_MODIFIED, out).into_response();
+        if not_modified(headers, etag.to_str().unwrap_or(""), *modified) {
+            return (StatusCode::NOT_MODIFIED, out).into_response().into();
         }
 
         let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
         let if_range_ok = !headers
             .get(header::IF_RANGE)
-            .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v != etag && v != last_modified);
         let (status, start, count) =
             match range.filter(|_| if_range_ok).map(|r| parse_range(r, len)) {
@@ -155,23 +233,25 @@ impl StaticDir {
                         header::CONTENT_RANGE,
                         header_value(&format!("bytes */{len}")),
                     );
-                    return (StatusCode::RANGE_NOT_SATISFIABLE, out).into_response();
+                    return (StatusCode::RANGE_NOT_SATISFIABLE, out)
+                        .into_response()
+                        .into();
                 }
             };
         out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
         if method == Method::HEAD {
-            return (status, out, Body::empty()).into_response();
+            return (status, out, Body::empty()).into_response().into();
         }
-        if let Some(bytes) = whole {
-            let part = bytes.slice(start as usize..(start + count) as usize);
-            return (status, out, Body::from(part)).into_response();
+        match content {
+            Content::Bytes(bytes) => {
+                let part = bytes.slice(start as usize..(start + count) as usize);
+                (status, out, Body::from(part)).into_response().into()
+            }
+            Content::File(file) => Served {
+                response: (status, out, Body::empty()).into_response(),
+                file: Some((file, start, count)),
+            },
         }
-        let mut handle = tokio::fs::File::from_std(file);
-        if start > 0 && handle.seek(SeekFrom::Start(start)).await.is_err() {
-            return not_found();
-        }
-        let stream = ReaderStream::with_capacity(handle.take(count), CHUNK);
-        (status, out, Body::from_stream(stream)).into_response()
     }
 
     fn cache_control_for(&self, file: &Path) -> HeaderValue {
@@ -184,19 +264,90 @@ impl StaticDir {
     }
 }
 
-/// A file ready to send: which one (its name decides type and caching), its handle, and its
-/// contents when small enough to have been read with it.
-struct Opened {
+/// The precompressed siblings a request accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Siblings {
+    br: bool,
+    gzip: bool,
+}
+
+impl Siblings {
+    const NONE: Siblings = Siblings {
+        br: false,
+        gzip: false,
+    };
+}
+
+/// What the answer for a file says about it.
+struct Meta {
+    /// The file asked for (its name decides type and caching), even when a sibling is sent.
     name: PathBuf,
-    file: std::fs::File,
     encoding: Option<&'static str>,
     len: u64,
     modified: SystemTime,
-    whole: Option<bytes::Bytes>,
+    etag: HeaderValue,
+    last_modified: HeaderValue,
 }
 
-/// Files up to this size are read in the same trip to the blocking pool that opens them.
-const READ_WHOLE: u64 = 64 * 1024;
+enum Content {
+    /// The whole file, read.
+    Bytes(Bytes),
+    /// The file, open.
+    File(std::fs::File),
+}
+
+/// A small file kept in memory.
+struct SmallFile {
+    meta: Meta,
+    bytes: Bytes,
+}
+
+struct Kept {
+    checked: Instant,
+    file: Arc<SmallFile>,
+}
+
+/// Per worker thread: small files by directory, accepted siblings and request path.
+#[derive(Default)]
+struct Cache {
+    files: HashMap<(u64, Siblings), HashMap<String, Kept>>,
+    bytes: usize,
+    count: usize,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::default();
+}
+
+/// The file kept for this request, if it was checked against the disk within [`RECHECK`].
+fn cached(dir: u64, siblings: Siblings, path: &str) -> Option<Arc<SmallFile>> {
+    CACHE.with_borrow(|cache| {
+        let kept = cache.files.get(&(dir, siblings))?.get(path)?;
+        (kept.checked.elapsed() < RECHECK).then(|| Arc::clone(&kept.file))
+    })
+}
+
+fn keep(dir: u64, siblings: Siblings, path: &str, file: Arc<SmallFile>) {
+    CACHE.with_borrow_mut(|cache| {
+        if cache.bytes + file.bytes.len() > CACHE_BYTES || cache.count >= CACHE_FILES {
+            *cache = Cache::default();
+        }
+        let kept = Kept {
+            checked: Instant::now(),
+            file,
+        };
+        cache.bytes += kept.file.bytes.len();
+        let previous = cache
+            .files
+            .entry((dir, siblings))
+            .or_default()
+            .insert(path.to_string(), kept);
+        match previous {
+            Some(previous) => cache.bytes -= previous.file.bytes.len(),
+            None => cache.count += 1,
+        }
+    });
+}
 
 /// The real path of the file `path` (percent-encoded, relative) names, if it exists inside
 /// `root`.
@@ -229,49 +380,57 @@ fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     Some(real)
 }
 
-/// Opens `file`, or its first precompressed sibling among `wanted` (`br`, `gz`) that exists.
-fn open(file: &Path, wanted: &[&str], read_small: bool) -> std::io::Result<Opened> {
+/// Opens `file`, or its first precompressed sibling the request accepts (`.br`, `.gz`) that
+/// exists; reads it whole when it is small.
+fn open(file: &Path, siblings: Siblings) -> std::io::Result<(Meta, Content)> {
     use std::io::Read;
+    let wanted = [(siblings.br, "br", "br"), (siblings.gzip, "gz", "gzip")];
     let mut chosen = (file.to_path_buf(), None);
-    for suffix in wanted {
+    for (_, suffix, encoding) in wanted.into_iter().filter(|(accepted, ..)| *accepted) {
         let mut name = file.as_os_str().to_owned();
         name.push(".");
         name.push(suffix);
         let sibling = PathBuf::from(name);
         if std::fs::metadata(&sibling).is_ok_and(|m| m.is_file()) {
-            let encoding = if *suffix == "br" { "br" } else { "gzip" };
             chosen = (sibling, Some(encoding));
             break;
         }
     }
     let (path, encoding) = chosen;
     let mut handle = std::fs::File::open(&path)?;
-    let meta = handle.metadata()?;
-    if !meta.is_file() {
+    let stat = handle.metadata()?;
+    if !stat.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "not a file",
         ));
     }
-    let len = meta.len();
-    let whole = if read_small && len <= READ_WHOLE {
-        let mut buffer = Vec::with_capacity(len as usize);
-        handle.read_to_end(&mut buffer)?;
-        if buffer.len() as u64 != len {
-            return Err(std::io::Error::other("the file changed while it was read"));
-        }
-        Some(bytes::Bytes::from(buffer))
-    } else {
-        None
+    let len = stat.len();
+    let modified = stat.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let secs = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let etag = match encoding {
+        Some(encoding) => format!("\"{secs:x}-{len:x}-{encoding}\""),
+        None => format!("\"{secs:x}-{len:x}\""),
     };
-    Ok(Opened {
+    let meta = Meta {
         name: file.to_path_buf(),
-        file: handle,
         encoding,
         len,
-        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        whole,
-    })
+        modified,
+        etag: header_value(&etag),
+        last_modified: header_value(&httpdate::fmt_http_date(modified)),
+    };
+    if len > SMALL {
+        return Ok((meta, Content::File(handle)));
+    }
+    let mut buffer = Vec::with_capacity(len as usize);
+    handle.read_to_end(&mut buffer)?;
+    if buffer.len() as u64 != len {
+        return Err(std::io::Error::other("the file changed while it was read"));
+    }
+    Ok((meta, Content::Bytes(Bytes::from(buffer))))
 }
 
 fn not_found() -> Response {

@@ -16,6 +16,7 @@
 //!   on worker threads of its own.
 //! - [`framing`]: refuses HTTP/1 requests framed by both `Transfer-Encoding` and `Content-Length`.
 //! - [`circuit`]: a circuit breaker for calls to other services.
+//! - [`zero_copy`]: file bodies sent with `sendfile(2)` on plain HTTP/1 connections.
 
 pub mod circuit;
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod observe;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod zero_copy;
 
 use std::time::Duration;
 

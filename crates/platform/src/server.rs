@@ -30,6 +30,7 @@ use tower::{Service, ServiceExt};
 
 use crate::framing::Guarded;
 use crate::health::{Phase, Readiness};
+use crate::zero_copy::{Socket, ZeroCopy};
 
 /// Connection handling limits.
 #[derive(Debug, Clone)]
@@ -144,16 +145,28 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Plain TCP connections can send files with sendfile(2); TLS ones copy.
+        let transport = match &options.tls {
+            None => Transport::Plain(ZeroCopy::new()),
+            Some(tls) => Transport::Tls(tls.acceptor()),
+        };
+        let offer = match &transport {
+            Transport::Plain(offer) => Some(offer.clone()),
+            Transport::Tls(_) => None,
+        };
         let service = service
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
+                let extensions = request.extensions_mut();
+                extensions.insert(ConnectInfo(peer));
+                if let Some(offer) = &offer {
+                    extensions.insert(offer.clone());
+                }
                 request
             });
         let open = open_connections.clone();
         open.increment(1.0);
         let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
-        let tls = options.tls.as_ref().map(crate::tls::Tls::acceptor);
         let handshake_timeout = options.header_read_timeout;
         let (stream, spawn_on) = match &options.workers {
             None => (Accepted::Here(stream), None),
@@ -179,14 +192,15 @@ where
                 },
             };
             let service = TowerToHyperService::new(service);
-            let outcome = match tls {
-                None => {
+            let outcome = match transport {
+                Transport::Plain(offer) => {
+                    let socket = Socket::new(stream, &offer);
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(Guarded::new(stream)), service)
+                        .serve_connection_with_upgrades(TokioIo::new(Guarded::new(socket)), service)
                         .into_owned();
                     watcher.watch(connection).await
                 }
-                Some(acceptor) => {
+                Transport::Tls(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let connection = builder
@@ -225,6 +239,12 @@ where
         ),
     }
     Ok(())
+}
+
+/// How a connection's bytes travel.
+enum Transport {
+    Plain(ZeroCopy),
+    Tls(tokio_rustls::TlsAcceptor),
 }
 
 /// A connection just accepted: served on this runtime, or on the way to a worker's.

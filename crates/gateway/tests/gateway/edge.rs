@@ -500,6 +500,109 @@ async fn a_root_route_serves_files_with_validators_ranges_and_precompressed_sibl
     assert_eq!(backend.hits(), 0, "the static route never proxies");
 }
 
+/// Bytes sent with sendfile(2) so far in this process (each test is a process of its own).
+async fn sendfile_bytes(gateway: &crate::helpers::TestGateway) -> u64 {
+    let url = format!("http://{}/metrics", gateway.admin);
+    let metrics = gateway.client.get(url).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("http_sendfile_bytes_total "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn large_files_go_with_sendfile_only_when_the_body_reaches_the_client_unchanged() {
+    let (_dir, root, big) = site();
+    let css: Vec<u8> = (0..300_000u32)
+        .map(|i| b"a { color: red }\n"[(i % 17) as usize])
+        .collect();
+    std::fs::write(root.join("site.css"), &css).unwrap();
+    let routes = format!(
+        "[[route]]\npath = \"/assets/\"\nroot = {root:?}\n\
+         [[route]]\npath = \"/zipped/\"\nroot = {root:?}\ncompress = true\n",
+        root = root.to_str().unwrap()
+    );
+    let gateway = spawn_gateway(&routes).await;
+    let get = |path: &str| gateway.client.get(gateway.url(path));
+    let before = sendfile_bytes(&gateway).await;
+
+    // Plain HTTP/1: the whole file and a range, from the page cache to the socket.
+    let whole = get("/assets/big.txt").send().await.unwrap();
+    assert_eq!(whole.version(), reqwest::Version::HTTP_11);
+    assert_eq!(whole.bytes().await.unwrap(), big);
+    let part = get("/assets/big.txt")
+        .header("range", "bytes=1000-600000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap(), &big[1000..=600_000]);
+    let sent = sendfile_bytes(&gateway).await - before;
+    assert_eq!(sent, 1_048_576 + 599_001, "both bodies went with sendfile");
+
+    // A body compressed on the way is read and copied, and arrives right.
+    let zipped = get("/zipped/site.css")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let body = zipped.bytes().await.unwrap();
+    assert_eq!(decode("gzip", &body).await, css);
+    // So is one over HTTP/2, which frames bodies itself.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let over_h2 = h2.get(gateway.url("/assets/big.txt")).send().await.unwrap();
+    assert_eq!(over_h2.version(), reqwest::Version::HTTP_2);
+    assert_eq!(over_h2.bytes().await.unwrap(), big);
+    // An uncompressed answer on the compressing route (not accepted) goes with sendfile again.
+    let plain = get("/zipped/site.css").send().await.unwrap();
+    assert!(!plain.headers().contains_key("content-encoding"));
+    assert_eq!(plain.bytes().await.unwrap(), css);
+    assert_eq!(
+        sendfile_bytes(&gateway).await - before,
+        sent + 300_000,
+        "only the uncompressed HTTP/1 answer added to it"
+    );
+}
+
+#[tokio::test]
+async fn a_small_file_changed_on_disk_is_served_anew_within_a_second() {
+    let (_dir, root, _) = site();
+    let routes = format!(
+        "[[route]]\npath = \"/assets/\"\nroot = {:?}\n",
+        root.to_str().unwrap()
+    );
+    let gateway = spawn_gateway(&routes).await;
+    let first = gateway.get("/assets/index.html").await;
+    let etag = first.headers()["etag"].clone();
+    assert_eq!(first.text().await.unwrap(), "<h1>home</h1>");
+    std::fs::write(root.join("index.html"), "<h1>a new home page</h1>").unwrap();
+    let changed = crate::helpers::eventually(std::time::Duration::from_secs(3), || async {
+        gateway
+            .get("/assets/index.html")
+            .await
+            .text()
+            .await
+            .unwrap()
+            == "<h1>a new home page</h1>"
+    })
+    .await;
+    assert!(changed, "the new contents are served");
+    let now = gateway.get("/assets/index.html").await;
+    assert_ne!(now.headers()["etag"], etag);
+    assert_eq!(now.headers()["content-length"], "24");
+    std::fs::remove_file(root.join("index.html")).unwrap();
+    let gone = crate::helpers::eventually(std::time::Duration::from_secs(3), || async {
+        gateway.get("/assets/index.html").await.status() == 404
+    })
+    .await;
+    assert!(gone, "a removed file stops being served");
+}
+
 #[tokio::test]
 async fn nothing_outside_the_root_can_be_reached() {
     let (_dir, root, _) = site();
