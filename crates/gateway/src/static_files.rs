@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
@@ -155,10 +155,11 @@ impl StaticDir {
         }
         let root = self.root.clone();
         let owned_path = path.to_string();
+        let cache_control = self.cache_control.clone();
         // One trip to the blocking pool: resolve, choose, open, and read a small file whole.
         let opened = tokio::task::spawn_blocking(move || {
             let file = resolve(&root, &owned_path)?;
-            open(&file, siblings)
+            open(&file, siblings, cache_control)
                 .map_err(|error| {
                     tracing::warn!(path = %file.display(), %error, "cannot read a static file");
                 })
@@ -191,27 +192,17 @@ impl StaticDir {
         content: Content,
     ) -> Served {
         let Meta {
-            name,
-            encoding,
             len,
             modified,
             etag,
             last_modified,
+            headers: common,
         } = meta;
         let len = *len;
-        let mut out = HeaderMap::with_capacity(10);
-        out.insert(header::ETAG, etag.clone());
-        out.insert(header::LAST_MODIFIED, last_modified.clone());
-        out.insert(header::CACHE_CONTROL, self.cache_control_for(name));
-        out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        out.insert(header::CONTENT_TYPE, content_type(name));
-        if let Some(encoding) = encoding {
-            out.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
-        }
+        let mut out = common.clone();
 
         if not_modified(headers, etag.to_str().unwrap_or(""), *modified) {
-            return (StatusCode::NOT_MODIFIED, out).into_response().into();
+            return respond(StatusCode::NOT_MODIFIED, out, Body::empty()).into();
         }
 
         let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -233,35 +224,31 @@ impl StaticDir {
                         header::CONTENT_RANGE,
                         header_value(&format!("bytes */{len}")),
                     );
-                    return (StatusCode::RANGE_NOT_SATISFIABLE, out)
-                        .into_response()
-                        .into();
+                    return respond(StatusCode::RANGE_NOT_SATISFIABLE, out, Body::empty()).into();
                 }
             };
         out.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
         if method == Method::HEAD {
-            return (status, out, Body::empty()).into_response().into();
+            return respond(status, out, Body::empty()).into();
         }
         match content {
             Content::Bytes(bytes) => {
                 let part = bytes.slice(start as usize..(start + count) as usize);
-                (status, out, Body::from(part)).into_response().into()
+                respond(status, out, Body::from(part)).into()
             }
             Content::File(file) => Served {
-                response: (status, out, Body::empty()).into_response(),
+                response: respond(status, out, Body::empty()),
                 file: Some((file, start, count)),
             },
         }
     }
+}
 
-    fn cache_control_for(&self, file: &Path) -> HeaderValue {
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if content_hashed(name) {
-            HeaderValue::from_static(IMMUTABLE)
-        } else {
-            self.cache_control.clone()
-        }
-    }
+fn respond(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// The precompressed siblings a request accepts.
@@ -280,13 +267,12 @@ impl Siblings {
 
 /// What the answer for a file says about it.
 struct Meta {
-    /// The file asked for (its name decides type and caching), even when a sibling is sent.
-    name: PathBuf,
-    encoding: Option<&'static str>,
     len: u64,
     modified: SystemTime,
     etag: HeaderValue,
     last_modified: HeaderValue,
+    /// The headers of every answer with the file: validators, type, caching, encoding.
+    headers: HeaderMap,
 }
 
 enum Content {
@@ -382,7 +368,11 @@ fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
 
 /// Opens `file`, or its first precompressed sibling the request accepts (`.br`, `.gz`) that
 /// exists; reads it whole when it is small.
-fn open(file: &Path, siblings: Siblings) -> std::io::Result<(Meta, Content)> {
+fn open(
+    file: &Path,
+    siblings: Siblings,
+    cache_control: HeaderValue,
+) -> std::io::Result<(Meta, Content)> {
     use std::io::Read;
     let wanted = [(siblings.br, "br", "br"), (siblings.gzip, "gz", "gzip")];
     let mut chosen = (file.to_path_buf(), None);
@@ -414,13 +404,32 @@ fn open(file: &Path, siblings: Siblings) -> std::io::Result<(Meta, Content)> {
         Some(encoding) => format!("\"{secs:x}-{len:x}-{encoding}\""),
         None => format!("\"{secs:x}-{len:x}\""),
     };
+    let (etag, last_modified) = (
+        header_value(&etag),
+        header_value(&httpdate::fmt_http_date(modified)),
+    );
+    let mut headers = HeaderMap::with_capacity(10);
+    headers.insert(header::ETAG, etag.clone());
+    headers.insert(header::LAST_MODIFIED, last_modified.clone());
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let cache_control = if content_hashed(name) {
+        HeaderValue::from_static(IMMUTABLE)
+    } else {
+        cache_control
+    };
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    headers.insert(header::CONTENT_TYPE, content_type(file));
+    if let Some(encoding) = encoding {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
     let meta = Meta {
-        name: file.to_path_buf(),
-        encoding,
         len,
         modified,
-        etag: header_value(&etag),
-        last_modified: header_value(&httpdate::fmt_http_date(modified)),
+        etag,
+        last_modified,
+        headers,
     };
     if len > SMALL {
         return Ok((meta, Content::File(handle)));
