@@ -179,8 +179,14 @@ impl StaticDir {
                     Content::Bytes(file.bytes.clone()),
                 )
             }
-            Some((meta, content)) => self.answer(method, headers, &meta, content),
-            None => not_found().into(),
+            Some((meta, content)) => {
+                forget(self.id, siblings, path);
+                self.answer(method, headers, &meta, content)
+            }
+            None => {
+                forget(self.id, siblings, path);
+                not_found().into()
+            }
         }
     }
 
@@ -305,11 +311,19 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::default();
 }
 
-/// The file kept for this request, if it was checked against the disk within [`RECHECK`].
+/// The file kept for this request, if it was checked against the disk within [`RECHECK`]. When
+/// it was not, the caller checks it again and, until it is done, the other requests for it
+/// still get the kept copy: one check at a time, however many requests arrive together.
 fn cached(dir: u64, siblings: Siblings, path: &str) -> Option<Arc<SmallFile>> {
-    CACHE.with_borrow(|cache| {
-        let kept = cache.files.get(&(dir, siblings))?.get(path)?;
-        (kept.checked.elapsed() < RECHECK).then(|| Arc::clone(&kept.file))
+    CACHE.with_borrow_mut(|cache| {
+        let kept = cache.files.get_mut(&(dir, siblings))?.get_mut(path)?;
+        let now = Instant::now();
+        if now.duration_since(kept.checked) < RECHECK {
+            Some(Arc::clone(&kept.file))
+        } else {
+            kept.checked = now;
+            None
+        }
     })
 }
 
@@ -331,6 +345,20 @@ fn keep(dir: u64, siblings: Siblings, path: &str, file: Arc<SmallFile>) {
         match previous {
             Some(previous) => cache.bytes -= previous.file.bytes.len(),
             None => cache.count += 1,
+        }
+    });
+}
+
+/// Drops the file kept for this request, if any: it is gone, or no longer small.
+fn forget(dir: u64, siblings: Siblings, path: &str) {
+    CACHE.with_borrow_mut(|cache| {
+        let gone = cache
+            .files
+            .get_mut(&(dir, siblings))
+            .and_then(|files| files.remove(path));
+        if let Some(gone) = gone {
+            cache.bytes -= gone.file.bytes.len();
+            cache.count -= 1;
         }
     });
 }

@@ -601,6 +601,10 @@ async fn a_small_file_changed_on_disk_is_served_anew_within_a_second() {
     })
     .await;
     assert!(gone, "a removed file stops being served");
+    for _ in 0..20 {
+        let again = gateway.get("/assets/index.html").await;
+        assert_eq!(again.status(), 404, "and stays gone");
+    }
 }
 
 #[tokio::test]
