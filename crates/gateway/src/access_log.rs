@@ -9,12 +9,17 @@
 //! (`gateway_access_log_dropped_total`).
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::Method;
+use http::header::HeaderValue;
+use http::uri::PathAndQuery;
 
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
@@ -114,79 +119,110 @@ fn write_lines(rx: Receiver<Vec<u8>>, writer: Box<dyn Write + Send>, closing: &A
     }
 }
 
-/// What is known about a request before it is answered.
+/// What is known about a request before it is answered: the request's own values, shared with
+/// it rather than copied (header values and the URI are reference-counted).
 pub(crate) struct Entry {
     pub(crate) started: Instant,
-    pub(crate) remote_addr: String,
-    pub(crate) method: String,
-    pub(crate) request_uri: String,
+    pub(crate) remote_addr: Option<IpAddr>,
+    pub(crate) method: Method,
+    pub(crate) request_uri: Option<PathAndQuery>,
     pub(crate) version: &'static str,
     pub(crate) request_length: u64,
-    pub(crate) referer: String,
-    pub(crate) user_agent: String,
-    pub(crate) forwarded_for: String,
-    pub(crate) request_id: String,
+    pub(crate) referer: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) forwarded_for: Option<HeaderValue>,
+    pub(crate) request_id: Option<HeaderValue>,
     pub(crate) route: Arc<str>,
     pub(crate) status: u16,
     pub(crate) head_bytes: u64,
     pub(crate) upstream_addr: Option<Arc<str>>,
-    pub(crate) upstream_response_time: Option<f64>,
+    pub(crate) upstream_response_time: Option<Duration>,
 }
 
 impl Entry {
     fn line(&self, body_bytes: u64) -> Vec<u8> {
-        let now = time::OffsetDateTime::now_utc();
-        let (uri, query) = self
-            .request_uri
-            .split_once('?')
-            .unwrap_or((&self.request_uri, ""));
+        let request_uri = self.request_uri.as_ref().map_or("/", PathAndQuery::as_str);
+        let (uri, query) = request_uri.split_once('?').unwrap_or((request_uri, ""));
         let mut line = Line(Vec::with_capacity(512));
         line.0.push(b'{');
-        line.number(
-            "time",
-            format_args!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-                now.year(),
-                u8::from(now.month()),
-                now.day(),
-                now.hour(),
-                now.minute(),
-                now.second()
-            ),
-        );
-        line.text("remote_addr", &self.remote_addr);
-        line.text(
-            "request",
-            &format!("{} {} {}", self.method, self.request_uri, self.version),
-        );
-        line.text("request_method", &self.method);
-        line.number("request_length", format_args!("{}", self.request_length));
-        line.text("request_uri", &self.request_uri);
+        line.key("time");
+        now_iso8601(&mut line.0);
+        line.key("remote_addr");
+        match self.remote_addr {
+            Some(IpAddr::V4(ip)) => {
+                let [a, b, c, d] = ip.octets();
+                line.0.push(b'"');
+                for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                    if i > 0 {
+                        line.0.push(b'.');
+                    }
+                    line.0
+                        .extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                }
+                line.0.push(b'"');
+            }
+            Some(ip) => line.value(&ip.to_string()),
+            None => line.value(""),
+        }
+        let method = self.method.as_str();
+        line.key("request");
+        line.joined(&[method, " ", request_uri, " ", self.version]);
+        line.text("request_method", method);
+        line.number("request_length", self.request_length);
+        line.text("request_uri", request_uri);
         line.text("uri", uri);
         line.text("query_string", query);
-        line.number("status", format_args!("{}", self.status));
-        line.number(
-            "bytes_sent",
-            format_args!("{}", self.head_bytes + body_bytes),
-        );
-        line.number("body_bytes_sent", format_args!("{body_bytes}"));
-        line.text("referer", &self.referer);
-        line.text("useragent", &self.user_agent);
-        line.text("forwardedfor", &self.forwarded_for);
-        line.number(
-            "request_time",
-            format_args!("{:.3}", self.started.elapsed().as_secs_f64()),
-        );
-        match self.upstream_response_time {
-            Some(time) => line.number("upstream_response_time", format_args!("{time:.3}")),
-            None => line.text("upstream_response_time", ""),
-        }
+        line.number("status", u64::from(self.status));
+        line.number("bytes_sent", self.head_bytes + body_bytes);
+        line.number("body_bytes_sent", body_bytes);
+        line.text("referer", &header(&self.referer));
+        line.text("useragent", &header(&self.user_agent));
+        line.text("forwardedfor", &header(&self.forwarded_for));
+        line.seconds("request_time", Some(self.started.elapsed()));
+        line.seconds("upstream_response_time", self.upstream_response_time);
         line.text("upstream_addr", self.upstream_addr.as_deref().unwrap_or(""));
-        line.text("request_id", &self.request_id);
+        line.text("request_id", &header(&self.request_id));
         line.text("route", &self.route);
         line.0.extend_from_slice(b"}\n");
         line.0
     }
+}
+
+/// A header's value as text (invalid UTF-8 replaced), empty when it is missing.
+fn header(value: &Option<HeaderValue>) -> std::borrow::Cow<'_, str> {
+    value
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .unwrap_or_default()
+}
+
+/// The current time as `"2026-11-22T14:05:09+00:00"` (quoted), made once a second per thread.
+fn now_iso8601(out: &mut Vec<u8>) {
+    thread_local! {
+        static MADE: std::cell::RefCell<(u64, Vec<u8>)> = const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    MADE.with_borrow_mut(|(second, text)| {
+        if *second != now {
+            let at = time::OffsetDateTime::from_unix_timestamp(now as i64)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            text.clear();
+            let _ = write!(
+                text,
+                "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00\"",
+                at.year(),
+                u8::from(at.month()),
+                at.day(),
+                at.hour(),
+                at.minute(),
+                at.second()
+            );
+            *second = now;
+        }
+        out.extend_from_slice(text);
+    });
 }
 
 /// A JSON object being written, one string field after another (nginx's `escape=json` log
@@ -206,23 +242,53 @@ impl Line {
     /// A value from the request, escaped as JSON needs.
     fn text(&mut self, key: &str, value: &str) {
         self.key(key);
-        let value = if value.is_empty() { "-" } else { value };
-        if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        self.value(value);
+    }
+
+    fn value(&mut self, value: &str) {
+        self.joined(&[value]);
+    }
+
+    /// A value made of `parts`, escaped as JSON needs.
+    fn joined(&mut self, parts: &[&str]) {
+        let clean = |part: &str| part.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        if parts.iter().all(|part| part.is_empty()) {
+            self.0.extend_from_slice(b"\"-\"");
+        } else if parts.iter().all(|part| clean(part)) {
             self.0.push(b'"');
-            self.0.extend_from_slice(value.as_bytes());
+            for part in parts {
+                self.0.extend_from_slice(part.as_bytes());
+            }
             self.0.push(b'"');
         } else {
             // serde_json escapes quotes, backslashes and control characters: always valid JSON.
-            let _ = serde_json::to_writer(&mut self.0, value);
+            let _ = serde_json::to_writer(&mut self.0, &parts.concat());
         }
     }
 
-    /// A value the gateway formats itself (digits, `-`, `:`, `.`, `+`, `T`): nothing to escape.
-    fn number(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
-        use std::io::Write;
+    fn number(&mut self, key: &str, value: u64) {
         self.key(key);
         self.0.push(b'"');
-        let _ = self.0.write_fmt(value);
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.0.push(b'"');
+    }
+
+    /// Seconds with millisecond resolution (`0.004`), as nginx writes times; `-` for none.
+    fn seconds(&mut self, key: &str, value: Option<Duration>) {
+        self.key(key);
+        let Some(value) = value else {
+            self.0.extend_from_slice(b"\"-\"");
+            return;
+        };
+        let millis = (value.as_micros() + 500) / 1000;
+        let mut digits = itoa::Buffer::new();
+        self.0.push(b'"');
+        self.0
+            .extend_from_slice(digits.format(millis / 1000).as_bytes());
+        self.0.push(b'.');
+        let fraction = digits.format(millis % 1000 + 1000);
+        self.0.extend_from_slice(&fraction.as_bytes()[1..]);
         self.0.push(b'"');
     }
 }
@@ -291,21 +357,37 @@ mod tests {
     fn entry() -> Entry {
         Entry {
             started: Instant::now(),
-            remote_addr: "127.0.0.1".into(),
-            method: "GET".into(),
-            request_uri: "/todo?status=\"DONE\"".into(),
+            remote_addr: Some(IpAddr::from([127, 0, 0, 1])),
+            method: Method::GET,
+            request_uri: Some(PathAndQuery::from_static("/todo?status=%22DONE%22")),
             version: "HTTP/1.1",
             request_length: 120,
-            referer: String::new(),
-            user_agent: "evil\"agent\\\u{1}\n".into(),
-            forwarded_for: String::new(),
-            request_id: "abc".into(),
+            referer: None,
+            user_agent: Some(HeaderValue::from_bytes(b"evil\"agent\\\t\xff").unwrap()),
+            forwarded_for: None,
+            request_id: Some(HeaderValue::from_static("abc")),
             route: Arc::from("/"),
             status: 200,
             head_bytes: 100,
             upstream_addr: Some(Arc::from("127.0.0.1:8081")),
-            upstream_response_time: Some(0.0042),
+            upstream_response_time: Some(Duration::from_micros(4_200)),
         }
+    }
+
+    #[test]
+    fn times_are_seconds_with_milliseconds() {
+        let text = |micros: u64| {
+            let mut line = Line(vec![b'{']);
+            line.seconds("t", Some(Duration::from_micros(micros)));
+            String::from_utf8(line.0).unwrap()
+        };
+        assert_eq!(text(0), r#"{"t":"0.000""#);
+        assert_eq!(text(4_200), r#"{"t":"0.004""#);
+        assert_eq!(text(1_234_500), r#"{"t":"1.235""#);
+        assert_eq!(text(61_000_000), r#"{"t":"61.000""#);
+        let mut line = Line(vec![b'{']);
+        line.seconds("t", None);
+        assert_eq!(line.0, br#"{"t":"-""#);
     }
 
     #[test]
@@ -317,9 +399,12 @@ mod tests {
             "{text}"
         );
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(value["useragent"], "evil\"agent\\\u{1}\n");
+        assert_eq!(value["useragent"], "evil\"agent\\\t\u{fffd}");
+        assert_eq!(value["remote_addr"], "127.0.0.1");
+        assert_eq!(value["request"], "GET /todo?status=%22DONE%22 HTTP/1.1");
         assert_eq!(value["uri"], "/todo");
-        assert_eq!(value["query_string"], "status=\"DONE\"");
+        assert_eq!(value["query_string"], "status=%22DONE%22");
+        assert_eq!(value["request_id"], "abc");
         assert_eq!(value["referer"], "-");
         assert_eq!(value["bytes_sent"], "125");
         assert_eq!(value["upstream_response_time"], "0.004");

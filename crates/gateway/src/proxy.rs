@@ -126,7 +126,7 @@ async fn handle(state: Arc<ListenerState>, request: Request) -> Response {
         entry.status = response.status().as_u16();
         entry.head_bytes = head_bytes(&response);
         entry.upstream_addr = upstreamed.server;
-        entry.upstream_response_time = upstreamed.head_time.map(|t| t.as_secs_f64());
+        entry.upstream_response_time = upstreamed.head_time;
         let log = Arc::clone(&state.access_log);
         response = response.map(|body| Body::new(Logged::new(body, entry, log)));
         response.extensions_mut().insert(AccessLogged);
@@ -157,20 +157,10 @@ async fn authorized(route: &crate::routing::Route, headers: &http::HeaderMap) ->
 
 /// The access log's view of a request, taken before the request is forwarded.
 fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
-    let header = |name: http::header::HeaderName| {
-        request
-            .headers()
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default()
-    };
-    let request_uri = request
-        .uri()
-        .path_and_query()
-        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-    let headers_len = wire_len(request.headers());
-    let body_len = request
-        .headers()
+    let headers = request.headers();
+    let request_uri = request.uri().path_and_query().cloned();
+    let uri_len = request_uri.as_ref().map_or(1, |p| p.as_str().len());
+    let body_len = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .unwrap_or(0);
@@ -184,20 +174,17 @@ fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
         remote_addr: request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default(),
-        method: request.method().as_str().to_string(),
-        request_length: (request.method().as_str().len() + request_uri.len() + 12 + headers_len + 2)
+            .map(|c| c.0.ip()),
+        method: request.method().clone(),
+        request_length: (request.method().as_str().len() + uri_len + 12 + wire_len(headers) + 2)
             as u64
             + body_len,
         request_uri,
         version,
-        referer: header(header::REFERER),
-        user_agent: header(header::USER_AGENT),
-        forwarded_for: header(headers::X_FORWARDED_FOR),
-        request_id: header(http::header::HeaderName::from_static(
-            platform::observe::REQUEST_ID,
-        )),
+        referer: headers.get(header::REFERER).cloned(),
+        user_agent: headers.get(header::USER_AGENT).cloned(),
+        forwarded_for: headers.get(headers::X_FORWARDED_FOR).cloned(),
+        request_id: headers.get(platform::observe::REQUEST_ID).cloned(),
         route: Arc::clone(&route.0),
         status: 0,
         head_bytes: 0,
