@@ -155,6 +155,9 @@ pub struct Bound {
     readiness: Readiness,
     /// Where to read the config again on SIGHUP.
     reload_from: Option<Source>,
+    /// SIGHUP, listened for from before any listener serves: a SIGHUP that arrived between the
+    /// "listening" line and the start of listening for it would end the process (its default).
+    hangups: Option<tokio::signal::unix::Signal>,
     /// `POST /reload` requests from the admin listener.
     reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
 }
@@ -342,6 +345,19 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
             Some((platform::bind(addr).await?, router))
         }
     };
+    let hangups = match &config.reload_source {
+        Some(_) => {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(hangups) => Some(hangups),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGHUP; config reload is off");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     Ok(Bound {
         listeners,
         shared,
@@ -349,6 +365,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         pools,
         readiness,
         reload_from: config.reload_source.clone(),
+        hangups,
         reloads,
     })
 }
@@ -384,6 +401,7 @@ impl Bound {
             pools,
             listeners,
             self.reload_from.clone(),
+            self.hangups,
             self.reloads,
             stop_rx.clone(),
         ));
@@ -572,21 +590,11 @@ async fn maintain(
     mut pools: Pools,
     mut listeners: Listeners,
     reload_from: Option<Source>,
+    mut hangups: Option<tokio::signal::unix::Signal>,
     mut reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
     let live = Arc::clone(&listeners.shared.live);
-    let mut hangups = match reload_from {
-        Some(_) => match signal(SignalKind::hangup()) {
-            Ok(hangups) => Some(hangups),
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGHUP; config reload is off");
-                None
-            }
-        },
-        None => None,
-    };
     let mut gauges = tokio::time::interval(std::time::Duration::from_secs(1));
     let next_lookup = |file: &FileConfig| {
         discovery::interval(file).map(|interval| tokio::time::Instant::now() + interval)
