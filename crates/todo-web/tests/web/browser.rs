@@ -94,14 +94,27 @@ async fn wait_for(client: &Client, css: &str, present: bool) {
     );
 }
 
+/// Clicks the element `css` selects. An element replaced between finding and clicking it (the
+/// board re-rendering) is found again.
 async fn click(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    let mut last_error = None;
+    for _ in 0..20 {
+        let clicked = match client.find(Locator::Css(css)).await {
+            Ok(element) => element.click().await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(error) => last_error = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{css}: {}", last_error.expect("tried at least once"));
+}
+
+/// The text of the element `css` selects, if it can be read now.
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    client.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 
 async fn api_item(api: &Service, title: &str) -> Value {
@@ -179,30 +192,18 @@ async fn life_of_a_todo(
     input.send_keys(&edited).await.unwrap();
     click(client, &format!("{card} details.edit button[type=submit]")).await;
     wait_for(client, &format!("{card} h3.title"), true).await;
+    // The board may be re-rendering as we read (the element we found replaced before we read
+    // its text): a read that fails is tried again, like a title not yet changed.
+    let mut shown = None;
     for _ in 0..200 {
-        let text = client
-            .find(Locator::Css(&format!("{card} h3.title")))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text == edited {
+        shown = text_of(client, &format!("{card} h3.title")).await;
+        if shown.as_deref() == Some(edited.as_str()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(shown.as_deref(), Some(edited.as_str()));
     assert_eq!(api_item(api, &edited).await["id"], id);
-    assert_eq!(
-        client
-            .find(Locator::Css(&format!("{card} h3.title")))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        edited
-    );
 
     click(client, &format!("{card} details.delete summary")).await;
     click(client, &format!("{card} details.delete button")).await;
