@@ -9,10 +9,10 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, Empty, StreamBody};
 use tower_http::timeout::TimeoutBody;
 
-use crate::client::{BoxError, ProxyBody};
+use crate::client::{BoxError, Payload, ProxyBody};
 use crate::upstream::InFlight;
 
 /// An error reading the client's request body, told apart from upstream errors when it comes
@@ -131,17 +131,13 @@ impl RequestBody {
     }
 
     /// The body for one attempt, and whether another attempt could send it again.
-    pub(crate) fn take(&mut self) -> (ProxyBody, bool) {
+    pub(crate) fn take(&mut self) -> (Payload, bool) {
         match self {
-            RequestBody::Replayable(bytes) if bytes.is_empty() => (empty(), true),
-            RequestBody::Replayable(bytes) => (
-                Full::new(bytes.clone())
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-                true,
-            ),
+            RequestBody::Replayable(bytes) => (Payload::Whole(bytes.clone()), true),
             // Whatever happens to this attempt, the body cannot be sent a second time.
-            RequestBody::Streaming(body) => (std::mem::replace(body, empty()), false),
+            RequestBody::Streaming(body) => {
+                (Payload::Stream(std::mem::replace(body, empty())), false)
+            }
         }
     }
 }

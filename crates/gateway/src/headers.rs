@@ -1,6 +1,7 @@
 //! Header rewriting between client and upstream: hop-by-hop headers stay on their own hop, the
 //! client's `Host` goes through, and the `X-Forwarded-*` family tells the upstream who asked.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -65,28 +66,42 @@ pub(crate) fn add_forwarded(
     client: IpAddr,
     proto: &'static str,
 ) {
-    let client_text = client.to_string();
-    let forwarded_for = {
-        let earlier: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if earlier.is_empty() {
-            client_text.clone()
-        } else {
-            format!("{}, {client_text}", earlier.join(", "))
-        }
+    let client_value = address_value(client);
+    let earlier: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded_for = if earlier.is_empty() {
+        Some(client_value.clone())
+    } else {
+        let client_text = client_value.to_str().expect("an address is ASCII");
+        HeaderValue::from_str(&format!("{}, {client_text}", earlier.join(", "))).ok()
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&client_text) {
-        headers.insert(X_REAL_IP, value);
-    }
+    headers.insert(X_REAL_IP, client_value);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(X_FORWARDED_HOST, host.clone());
     headers.insert(header::HOST, host.clone());
+}
+
+/// The client's address as a header value. The last one made on this thread is kept: requests
+/// on a keep-alive connection all come from one address.
+fn address_value(client: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((address, value)) if *address == client => value.clone(),
+        _ => {
+            let value = HeaderValue::from_str(&client.to_string())
+                .expect("an IP address is a valid header value");
+            *last = Some((client, value.clone()));
+            value
+        }
+    })
 }
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use tokio::sync::watch;
 
+use crate::client::Payload;
 use crate::upstream::Upstream;
 
 /// Runs the checks of one upstream until `stop` changes.
@@ -31,11 +32,7 @@ pub(crate) async fn run(upstream: Arc<Upstream>, mut stop: watch::Receiver<bool>
                 let request = Request::get(path.as_str())
                     .header(http::header::HOST, server.authority.as_str())
                     .header(http::header::USER_AGENT, "flotilla-gateway-health-check")
-                    .body(
-                        Empty::<Bytes>::new()
-                            .map_err(|never| match never {})
-                            .boxed_unsync(),
-                    );
+                    .body(Payload::Whole(Bytes::new()));
                 let Ok(request) = request else {
                     return Err("bad check URI".to_string());
                 };

@@ -293,7 +293,13 @@ async fn forward(
         *outgoing.method_mut() = parts.method.clone();
         *outgoing.uri_mut() = Uri::from(path.clone());
         *outgoing.version_mut() = Version::HTTP_11;
-        *outgoing.headers_mut() = parts.headers.clone();
+        // The last attempt there can be takes the headers; earlier ones send a copy.
+        let last = tried.len() >= (upstream.max_attempts as usize).min(upstream.servers.len());
+        *outgoing.headers_mut() = if last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
 
         let may_retry = |upstream: &Upstream, tried: &[usize]| {
             let retry = replayable
@@ -341,7 +347,7 @@ async fn forward(
                 return Ok(pass_on(response, in_flight).await);
             }
             Ok(Err(error)) => {
-                if let Some(client) = error.http().and_then(|e| ClientBodyError::find(e)) {
+                if let Some(client) = error.client_body() {
                     return Err(match client {
                         ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
                         ClientBodyError::TooLarge => {
@@ -419,7 +425,7 @@ fn client_body_error(error: ClientBodyError, max: Option<u64>) -> ProxyError {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE

@@ -137,9 +137,11 @@ where
             }
         };
         let observation = crate::observe::Observation::begin(&request);
-        let handled = self.0.handle(request);
+        let handler = self.0.clone();
+        // The handler's future is made inside the box rather than moved into it: a proxy's future
+        // is kilobytes, and each move is a copy of all of it.
         Box::pin(async move {
-            let mut response = std::panic::AssertUnwindSafe(handled)
+            let mut response = std::panic::AssertUnwindSafe(handler.handle(request))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(panic_response);
