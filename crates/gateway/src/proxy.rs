@@ -69,8 +69,8 @@ impl LiveRoutes {
 pub(crate) struct Proxy(pub(crate) Arc<ListenerState>);
 
 impl platform::Handler for Proxy {
-    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send + 'static {
-        handle(Arc::clone(&self.0), request)
+    fn handle(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+        handle(self.0, request)
     }
 }
 
@@ -338,7 +338,7 @@ async fn forward(
                         continue;
                     }
                 } else {
-                    upstream.record_success(index, started.elapsed());
+                    upstream.record_success(index, head_time);
                 }
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     return Ok(switch_protocols(response, client_upgrade));

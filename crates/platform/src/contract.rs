@@ -90,9 +90,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// A service that handles every request itself, with no routing: the gateway's listeners.
+/// It is cloned for each request, and the clone handles it.
 pub trait Handler: Clone + Send + Sync + 'static {
     fn handle(
-        &self,
+        self,
         request: axum::extract::Request,
     ) -> impl Future<Output = Response> + Send + 'static;
 }
