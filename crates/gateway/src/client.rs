@@ -1153,7 +1153,10 @@ mod tests {
             // No body for HEAD, whatever Content-Length says.
             (b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n", false),
             (b"HTTP/1.1 204 No Content\r\n\r\n", false),
-            (b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nlength", false),
+            (
+                b"HTTP/1.1 200 OK\r\nx-empty:\r\ncontent-length: 6\r\nx-last:  spaced \r\n\r\nlength",
+                false,
+            ),
             // Until the end of the connection.
             (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", true),
         ])
@@ -1177,6 +1180,8 @@ mod tests {
 
         let response = client.send(&address, get("/"), false).await.unwrap();
         assert_eq!(response.body().size_hint().exact(), Some(6));
+        assert_eq!(response.headers()["x-empty"], "");
+        assert_eq!(response.headers()["x-last"], "spaced");
         assert_eq!(body_of(response).await.unwrap(), "length");
         assert_eq!(idle_count(&address), 1);
 
