@@ -616,8 +616,9 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
         keep_alive &= status != StatusCode::SWITCHING_PROTOCOLS;
         Framing::Length(0)
     } else if map.contains_key(header::TRANSFER_ENCODING) {
-        // With both, Transfer-Encoding wins, and the connection is not to be trusted again.
-        keep_alive &= !map.contains_key(header::CONTENT_LENGTH);
+        // With both, Transfer-Encoding wins (the length goes: it would misframe the answer to
+        // the client), and the connection is not to be trusted again.
+        keep_alive &= map.remove(header::CONTENT_LENGTH).is_none();
         let last_coding = map
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -1150,6 +1151,12 @@ mod tests {
                   5;name=value\r\nhello\r\n1\r\n \r\n6\r\nchunks\r\n0\r\nx-trailer: 1\r\n\r\n",
                 false,
             ),
+            // Both: chunks win, and the length is not passed on.
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n\
+                  4\r\nboth\r\n0\r\n\r\n",
+                true,
+            ),
             // No body for HEAD, whatever Content-Length says.
             (b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n", false),
             (b"HTTP/1.1 204 No Content\r\n\r\n", false),
@@ -1167,6 +1174,11 @@ mod tests {
         assert!(!response.headers().contains_key("x-trailer"));
         assert_eq!(body_of(response).await.unwrap(), "hello chunks");
         assert_eq!(idle_count(&address), 1);
+
+        let response = client.send(&address, get("/"), false).await.unwrap();
+        assert!(!response.headers().contains_key("content-length"));
+        assert_eq!(body_of(response).await.unwrap(), "both");
+        assert_eq!(idle_count(&address), 0, "a connection that sent both is not kept");
 
         let head = request(Method::HEAD, "/", Payload::Whole(Bytes::new()));
         let response = client.send(&address, head, false).await.unwrap();
