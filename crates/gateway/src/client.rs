@@ -1178,7 +1178,11 @@ mod tests {
         let response = client.send(&address, get("/"), false).await.unwrap();
         assert!(!response.headers().contains_key("content-length"));
         assert_eq!(body_of(response).await.unwrap(), "both");
-        assert_eq!(idle_count(&address), 0, "a connection that sent both is not kept");
+        assert_eq!(
+            idle_count(&address),
+            0,
+            "a connection that sent both is not kept"
+        );
 
         let head = request(Method::HEAD, "/", Payload::Whole(Bytes::new()));
         let response = client.send(&address, head, false).await.unwrap();

@@ -129,8 +129,9 @@ where
         let request_id = match request.headers().get(crate::observe::REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
-                let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                    .expect("a UUID is a valid header value");
+                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+                let id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
                 request
                     .headers_mut()
                     .insert(crate::observe::REQUEST_ID, id.clone());
