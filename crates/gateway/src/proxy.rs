@@ -399,8 +399,13 @@ async fn pass_on(response: http::Response<UpstreamBody>, in_flight: InFlight) ->
         .size_hint()
         .exact()
         .is_some_and(|len| len <= BUFFER_RESPONSES_UP_TO);
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
     if small {
+        // Usually it came with the head.
+        if let Some(whole) = body.take_whole() {
+            drop(in_flight);
+            return Response::from_parts(parts, Body::from(whole));
+        }
         // A body of known small length is already arriving; an upstream that stalls it fails the
         // request like any broken body would.
         match http_body_util::BodyExt::collect(body).await {
