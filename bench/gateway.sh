@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks `flotilla gateway` against Debian's nginx, both in front of the same `flotilla echo`
 # backend, and the backend alone, with wrk (keep-alive, 64 connections) in one run:
-#   direct   wrk -> echo
-#   gateway  wrk -> flotilla gateway (2 worker threads) -> echo
-#   nginx    wrk -> nginx (2 worker processes)           -> echo
+#   direct    wrk -> echo
+#   gateway   wrk -> flotilla gateway (2 worker threads) -> echo
+#   nginx     wrk -> nginx (2 worker processes)           -> echo
+#   combined  the same nginx on a second port, logging nginx's default (shorter) line instead
 # Both proxies keep idle upstream connections (nginx: keepalive 64, HTTP/1.1) and log every request
-# to a file. Runs are interleaved (direct, gateway, nginx, direct, ...) so machine noise hits all
-# three alike; the table shows the median run of each. Appends the table to docs/benchmarks.md.
+# to a file in the seeds' JSON format: todonginx's `log_format json`, whose fields the gateway's
+# access log writes too (plus three). Runs are interleaved (direct, gateway, nginx, combined,
+# direct, ...) so machine noise hits all alike; the table shows the median run of each. Appends
+# the table to docs/benchmarks.md.
 #
 #   bench/gateway.sh [--duration 20] [--connections 64] [--runs 3] [--no-record]
 #
@@ -25,7 +28,7 @@ need_wrk_and_nginx
 cargo build --release --quiet
 bin=target/release/flotilla
 work=$(mktemp -d)
-echo_port=$(free_port); gw_port=$(free_port); nginx_port=$(free_port)
+echo_port=$(free_port); gw_port=$(free_port); nginx_port=$(free_port); combined_port=$(free_port)
 trap stop_all EXIT
 
 "$bin" echo --bind "127.0.0.1:$echo_port" --hostname bench >"$work/echo.log" 2>&1 &
@@ -43,7 +46,25 @@ pid $work/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 1024; }
 http {
-  access_log $work/nginx/access.log;
+  log_format json '{'
+    '"time":"\$time_iso8601",'
+    '"remote_addr":"\$remote_addr",'
+    '"request":"\$request",'
+    '"request_method":"\$request_method",'
+    '"request_length":"\$request_length",'
+    '"request_uri":"\$request_uri",'
+    '"uri":"\$uri",'
+    '"query_string":"\$query_string",'
+    '"status":"\$status",'
+    '"bytes_sent":"\$bytes_sent",'
+    '"body_bytes_sent":"\$body_bytes_sent",'
+    '"referer":"\$http_referer",'
+    '"useragent":"\$http_user_agent",'
+    '"forwardedfor":"\$http_x_forwarded_for",'
+    '"request_time":"\$request_time",'
+    '"upstream_response_time":"\$upstream_response_time"'
+    '}';
+  access_log $work/nginx/access.log json;
   keepalive_timeout 65;
   keepalive_requests 1000000;
   client_body_temp_path $work/nginx;
@@ -65,20 +86,36 @@ http {
       proxy_set_header X-Forwarded-Host \$host;
     }
   }
+  server {
+    listen 127.0.0.1:$combined_port;
+    access_log $work/nginx/combined.log;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
 }
 CONF
 "$nginx_bin" -c "$work/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log" 2>"$work/nginx.stderr" &
 pids+=($!)
 
-for port in "$echo_port" "$gw_port" "$nginx_port"; do
+for port in "$echo_port" "$gw_port" "$nginx_port" "$combined_port"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
   curl -sf "http://127.0.0.1:$port/" | grep -q '^bench, current time' || { echo "port $port does not answer" >&2; exit 1; }
 done
 
-declare -A url=([direct]="http://127.0.0.1:$echo_port/" [gateway]="http://127.0.0.1:$gw_port/" [nginx]="http://127.0.0.1:$nginx_port/")
-for target in direct gateway nginx; do wrk -t2 -c"$connections" -d2s "${url[$target]}" >/dev/null; done  # warm-up
+declare -A url=([direct]="http://127.0.0.1:$echo_port/" [gateway]="http://127.0.0.1:$gw_port/"
+  [nginx]="http://127.0.0.1:$nginx_port/" [combined]="http://127.0.0.1:$combined_port/")
+targets="direct gateway nginx combined"
+for target in $targets; do wrk -t2 -c"$connections" -d2s "${url[$target]}" >/dev/null; done  # warm-up
 for run in $(seq "$runs"); do
-  for target in direct gateway nginx; do
+  for target in $targets; do
     measure "${url[$target]}" >>"$work/$target.runs"
     echo "run $run $target: $(tail -1 "$work/$target.runs")" >&2
   done
@@ -96,6 +133,7 @@ echo_rss=$(mb "$(hwm_kb "${pids[0]}")")
 read -r d_rps d_p50 d_p99 d_min d_max < <(median <"$work/direct.runs")
 read -r g_rps g_p50 g_p99 g_min g_max < <(median <"$work/gateway.runs")
 read -r n_rps n_p50 n_p99 n_min n_max < <(median <"$work/nginx.runs")
+read -r c_rps c_p50 c_p99 c_min c_max < <(median <"$work/combined.runs")
 cpu=$(cpu_model)
 nginx_version=$("$nginx_bin" -v 2>&1 | sed 's/.*nginx\///')
 table=$(cat <<EOF
@@ -104,6 +142,7 @@ table=$(cat <<EOF
 | wrk -> echo (direct) | $d_rps | $d_min–$d_max | $d_p50 | $d_p99 | $echo_rss MB |
 | wrk -> flotilla gateway -> echo | $g_rps | $g_min–$g_max | $g_p50 | $g_p99 | $gateway_rss MB |
 | wrk -> nginx $nginx_version -> echo | $n_rps | $n_min–$n_max | $n_p50 | $n_p99 | $nginx_rss MB (master + 2 workers) |
+| same nginx, default \`combined\` log line | $c_rps | $c_min–$c_max | $c_p50 | $c_p99 | (same processes) |
 EOF
 )
 echo "$table"
@@ -115,7 +154,8 @@ if [ "$record" = 1 ]; then
     echo
     echo "\`bench/gateway.sh --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu):"
     echo "wrk -t2 -c$connections -d${duration}s, \`GET /\` of \`flotilla echo\`; gateway with 2 worker threads, nginx with"
-    echo "2 worker processes and \`keepalive 64\` upstream connections; both log every request to a file."
+    echo "2 worker processes and \`keepalive 64\` upstream connections; both log every request to a file in the"
+    echo "seeds' JSON format (todonginx's \`log_format json\`)."
     echo "Everything (wrk, proxy, backend) shares the same 2 cores."
     echo
     echo "$table"

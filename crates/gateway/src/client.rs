@@ -551,11 +551,26 @@ enum Parsed {
     Partial,
 }
 
+/// A header name; the request id's is shared rather than allocated for each response (the other
+/// common ones are standard names, which never are).
+fn header_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    if bytes == b"x-request-id" {
+        return Ok(platform::observe::REQUEST_ID);
+    }
+    HeaderName::from_bytes(bytes)
+}
+
 /// Parses a response head from the front of `buf`, taking it off when complete.
 fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(&buf[..]) {
+    // Uninitialised: zeroing room for 128 headers costs more than parsing the usual five.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        &buf[..],
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(invalid("the response head is larger than 64 KiB"));
@@ -578,7 +593,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
     };
     // Where each name and value sits in the head, to share the head's bytes rather than copy them.
     let base = buf.as_ptr() as usize;
-    let places: Vec<_> = response
+    let places: smallvec::SmallVec<[_; 16]> = response
         .headers
         .iter()
         .map(|h| {
@@ -590,8 +605,8 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(places.len());
     for (name, value) in places {
-        let name = HeaderName::from_bytes(&head[name])
-            .map_err(|_| invalid("invalid header name in the response"))?;
+        let name =
+            header_name(&head[name]).map_err(|_| invalid("invalid header name in the response"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| invalid(format!("invalid value of the response header {name}")))?;
         map.append(name, value);

@@ -82,6 +82,8 @@ pub(crate) fn add_forwarded(
         let client_text = client_value.to_str().expect("an address is ASCII");
         HeaderValue::from_str(&format!("{}, {client_text}", earlier.join(", "))).ok()
     };
+    // Room for the five at once: growing the map one header at a time rehashes it each time.
+    headers.reserve(5);
     if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }

@@ -20,7 +20,7 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use platform::observe::{AccessLogged, RouteLabel};
+use platform::observe::RouteLabel;
 use tower::retry::budget::Budget;
 
 use crate::access_log::{AccessLog, Entry, Logged};
@@ -78,7 +78,7 @@ async fn handle(state: Arc<ListenerState>, request: Request) -> Response {
     let started = Instant::now();
     let routes = state.routes.current();
     let route = routes.find(host_of(&request), request.uri().path());
-    let label = route.map_or_else(|| RouteLabel(Arc::from("unmatched")), |r| r.label.clone());
+    let mut label = route.map_or_else(|| RouteLabel::new("unmatched"), |r| r.label.clone());
     let entry = state
         .access_log
         .enabled()
@@ -129,7 +129,7 @@ async fn handle(state: Arc<ListenerState>, request: Request) -> Response {
         entry.upstream_response_time = upstreamed.head_time;
         let log = Arc::clone(&state.access_log);
         response = response.map(|body| Body::new(Logged::new(body, entry, log)));
-        response.extensions_mut().insert(AccessLogged);
+        label.access_logged = true;
     }
     response.extensions_mut().insert(label);
     response
@@ -157,13 +157,36 @@ async fn authorized(route: &crate::routing::Route, headers: &http::HeaderMap) ->
 
 /// The access log's view of a request, taken before the request is forwarded.
 fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
-    let headers = request.headers();
+    // One pass over the headers finds the logged ones and their size on the wire, where a lookup
+    // for each would hash its name.
+    let (mut referer, mut user_agent, mut forwarded_for, mut request_id) = (None, None, None, None);
+    let (mut body_len, mut wire_len) = (0, 0);
+    for (name, value) in request.headers() {
+        wire_len += name.as_str().len() + value.len() + 4;
+        let slot = if name == header::REFERER {
+            &mut referer
+        } else if name == header::USER_AGENT {
+            &mut user_agent
+        } else if name == headers::X_FORWARDED_FOR {
+            &mut forwarded_for
+        } else if name == platform::observe::REQUEST_ID {
+            &mut request_id
+        } else {
+            if name == header::CONTENT_LENGTH && body_len == 0 {
+                body_len = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            continue;
+        };
+        if slot.is_none() {
+            *slot = Some(value.clone());
+        }
+    }
     let request_uri = request.uri().path_and_query().cloned();
     let uri_len = request_uri.as_ref().map_or(1, |p| p.as_str().len());
-    let body_len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
     let version = match request.version() {
         Version::HTTP_2 => "HTTP/2.0",
         Version::HTTP_10 => "HTTP/1.0",
@@ -176,16 +199,15 @@ fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip()),
         method: request.method().clone(),
-        request_length: (request.method().as_str().len() + uri_len + 12 + wire_len(headers) + 2)
-            as u64
+        request_length: (request.method().as_str().len() + uri_len + 12 + wire_len + 2) as u64
             + body_len,
         request_uri,
         version,
-        referer: headers.get(header::REFERER).cloned(),
-        user_agent: headers.get(header::USER_AGENT).cloned(),
-        forwarded_for: headers.get(headers::X_FORWARDED_FOR).cloned(),
-        request_id: headers.get(platform::observe::REQUEST_ID).cloned(),
-        route: Arc::clone(&route.0),
+        referer,
+        user_agent,
+        forwarded_for,
+        request_id,
+        route: Arc::clone(&route.name),
         status: 0,
         head_bytes: 0,
         upstream_addr: None,
@@ -248,11 +270,14 @@ async fn forward(
     let (mut parts, body) = request.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade.as_ref());
     headers::add_forwarded(&mut parts.headers, &host, peer, state.scheme);
-    let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-    let path: PathAndQuery = route
-        .upstream_path(path)
-        .parse()
-        .map_err(|e| ProxyError::Internal(format!("path: {e}")))?;
+    let path = match parts.uri.path_and_query() {
+        // Unchanged, the path shares the request's bytes rather than being parsed again.
+        Some(path) if !route.strip_prefix => path.clone(),
+        path => route
+            .upstream_path(path.map_or("/", PathAndQuery::as_str))
+            .parse()
+            .map_err(|e| ProxyError::Internal(format!("path: {e}")))?,
+    };
 
     let upstream = route
         .upstream

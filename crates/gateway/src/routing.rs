@@ -12,7 +12,7 @@ pub(crate) struct Route {
     pub(crate) label: RouteLabel,
     host: Option<String>,
     prefix: String,
-    strip_prefix: bool,
+    pub(crate) strip_prefix: bool,
     pub(crate) compress: bool,
     pub(crate) max_body_size: Option<u64>,
     pub(crate) rate_limit: Option<crate::limits::RateLimiter>,
@@ -43,7 +43,7 @@ impl RouteTable {
                 let prefix = route.path.get_ref().clone();
                 let label = route.name.clone().unwrap_or_else(|| prefix.clone());
                 Route {
-                    label: RouteLabel(Arc::from(label)),
+                    label: RouteLabel::new(label),
                     host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     prefix,
                     strip_prefix: route.strip_prefix,
@@ -108,7 +108,7 @@ impl RouteTable {
                     options.push("max_body_size");
                 }
                 serde_json::json!({
-                    "name": &*r.label.0,
+                    "name": &*r.label.name,
                     "host": r.host,
                     "path": r.prefix,
                     "upstream": r.upstream.as_ref().map(|u| &*u.name),

@@ -16,17 +16,26 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 /// Header carrying the request id, passed through or generated.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The route a response belongs to, for handlers that route by themselves. Takes precedence over
 /// axum's matched path.
 #[derive(Debug, Clone)]
-pub struct RouteLabel(pub std::sync::Arc<str>);
+pub struct RouteLabel {
+    pub name: std::sync::Arc<str>,
+    /// Set by a handler that writes its own access log line (the gateway): the request is still
+    /// counted in the metrics, but not logged a second time.
+    pub access_logged: bool,
+}
 
-/// Put in a response's extensions by a handler that writes its own access log line (the
-/// gateway): the request is still counted in the metrics, but not logged a second time.
-#[derive(Debug, Clone, Copy)]
-pub struct AccessLogged;
+impl RouteLabel {
+    pub fn new(name: impl Into<std::sync::Arc<str>>) -> Self {
+        RouteLabel {
+            name: name.into(),
+            access_logged: false,
+        }
+    }
+}
 
 const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
 
@@ -62,17 +71,16 @@ impl Observation {
 
     pub(crate) fn finish(self, response: &Response) {
         let elapsed = self.start.elapsed();
-        let route = match (response.extensions().get::<RouteLabel>(), &self.matched) {
-            (Some(label), _) => &*label.0,
+        let label = response.extensions().get::<RouteLabel>();
+        let route = match (label, &self.matched) {
+            (Some(label), _) => &*label.name,
             (None, Some(matched)) => matched.as_str(),
             (None, None) => "unmatched",
         };
         let status = response.status().as_u16();
-        let (requests, duration) = request_metrics(&self.method, route, status);
-        requests.increment(1);
-        duration.record(elapsed.as_secs_f64());
+        count_request(&self.method, route, status, elapsed);
 
-        if response.extensions().get::<AccessLogged>().is_some() {
+        if label.is_some_and(|label| label.access_logged) {
             return;
         }
         let request_id = self
@@ -114,18 +122,16 @@ thread_local! {
     static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
 }
 
-/// `http_requests_total` and `http_request_duration_seconds` for one kind of request.
-fn request_metrics(
-    method: &Method,
-    route: &str,
-    status: u16,
-) -> (metrics::Counter, metrics::Histogram) {
+/// Counts a request in `http_requests_total` and `http_request_duration_seconds`.
+fn count_request(method: &Method, route: &str, status: u16, elapsed: std::time::Duration) {
     HANDLES.with_borrow_mut(|handles| {
         if let Some(found) = handles
             .get(route)
             .and_then(|kinds| kinds.iter().find(|k| k.0 == *method && k.1 == status))
         {
-            return (found.2.clone(), found.3.clone());
+            found.2.increment(1);
+            found.3.record(elapsed.as_secs_f64());
+            return;
         }
         // Methods outside RFC 9110's are one label: clients can invent any number of them.
         let method_label = match *method {
@@ -151,10 +157,11 @@ fn request_metrics(
             "method" => method_label.to_owned(),
             "route" => route.to_owned()
         );
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
         let kinds = handles.entry(route.to_owned()).or_default();
         if kinds.len() < MAX_KINDS_PER_ROUTE {
-            kinds.push((method.clone(), status, counter.clone(), histogram.clone()));
+            kinds.push((method.clone(), status, counter, histogram));
         }
-        (counter, histogram)
     })
 }
