@@ -17,6 +17,7 @@
 //! (`Upgrade`, `CONNECT`). A head split across reads is held back until it is complete, up to
 //! [`MAX_HEAD`]; a longer one is passed on for hyper to answer 431.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -33,6 +34,8 @@ const MAX_HEADERS: usize = 100;
 #[derive(Debug)]
 pub struct Guarded<T> {
     inner: T,
+    /// Until the first request head is complete: when the connection fails for want of it.
+    first_head: Option<crate::coarse_timer::CoarseSleep>,
     state: State,
     /// The start of a head whose end has not arrived yet.
     held: Vec<u8>,
@@ -92,10 +95,22 @@ impl<T> Guarded<T> {
     pub fn new(inner: T) -> Self {
         Guarded {
             inner,
+            first_head: None,
             state: State::Head,
             held: Vec::new(),
             ready: Vec::new(),
             ready_at: 0,
+        }
+    }
+
+    /// Like [`Guarded::new`], and the connection fails with [`io::ErrorKind::TimedOut`] when its
+    /// first request head is not complete within `timeout`. hyper's header read timeout covers
+    /// every later head, but not the first: until it has read one, it does not know the
+    /// connection is HTTP/1, and nothing bounds the wait.
+    pub fn with_first_head_timeout(inner: T, timeout: std::time::Duration) -> Self {
+        Guarded {
+            first_head: Some(crate::coarse_timer::CoarseSleep::after(timeout)),
+            ..Guarded::new(inner)
         }
     }
 
@@ -124,9 +139,11 @@ impl<T> Guarded<T> {
                     Some(Head::Framed(len, next)) => {
                         at += len;
                         self.state = next;
+                        self.first_head = None;
                     }
                     Some(Head::Last) => {
                         self.state = State::Off;
+                        self.first_head = None;
                         return None;
                     }
                 },
@@ -196,9 +213,10 @@ impl Chunk {
 /// Parses the head at the start of `bytes`: `None` while it is incomplete. A head with both
 /// `Transfer-Encoding` and `Content-Length` is damaged so that hyper refuses it.
 fn check_head(bytes: &mut [u8]) -> Option<Head> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(bytes) {
+    // Uninitialised: zeroing room for 100 headers costs more than parsing the usual few.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(bytes, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if bytes.len() <= MAX_HEAD => return None,
         // Too long to hold, or not a head hyper would take (HTTP/2, garbage): hyper decides.
@@ -255,6 +273,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let read = this.read_checked(cx, buf);
+        if read.is_pending()
+            && let Some(first_head) = &mut this.first_head
+            && Pin::new(first_head).poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no complete request head within the header read timeout",
+            )));
+        }
+        read
+    }
+}
+
+impl<T: AsyncRead + Unpin> Guarded<T> {
+    fn read_checked(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self;
         loop {
             if this.ready_at < this.ready.len() {
                 let take = (this.ready.len() - this.ready_at).min(buf.remaining());

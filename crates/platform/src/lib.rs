@@ -17,9 +17,11 @@
 //! - [`framing`]: refuses HTTP/1 requests framed by both `Transfer-Encoding` and `Content-Length`.
 //! - [`circuit`]: a circuit breaker for calls to other services.
 //! - [`zero_copy`]: file bodies sent with `sendfile(2)` on plain HTTP/1 connections.
+//! - [`coarse_timer`]: the cheap timer behind HTTP/1's header read timeout.
 
 pub mod circuit;
 pub mod cli;
+pub mod coarse_timer;
 pub mod config;
 pub mod contract;
 pub mod errors;

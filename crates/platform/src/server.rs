@@ -96,7 +96,8 @@ where
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        // Armed once per request on a keep-alive connection, and almost never reached.
+        .timer(crate::coarse_timer::CoarseTimer)
         .header_read_timeout(options.header_read_timeout)
         // hyper answers 431 when a request head does not fit the read buffer.
         .max_buf_size(options.max_header_size.max(8192));
@@ -167,7 +168,8 @@ where
         let open = open_connections.clone();
         open.increment(1.0);
         let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
-        let handshake_timeout = options.header_read_timeout;
+        let head_timeout = options.header_read_timeout;
+        let handshake_timeout = head_timeout;
         let (stream, spawn_on) = match &options.workers {
             None => (Accepted::Here(stream), None),
             Some(workers) => match stream.into_std() {
@@ -196,7 +198,10 @@ where
                 Transport::Plain(offer) => {
                     let socket = Socket::new(stream, &offer);
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(Guarded::new(socket)), service)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(Guarded::with_first_head_timeout(socket, head_timeout)),
+                            service,
+                        )
                         .into_owned();
                     watcher.watch(connection).await
                 }
@@ -205,7 +210,10 @@ where
                         Ok(Ok(stream)) => {
                             let connection = builder
                                 .serve_connection_with_upgrades(
-                                    TokioIo::new(Guarded::new(stream)),
+                                    TokioIo::new(Guarded::with_first_head_timeout(
+                                        stream,
+                                        head_timeout,
+                                    )),
                                     service,
                                 )
                                 .into_owned();
@@ -378,6 +386,86 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stalled_head_and_an_idle_keep_alive_connection_are_closed_after_the_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = tower::service_fn(|_: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                bytes::Bytes::from("hi"),
+            )))
+        });
+        let options = ServeOptions {
+            header_read_timeout: Duration::from_millis(500),
+            ..ServeOptions::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            service,
+            options,
+            Readiness::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        // Reads until the server closes the connection: what it sent, and after how long.
+        async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
+            let started = std::time::Instant::now();
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+                .await
+                .expect("the server closes the connection")
+                .unwrap();
+            (
+                String::from_utf8_lossy(&got).into_owned(),
+                started.elapsed(),
+            )
+        }
+
+        // Half a head, then nothing.
+        let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+        stalled
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        let (_, after) = until_closed(&mut stalled).await;
+        assert!(
+            after >= Duration::from_millis(300),
+            "closed after {after:?}"
+        );
+
+        // One request answered, then an idle keep-alive connection.
+        let mut idle = tokio::net::TcpStream::connect(address).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let (answer, after) = until_closed(&mut idle).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK") && answer.ends_with("hi"),
+            "{answer}"
+        );
+        assert!(
+            after >= Duration::from_millis(300),
+            "closed after {after:?}"
+        );
+
+        // A connection that keeps sending requests in time stays open past the timeout.
+        let mut busy = tokio::net::TcpStream::connect(address).await.unwrap();
+        for _ in 0..4 {
+            busy.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 1024];
+            let n = busy.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 
     fn thread_name() -> String {
         std::thread::current().name().unwrap_or("").to_string()

@@ -1,0 +1,254 @@
+//! A coarse timer for hyper's HTTP/1 header read timeout.
+//!
+//! hyper arms that timeout whenever it waits for a request head, which on a keep-alive connection
+//! is once per request, and drops it as soon as the head arrives. With tokio's timer each of those
+//! is a heap allocation, an insertion into the timer wheel and a removal, and clock reads: a
+//! visible part of a small request's cost, for a deadline tens of seconds away that almost never
+//! passes. This timer keeps waiting sleeps in per-thread lists that one background thread checks
+//! every [`TICK`]: arming and disarming a sleep is a push and a removal under an uncontended lock,
+//! and the time it reads is the ticker's, so no clock is read per request. A sleep ends up to one
+//! tick late, which is nothing next to timeouts of seconds.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// How often waiting sleeps are checked.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Lists of waiting sleeps; each thread uses one (up to this many threads).
+const SHARDS: usize = 16;
+
+/// A [`hyper::rt::Timer`] whose sleeps are checked every [`TICK`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoarseTimer;
+
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(self.now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseSleep {
+            deadline: clock().millis_at(deadline),
+            waiting: None,
+        })
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
+        match sleep.as_mut().downcast_mut_pin::<CoarseSleep>() {
+            Some(mut sleep) => sleep.reset(clock().millis_at(new_deadline)),
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        clock().now()
+    }
+}
+
+/// A sleep until `deadline` (milliseconds on the timer's clock).
+#[derive(Debug)]
+pub struct CoarseSleep {
+    deadline: u64,
+    /// The shard and key of its entry, while it waits.
+    waiting: Option<(usize, usize)>,
+}
+
+impl hyper::rt::Sleep for CoarseSleep {}
+
+impl CoarseSleep {
+    /// A sleep that ends `duration` from now.
+    pub fn after(duration: Duration) -> Self {
+        let clock = clock();
+        CoarseSleep {
+            deadline: clock.millis_at(clock.now() + duration),
+            waiting: None,
+        }
+    }
+
+    fn reset(&mut self, deadline: u64) {
+        self.deadline = deadline;
+        if let Some((shard, key)) = self.waiting {
+            clock().shards[shard].lock()[key].0 = deadline;
+        }
+    }
+}
+
+impl Future for CoarseSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let clock = clock();
+        if clock.millis() >= self.deadline {
+            return Poll::Ready(());
+        }
+        match self.waiting {
+            Some((shard, key)) => {
+                let mut entries = clock.shards[shard].lock();
+                let (_, waker) = &mut entries[key];
+                if !waker.will_wake(cx.waker()) {
+                    waker.clone_from(cx.waker());
+                }
+            }
+            None => {
+                let shard = Clock::my_shard();
+                let key = clock.shards[shard]
+                    .lock()
+                    .insert((self.deadline, cx.waker().clone()));
+                self.waiting = Some((shard, key));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for CoarseSleep {
+    fn drop(&mut self) {
+        if let Some((shard, key)) = self.waiting.take() {
+            clock().shards[shard].lock().remove(key);
+        }
+    }
+}
+
+/// The timer's clock (milliseconds since it started, advanced by the ticker) and waiting sleeps.
+struct Clock {
+    start: Instant,
+    millis: AtomicU64,
+    shards: [Shard; SHARDS],
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(Mutex<slab::Slab<(u64, Waker)>>);
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, slab::Slab<(u64, Waker)>> {
+        // Nothing panics while holding it; a poisoned list is still a valid list.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<&'static Clock> = OnceLock::new();
+    CLOCK.get_or_init(|| {
+        let clock: &'static Clock = Box::leak(Box::new(Clock {
+            start: Instant::now(),
+            millis: AtomicU64::new(0),
+            shards: Default::default(),
+        }));
+        std::thread::Builder::new()
+            .name("coarse-timer".into())
+            .spawn(move || clock.tick_forever())
+            .expect("the coarse timer's thread starts");
+        clock
+    })
+}
+
+impl Clock {
+    fn millis(&self) -> u64 {
+        self.millis.load(Ordering::Acquire)
+    }
+
+    fn now(&self) -> Instant {
+        self.start + Duration::from_millis(self.millis())
+    }
+
+    fn millis_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    fn my_shard() -> usize {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        }
+        INDEX.with(|i| *i)
+    }
+
+    fn tick_forever(&self) {
+        let mut due = Vec::new();
+        loop {
+            std::thread::sleep(TICK);
+            let now = self.millis_at(Instant::now());
+            self.millis.store(now, Ordering::Release);
+            for shard in &self.shards {
+                // Woken outside the lock: a woken task may be polled on another thread at once.
+                due.extend(
+                    shard
+                        .lock()
+                        .iter()
+                        .filter(|(_, (deadline, _))| *deadline <= now)
+                        .map(|(_, (_, waker))| waker.clone()),
+                );
+                due.drain(..).for_each(Waker::wake);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Timer;
+
+    #[tokio::test]
+    async fn sleeps_end_within_a_tick_of_their_deadline_and_resets_move_them() {
+        let timer = CoarseTimer;
+        let started = Instant::now();
+        timer.sleep(Duration::from_millis(300)).await;
+        let slept = started.elapsed();
+        assert!(slept >= Duration::from_millis(200), "{slept:?}");
+        assert!(slept < Duration::from_secs(2), "{slept:?}");
+
+        // A reset moves the deadline, later or earlier.
+        let mut sleep = timer.sleep(Duration::from_secs(3600));
+        let woken = tokio::time::timeout(Duration::from_millis(500), &mut sleep).await;
+        assert!(woken.is_err(), "an hour-long sleep ended early");
+        timer.reset(&mut sleep, timer.now() + Duration::from_millis(100));
+        tokio::time::timeout(Duration::from_secs(2), sleep)
+            .await
+            .expect("a sleep reset to 100 ms ends");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_sleeps_on_many_threads_all_end() {
+        let timer = CoarseTimer;
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let sleep = timer.sleep(Duration::from_millis(50 + i % 7 * 20));
+                    if i % 2 == 0 {
+                        sleep.await;
+                    } else {
+                        // Dropped while waiting.
+                        let _ = tokio::time::timeout(Duration::from_millis(10), sleep).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("every sleep ends")
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_sleep_dropped_while_waiting_leaves_its_list() {
+        let mut sleep = Box::pin(CoarseSleep {
+            deadline: u64::MAX,
+            waiting: None,
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        let (shard, key) = sleep.waiting.expect("a pending sleep waits in a list");
+        assert!(clock().shards[shard].lock().contains(key));
+        drop(sleep);
+        assert!(!clock().shards[shard].lock().contains(key));
+    }
+}
