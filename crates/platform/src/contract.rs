@@ -138,7 +138,7 @@ where
                 id
             }
         };
-        let observation = crate::observe::Observation::begin(&request);
+        let observation = crate::observe::Observation::begin(&request, Some(request_id.clone()));
         let handler = self.0.clone();
         // The handler's future is made inside the box rather than moved into it: a proxy's future
         // is kilobytes, and each move is a copy of all of it.

@@ -40,7 +40,8 @@ impl RouteLabel {
 const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
 
 pub(crate) async fn observe(request: Request, next: Next) -> Response {
-    let observation = Observation::begin(&request);
+    let request_id = request.headers().get(REQUEST_ID).cloned();
+    let observation = Observation::begin(&request, request_id);
     let response = next.run(request).await;
     observation.finish(&response);
     response
@@ -58,14 +59,15 @@ pub(crate) struct Observation {
 }
 
 impl Observation {
-    pub(crate) fn begin(request: &Request) -> Self {
+    /// `request_id` is the request's `X-Request-Id`, which the caller has at hand.
+    pub(crate) fn begin(request: &Request, request_id: Option<http::HeaderValue>) -> Self {
         in_flight_gauge().increment(1.0);
         Observation {
             start: Instant::now(),
             method: request.method().clone(),
             matched: request.extensions().get::<MatchedPath>().cloned(),
             uri: request.uri().clone(),
-            request_id: request.headers().get(REQUEST_ID).cloned(),
+            request_id,
         }
     }
 
