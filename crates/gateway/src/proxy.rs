@@ -339,7 +339,7 @@ async fn forward(
         let sending = upstream
             .client
             .send(&server.address, outgoing, client_upgrade.is_some());
-        let sent = tokio::time::timeout(upstream.response_timeout, sending).await;
+        let sent = platform::coarse_timer::timeout(upstream.response_timeout, sending).await;
         upstreamed.server = Some(server.address.clone());
         let head_time = started.elapsed();
         upstreamed.head_time = Some(head_time);

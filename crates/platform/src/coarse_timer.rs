@@ -1,13 +1,15 @@
-//! A coarse timer for hyper's HTTP/1 header read timeout.
+//! A coarse timer for deadlines that are seconds away and almost never reached: hyper's HTTP/1
+//! header read timeout, and [`timeout`] (the gateway's upstream response timeout).
 //!
-//! hyper arms that timeout whenever it waits for a request head, which on a keep-alive connection
-//! is once per request, and drops it as soon as the head arrives. With tokio's timer each of those
-//! is a heap allocation, an insertion into the timer wheel and a removal, and clock reads: a
-//! visible part of a small request's cost, for a deadline tens of seconds away that almost never
-//! passes. This timer keeps waiting sleeps in per-thread lists that one background thread checks
-//! every [`TICK`]: arming and disarming a sleep is a push and a removal under an uncontended lock,
-//! and the time it reads is the ticker's, so no clock is read per request. A sleep ends up to one
-//! tick late, which is nothing next to timeouts of seconds.
+//! hyper arms the header timeout whenever it waits for a request head, which on a keep-alive
+//! connection is once per request, and drops it as soon as the head arrives; a proxy arms a
+//! response timeout per request too. With tokio's timer each of those is an insertion into the
+//! timer wheel and a removal, and clock reads (hyper's also a heap allocation): a visible part of
+//! a small request's cost. This timer keeps waiting sleeps in per-thread lists that one
+//! background thread checks every [`TICK`]: arming and disarming a sleep is a push and a removal
+//! under an uncontended lock, and the time it reads is the ticker's, so no clock is read per
+//! request. A deadline holds to within one tick, which is nothing next to timeouts of seconds;
+//! [`timeout`] keeps shorter ones on tokio's timer.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +23,71 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 /// Lists of waiting sleeps; each thread uses one (up to this many threads).
 const SHARDS: usize = 16;
+
+/// Timeouts at least this long run on the coarse clock in [`timeout`]; shorter ones on tokio's.
+pub const COARSE_FROM: Duration = Duration::from_secs(1);
+
+/// Runs `future` for at most `duration`: `Err(Elapsed)` when it takes longer. From
+/// [`COARSE_FROM`] up the deadline is kept on the coarse clock (to within a [`TICK`], without
+/// a timer-wheel entry or a clock read); shorter durations use tokio's timer.
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    let deadline = if duration >= COARSE_FROM {
+        Deadline::Coarse {
+            sleep: CoarseSleep::after(duration),
+        }
+    } else {
+        Deadline::Precise {
+            sleep: tokio::time::sleep(duration),
+        }
+    };
+    Timeout { future, deadline }
+}
+
+/// A future's time ran out (see [`timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+pin_project_lite::pin_project! {
+    /// See [`timeout`].
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        #[pin]
+        deadline: Deadline,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = DeadlineProjection]
+    enum Deadline {
+        Coarse { sleep: CoarseSleep },
+        Precise { #[pin] sleep: tokio::time::Sleep },
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let elapsed = match this.deadline.project() {
+            DeadlineProjection::Coarse { sleep } => Pin::new(sleep).poll(cx),
+            DeadlineProjection::Precise { sleep } => sleep.poll(cx),
+        };
+        elapsed.map(|()| Err(Elapsed))
+    }
+}
 
 /// A [`hyper::rt::Timer`] whose sleeps are checked every [`TICK`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -212,6 +279,22 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(2), sleep)
             .await
             .expect("a sleep reset to 100 ms ends");
+    }
+
+    #[tokio::test]
+    async fn timeouts_pass_on_the_output_or_end_it_short_and_long_alike() {
+        for duration in [Duration::from_millis(300), Duration::from_millis(1200)] {
+            let quick = timeout(duration, async { 7 }).await;
+            assert_eq!(quick, Ok(7));
+            let started = Instant::now();
+            let slow = timeout(duration, tokio::time::sleep(Duration::from_secs(3600))).await;
+            assert_eq!(slow, Err(Elapsed));
+            let took = started.elapsed();
+            assert!(
+                took + TICK >= duration && took < duration + Duration::from_secs(2),
+                "{duration:?} took {took:?}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
