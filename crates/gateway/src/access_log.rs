@@ -13,8 +13,8 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,30 +40,8 @@ pub(crate) struct AccessLog {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// The line buffers, one cache line apart so threads writing their own do not slow each other.
-struct Shards([Shard; SHARDS]);
-
-#[repr(align(128))]
-#[derive(Default)]
-struct Shard(Mutex<Vec<u8>>);
-
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        // A thread that panicked while writing a line leaves at worst a partial line.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Shards {
-    /// The calling thread's buffer.
-    fn mine(&self) -> &Shard {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-        }
-        &self.0[INDEX.with(|i| *i)]
-    }
-}
+/// The line buffers, one per worker thread.
+type Shards = platform::per_thread::Slots<Vec<u8>, SHARDS>;
 
 impl AccessLog {
     /// `stdout`, `stderr`, `off`, or a file path (appended to).
@@ -88,7 +66,7 @@ impl AccessLog {
                     })?,
             ),
         };
-        let shards = Arc::new(Shards(Default::default()));
+        let shards = Arc::new(Shards::default());
         let closing = Arc::new(AtomicBool::new(false));
         let (taken, stop) = (Arc::clone(&shards), Arc::clone(&closing));
         let thread = std::thread::Builder::new()
@@ -116,7 +94,7 @@ impl AccessLog {
 
     fn write(&self, entry: &Entry, body_bytes: u64) {
         let Some(shards) = &self.shards else { return };
-        let mut buffer = shards.mine().lock();
+        let mut buffer = shards.lock_mine();
         if buffer.len() >= SHARD_LIMIT {
             drop(buffer);
             metrics::counter!("gateway_access_log_dropped_total").increment(1);
@@ -134,10 +112,10 @@ fn write_lines(shards: &Shards, writer: Box<dyn Write + Send>, closing: &AtomicB
     loop {
         // Read before taking the lines: everything logged before `finish` is then written.
         let last = closing.load(Ordering::Acquire);
-        for shard in &shards.0 {
+        for shard in 0..SHARDS {
             // Copied rather than swapped: each buffer stays with its thread and keeps its size.
             {
-                let mut lines = shard.lock();
+                let mut lines = shards.lock(shard);
                 taken.extend_from_slice(&lines);
                 lines.clear();
             }

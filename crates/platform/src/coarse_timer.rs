@@ -13,8 +13,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -140,7 +140,7 @@ impl CoarseSleep {
     fn reset(&mut self, deadline: u64) {
         self.deadline = deadline;
         if let Some((shard, key)) = self.waiting {
-            clock().shards[shard].lock()[key].0 = deadline;
+            clock().shards.lock(shard)[key].0 = deadline;
         }
     }
 }
@@ -155,16 +155,17 @@ impl Future for CoarseSleep {
         }
         match self.waiting {
             Some((shard, key)) => {
-                let mut entries = clock.shards[shard].lock();
+                let mut entries = clock.shards.lock(shard);
                 let (_, waker) = &mut entries[key];
                 if !waker.will_wake(cx.waker()) {
                     waker.clone_from(cx.waker());
                 }
             }
             None => {
-                let shard = Clock::my_shard();
-                let key = clock.shards[shard]
-                    .lock()
+                let shard = Waiting::mine();
+                let key = clock
+                    .shards
+                    .lock(shard)
                     .insert((self.deadline, cx.waker().clone()));
                 self.waiting = Some((shard, key));
             }
@@ -176,7 +177,7 @@ impl Future for CoarseSleep {
 impl Drop for CoarseSleep {
     fn drop(&mut self) {
         if let Some((shard, key)) = self.waiting.take() {
-            clock().shards[shard].lock().remove(key);
+            clock().shards.lock(shard).remove(key);
         }
     }
 }
@@ -185,19 +186,11 @@ impl Drop for CoarseSleep {
 struct Clock {
     start: Instant,
     millis: AtomicU64,
-    shards: [Shard; SHARDS],
+    shards: Waiting,
 }
 
-#[repr(align(128))]
-#[derive(Default)]
-struct Shard(Mutex<slab::Slab<(u64, Waker)>>);
-
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, slab::Slab<(u64, Waker)>> {
-        // Nothing panics while holding it; a poisoned list is still a valid list.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+/// Waiting sleeps' deadlines and wakers, in per-thread lists.
+type Waiting = crate::per_thread::Slots<slab::Slab<(u64, Waker)>, SHARDS>;
 
 fn clock() -> &'static Clock {
     static CLOCK: OnceLock<&'static Clock> = OnceLock::new();
@@ -228,25 +221,17 @@ impl Clock {
         at.saturating_duration_since(self.start).as_millis() as u64
     }
 
-    fn my_shard() -> usize {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-        }
-        INDEX.with(|i| *i)
-    }
-
     fn tick_forever(&self) {
         let mut due = Vec::new();
         loop {
             std::thread::sleep(TICK);
             let now = self.millis_at(Instant::now());
             self.millis.store(now, Ordering::Release);
-            for shard in &self.shards {
+            for shard in 0..SHARDS {
                 // Woken outside the lock: a woken task may be polled on another thread at once.
                 due.extend(
-                    shard
-                        .lock()
+                    self.shards
+                        .lock(shard)
                         .iter()
                         .filter(|(_, (deadline, _))| *deadline <= now)
                         .map(|(_, (_, waker))| waker.clone()),
@@ -330,8 +315,8 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         assert!(sleep.as_mut().poll(&mut cx).is_pending());
         let (shard, key) = sleep.waiting.expect("a pending sleep waits in a list");
-        assert!(clock().shards[shard].lock().contains(key));
+        assert!(clock().shards.lock(shard).contains(key));
         drop(sleep);
-        assert!(!clock().shards[shard].lock().contains(key));
+        assert!(!clock().shards.lock(shard).contains(key));
     }
 }

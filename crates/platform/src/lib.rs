@@ -17,7 +17,9 @@
 //! - [`framing`]: refuses HTTP/1 requests framed by both `Transfer-Encoding` and `Content-Length`.
 //! - [`circuit`]: a circuit breaker for calls to other services.
 //! - [`zero_copy`]: file bodies sent with `sendfile(2)` on plain HTTP/1 connections.
-//! - [`coarse_timer`]: the cheap timer behind HTTP/1's header read timeout.
+//! - [`coarse_timer`]: a cheap timer for deadlines seconds away (header read and response
+//!   timeouts).
+//! - [`per_thread`]: state in per-thread slots that another thread visits now and then.
 
 pub mod circuit;
 pub mod cli;
@@ -28,6 +30,7 @@ pub mod errors;
 pub mod framing;
 pub mod health;
 pub mod observe;
+pub mod per_thread;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

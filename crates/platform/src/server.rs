@@ -168,8 +168,8 @@ where
         let open = open_connections.clone();
         open.increment(1.0);
         let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
+        // Also the time a TLS client has for its handshake.
         let head_timeout = options.header_read_timeout;
-        let handshake_timeout = head_timeout;
         let (stream, spawn_on) = match &options.workers {
             None => (Accepted::Here(stream), None),
             Some(workers) => match stream.into_std() {
@@ -206,7 +206,7 @@ where
                     watcher.watch(connection).await
                 }
                 Transport::Tls(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             let connection = builder
                                 .serve_connection_with_upgrades(
