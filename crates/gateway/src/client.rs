@@ -11,7 +11,8 @@
 //! An idle connection is checked before reuse (one the server has closed is dropped). A request
 //! that a pooled connection could not send at all is sent on a new connection, and so is an
 //! idempotent one whose pooled connection closed without a byte of answer: the server closed it
-//! as the request went out. Idle connections are closed after the upstream's `idle_timeout`.
+//! as the request went out. Idle connections are closed after the upstream's `idle_timeout` (give
+//! or take the coarse clock's tick, 0.1 s: see `platform::coarse_timer::now`).
 //!
 //! Framing follows RFC 9112: the request is sent with `Content-Length` when its size is known and
 //! chunked otherwise (never both, whatever the client sent); the response body is delimited by
@@ -21,7 +22,6 @@
 //! `Connection: close`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -965,14 +965,18 @@ impl Idle {
     }
 }
 
+/// Idle connections by server address. The addresses come from the config, not from clients, so
+/// a fast hash that an attacker could collide does no harm.
+type Pool = rustc_hash::FxHashMap<Arc<str>, Vec<Idle>>;
+
 thread_local! {
-    static POOL: RefCell<HashMap<Arc<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
     static LAST_SWEEP: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// The most recently used idle connection to `address` that is still usable.
 fn checkout(address: &str) -> Option<Conn> {
-    let now = Instant::now();
+    let now = platform::coarse_timer::now();
     POOL.with_borrow_mut(|pool| {
         let idle = pool.get_mut(address)?;
         while let Some(mut candidate) = idle.pop() {
@@ -985,7 +989,7 @@ fn checkout(address: &str) -> Option<Conn> {
 }
 
 fn checkin(address: &Arc<str>, conn: Conn, idle_timeout: Duration) {
-    let now = Instant::now();
+    let now = platform::coarse_timer::now();
     POOL.with_borrow_mut(|pool| {
         let idle = pool.entry(Arc::clone(address)).or_default();
         if idle.len() < MAX_IDLE_PER_SERVER {
@@ -1006,7 +1010,7 @@ fn checkin(address: &Arc<str>, conn: Conn, idle_timeout: Duration) {
 
 /// Closes this thread's idle connections that have expired or that their server has closed.
 pub(crate) fn sweep() {
-    let now = Instant::now();
+    let now = platform::coarse_timer::now();
     POOL.with_borrow_mut(|pool| {
         for idle in pool.values_mut() {
             idle.retain_mut(|candidate| candidate.usable(now));
@@ -1173,7 +1177,8 @@ mod tests {
         let client = Client::new(Duration::from_secs(1), Duration::from_millis(1));
         let response = client.send(&address, get("/"), false).await.unwrap();
         body_of(response).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Expiry is stamped on the coarse clock, which moves a tick at a time.
+        tokio::time::sleep(platform::coarse_timer::TICK * 2 + Duration::from_millis(5)).await;
         sweep();
         assert_eq!(idle_count(&address), 0);
     }

@@ -43,6 +43,12 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
     Timeout { future, deadline }
 }
 
+/// The time of the coarse clock's last tick: at most a [`TICK`] behind, and read without a clock
+/// call. For stamps that only need to be that precise, such as when an idle connection expires.
+pub fn now() -> Instant {
+    clock().now()
+}
+
 /// A future's time ran out (see [`timeout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;

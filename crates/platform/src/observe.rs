@@ -6,7 +6,6 @@
 //! are counted but logged only at debug level: a gateway checks them every second.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Instant;
 
 use http::Method;
@@ -115,13 +114,15 @@ fn in_flight_gauge() -> &'static metrics::Gauge {
 /// Method and status pairs remembered per route and thread at most; others are looked up each time.
 const MAX_KINDS_PER_ROUTE: usize = 64;
 
-/// Metric handles by route, then method and status.
-type Handles = HashMap<String, Vec<(Method, u16, metrics::Counter, metrics::Histogram)>>;
+/// Metric handles by route, then method and status. Routes are templates and configured names,
+/// never raw paths, so a fast hash that clients could collide does no harm.
+type Handles =
+    rustc_hash::FxHashMap<String, Vec<(Method, u16, metrics::Counter, metrics::Histogram)>>;
 
 thread_local! {
     /// Handles already looked up on this thread: the recorder's registry hashes and allocates
     /// the labels on every lookup, which is most of the cost of counting a request.
-    static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
+    static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
 }
 
 /// Counts a request in `http_requests_total` and `http_request_duration_seconds`.
