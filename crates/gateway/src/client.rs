@@ -92,6 +92,40 @@ impl Payload {
     }
 }
 
+/// The head of a request to send upstream, borrowed from wherever it is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    pub(crate) method: &'a Method,
+    /// In origin form: `/path?query`.
+    pub(crate) path: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl<'a> Outgoing<'a> {
+    /// The head of `request`, whose URI is in origin form.
+    pub(crate) fn of<B>(request: &'a Request<B>) -> Self {
+        Outgoing {
+            method: request.method(),
+            path: request.uri().path_and_query().map_or("/", |p| p.as_str()),
+            headers: request.headers(),
+        }
+    }
+
+    /// An owned request with this head, for hyper's client (upgrades).
+    fn to_request(self, body: ProxyBody) -> Result<Request<ProxyBody>, SendError> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.path.parse().map_err(|e| {
+            SendError::NotSent(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("path: {e}"),
+            ))
+        })?;
+        *request.headers_mut() = self.headers.clone();
+        Ok(request)
+    }
+}
+
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SendError {
@@ -141,23 +175,26 @@ impl Client {
         }
     }
 
-    /// Sends `request` (its URI in origin form, with a `Host` header and no hop-by-hop headers)
-    /// to the server at `address`, on a pooled connection when one is idle. With `upgrade`, the
-    /// connection is new and dedicated, so that the response can switch protocols.
+    /// Sends `request` (its path in origin form, with a `Host` header and no hop-by-hop headers)
+    /// and `payload` to the server at `address`, on a pooled connection when one is idle. With
+    /// `upgrade`, the connection is new and dedicated, so that the response can switch protocols.
+    ///
+    /// The head is borrowed, not owned: a request retried on another server sends the same head
+    /// again without a copy, and the future stays small.
     pub(crate) async fn send(
         &self,
         address: &Arc<str>,
-        request: Request<Payload>,
+        request: Outgoing<'_>,
+        mut payload: Payload,
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if upgrade {
             return self
-                .send_upgradable(address, request.map(Payload::into_body))
+                .send_upgradable(address, request.to_request(payload.into_body())?)
                 .await;
         }
-        let (parts, mut payload) = request.into_parts();
-        let head = encode_head(&parts.method, &parts.uri, &parts.headers, &payload);
-        let head_only = parts.method == Method::HEAD;
+        let head = encode_head(&request, &payload);
+        let head_only = request.method == Method::HEAD;
         loop {
             let (pooled, mut conn) = match checkout(address) {
                 Some(conn) => (true, conn),
@@ -186,12 +223,26 @@ impl Client {
                 Err(ReadError::ClosedUnanswered(_))
                     if pooled
                         && matches!(payload, Payload::Whole(_))
-                        && crate::proxy::is_idempotent(&parts.method) => {}
+                        && crate::proxy::is_idempotent(request.method) => {}
                 Err(ReadError::ClosedUnanswered(error) | ReadError::Io(error)) => {
                     return Err(SendError::Exchange(error));
                 }
             }
         }
+    }
+
+    /// [`Client::send`] for a whole request.
+    #[cfg(test)]
+    async fn send_request(
+        &self,
+        address: &Arc<str>,
+        request: Request<Payload>,
+        upgrade: bool,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let (parts, payload) = request.into_parts();
+        let head = Request::from_parts(parts, ());
+        self.send(address, Outgoing::of(&head), payload, upgrade)
+            .await
     }
 
     async fn send_upgradable(
@@ -242,13 +293,12 @@ impl Client {
 
 /// The request line, the headers (but those that frame the body, which are the client's business
 /// with this gateway) and the framing of `payload`; a small body in memory follows the head.
-fn encode_head(
-    method: &Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    payload: &Payload,
-) -> Vec<u8> {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+fn encode_head(request: &Outgoing<'_>, payload: &Payload) -> Vec<u8> {
+    let Outgoing {
+        method,
+        path,
+        headers,
+    } = *request;
     let mut head = Vec::with_capacity(256 + headers.len() * 48);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
@@ -1131,7 +1181,10 @@ mod tests {
     async fn a_connection_is_reused_once_its_body_has_been_read() {
         let (address, _stop) = echo_server().await;
         for _ in 0..5 {
-            let response = client().send(&address, get("/"), false).await.unwrap();
+            let response = client()
+                .send_request(&address, get("/"), false)
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
             let body = body_of(response).await.unwrap();
             assert!(body.starts_with(b"pooled"), "{body:?}");
@@ -1146,7 +1199,10 @@ mod tests {
             false,
         )])
         .await;
-        let response = client().send(&address, get("/"), false).await.unwrap();
+        let response = client()
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap();
         drop(response);
         assert_eq!(idle_count(&address), 0);
     }
@@ -1154,7 +1210,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_the_server_closed_is_not_used_again() {
         let (address, stop) = echo_server().await;
-        let response = client().send(&address, get("/"), false).await.unwrap();
+        let response = client()
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap();
         body_of(response).await.unwrap();
         assert_eq!(idle_count(&address), 1);
         // The server shuts down (closing its idle keep-alive connections) and another takes
@@ -1165,7 +1224,10 @@ mod tests {
             assert!(Instant::now() < deadline, "the server did not stop");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let error = client().send(&address, get("/"), false).await.unwrap_err();
+        let error = client()
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap_err();
         assert!(error.never_sent(), "{error}");
         assert!(matches!(error, SendError::Connect(_)), "{error}");
         assert_eq!(idle_count(&address), 0);
@@ -1175,7 +1237,10 @@ mod tests {
     async fn expired_connections_are_swept() {
         let (address, _stop) = echo_server().await;
         let client = Client::new(Duration::from_secs(1), Duration::from_millis(1));
-        let response = client.send(&address, get("/"), false).await.unwrap();
+        let response = client
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap();
         body_of(response).await.unwrap();
         // Expiry is stamped on the coarse clock, which moves a tick at a time.
         tokio::time::sleep(platform::coarse_timer::TICK * 2 + Duration::from_millis(5)).await;
@@ -1210,13 +1275,19 @@ mod tests {
         ])
         .await;
         let client = client();
-        let response = client.send(&address, get("/"), false).await.unwrap();
+        let response = client
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert!(!response.headers().contains_key("x-trailer"));
         assert_eq!(body_of(response).await.unwrap(), "hello chunks");
         assert_eq!(idle_count(&address), 1);
 
-        let response = client.send(&address, get("/"), false).await.unwrap();
+        let response = client
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap();
         assert!(!response.headers().contains_key("content-length"));
         assert_eq!(body_of(response).await.unwrap(), "both");
         assert_eq!(
@@ -1226,16 +1297,22 @@ mod tests {
         );
 
         let head = request(Method::HEAD, "/", Payload::Whole(Bytes::new()));
-        let response = client.send(&address, head, false).await.unwrap();
+        let response = client.send_request(&address, head, false).await.unwrap();
         assert_eq!(response.headers()["content-length"], "99");
         assert!(response.body().is_end_stream());
         assert_eq!(idle_count(&address), 1, "back in the pool without a read");
 
-        let response = client.send(&address, get("/"), false).await.unwrap();
+        let response = client
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 204);
         assert_eq!(body_of(response).await.unwrap(), "");
 
-        let response = client.send(&address, get("/"), false).await.unwrap();
+        let response = client
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap();
         assert_eq!(response.body().size_hint().exact(), Some(6));
         assert_eq!(response.headers()["x-empty"], "");
         assert_eq!(response.headers()["x-last"], "spaced");
@@ -1249,7 +1326,10 @@ mod tests {
         assert!(body.take_whole().is_none());
         assert_eq!(idle_count(&address), 1);
 
-        let response = client.send(&address, get("/"), false).await.unwrap();
+        let response = client
+            .send_request(&address, get("/"), false)
+            .await
+            .unwrap();
         assert_eq!(response.version(), Version::HTTP_10);
         assert_eq!(body_of(response).await.unwrap(), "until the end");
         assert_eq!(
@@ -1271,7 +1351,7 @@ mod tests {
         ];
         for case in cases {
             let (address, _) = scripted(vec![(case, true)]).await;
-            let outcome = match client().send(&address, get("/"), false).await {
+            let outcome = match client().send_request(&address, get("/"), false).await {
                 Ok(response) => body_of(response).await.map(|_| ()),
                 Err(error) => Err(error.into()),
             };
@@ -1288,7 +1368,7 @@ mod tests {
         let client = client();
         let sent = |request| {
             let address = Arc::clone(&address);
-            async move { body_of(client.send(&address, request, false).await.unwrap()).await }
+            async move { body_of(client.send_request(&address, request, false).await.unwrap()).await }
         };
 
         // The client's own framing and Expect are not passed on.
@@ -1351,12 +1431,18 @@ mod tests {
         });
         let client = client();
         for _ in 0..3 {
-            let response = client.send(&address, get("/"), false).await.unwrap();
+            let response = client
+                .send_request(&address, get("/"), false)
+                .await
+                .unwrap();
             assert_eq!(body_of(response).await.unwrap(), "ok");
         }
         // A POST is not sent twice.
         let post = request(Method::POST, "/", Payload::Whole(Bytes::from("x")));
-        let error = client.send(&address, post, false).await.unwrap_err();
+        let error = client
+            .send_request(&address, post, false)
+            .await
+            .unwrap_err();
         assert!(!error.never_sent(), "{error}");
     }
 
@@ -1388,7 +1474,7 @@ mod tests {
         let upload = request(Method::POST, "/", Payload::Stream(body));
         let response = tokio::time::timeout(
             Duration::from_secs(10),
-            client().send(&address, upload, false),
+            client().send_request(&address, upload, false),
         )
         .await
         .expect("the answer is read while the body is still going")

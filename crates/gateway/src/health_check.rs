@@ -9,7 +9,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use tokio::sync::watch;
 
-use crate::client::Payload;
+use crate::client::{Outgoing, Payload};
 use crate::upstream::Upstream;
 
 /// Runs the checks of one upstream until `stop` changes.
@@ -32,11 +32,16 @@ pub(crate) async fn run(upstream: Arc<Upstream>, mut stop: watch::Receiver<bool>
                 let request = Request::get(path.as_str())
                     .header(http::header::HOST, server.authority.as_str())
                     .header(http::header::USER_AGENT, "flotilla-gateway-health-check")
-                    .body(Payload::Whole(Bytes::new()));
+                    .body(());
                 let Ok(request) = request else {
                     return Err("bad check URI".to_string());
                 };
-                let sent = upstream.client.send(&server.address, request, false);
+                let sent = upstream.client.send(
+                    &server.address,
+                    Outgoing::of(&request),
+                    Payload::Whole(Bytes::new()),
+                    false,
+                );
                 match tokio::time::timeout(check.timeout.0, sent).await {
                     Ok(Ok(response)) => {
                         let status = response.status();

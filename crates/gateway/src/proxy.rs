@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use platform::observe::RouteLabel;
@@ -25,7 +25,7 @@ use tower::retry::budget::Budget;
 
 use crate::access_log::{AccessLog, Entry, Logged};
 use crate::body::{ClientBodyError, RequestBody, Tracked};
-use crate::client::UpstreamBody;
+use crate::client::{Outgoing, UpstreamBody};
 use crate::compress;
 use crate::error::ProxyError;
 use crate::headers;
@@ -314,16 +314,10 @@ async fn forward(
         let in_flight = upstream.begin(index);
 
         let (attempt_body, replayable) = body.take();
-        let mut outgoing = http::Request::new(attempt_body);
-        *outgoing.method_mut() = parts.method.clone();
-        *outgoing.uri_mut() = Uri::from(path.clone());
-        *outgoing.version_mut() = Version::HTTP_11;
-        // The last attempt there can be takes the headers; earlier ones send a copy.
-        let last = tried.len() >= (upstream.max_attempts as usize).min(upstream.servers.len());
-        *outgoing.headers_mut() = if last {
-            std::mem::take(&mut parts.headers)
-        } else {
-            parts.headers.clone()
+        let outgoing = Outgoing {
+            method: &parts.method,
+            path: path.as_str(),
+            headers: &parts.headers,
         };
 
         let may_retry = |upstream: &Upstream, tried: &[usize]| {
@@ -336,9 +330,12 @@ async fn forward(
             retry
         };
         let started = Instant::now();
-        let sending = upstream
-            .client
-            .send(&server.address, outgoing, client_upgrade.is_some());
+        let sending = upstream.client.send(
+            &server.address,
+            outgoing,
+            attempt_body,
+            client_upgrade.is_some(),
+        );
         let sent = platform::coarse_timer::timeout(upstream.response_timeout, sending).await;
         upstreamed.server = Some(server.address.clone());
         let head_time = started.elapsed();
