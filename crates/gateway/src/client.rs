@@ -189,16 +189,18 @@ impl Client {
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if upgrade {
-            return self
-                .send_upgradable(address, request.to_request(payload.into_body())?)
-                .await;
+            // Boxed here and below: code that few requests run stays out of the hot path's.
+            return Box::pin(
+                self.send_upgradable(address, request.to_request(payload.into_body())?),
+            )
+            .await;
         }
         let head = encode_head(&request, &payload);
         let head_only = request.method == Method::HEAD;
         loop {
             let (pooled, mut conn) = match checkout(address) {
                 Some(conn) => (true, conn),
-                None => (false, self.connect(address).await?),
+                None => (false, Box::pin(self.connect(address)).await?),
             };
             let answered_early = match conn.write_request(&head, &mut payload).await {
                 Ok(answered_early) => answered_early,
@@ -428,9 +430,20 @@ impl Conn {
             Err(error) if written == 0 => return Err(WriteError::NotSent(error)),
             Err(error) => return Err(WriteError::Io(error)),
         }
-        let Payload::Stream(body) = payload else {
-            return Ok(false);
-        };
+        match payload {
+            Payload::Whole(_) => Ok(false),
+            // Boxed: streaming is for large bodies, and its code stays out of the usual path.
+            Payload::Stream(body) => Box::pin(self.write_stream(body, written)).await,
+        }
+    }
+
+    /// Sends a streamed body after its head (`written` bytes so far). `Ok(true)` when the server
+    /// answered before the body was all sent.
+    async fn write_stream(
+        &mut self,
+        body: &mut ProxyBody,
+        mut written: usize,
+    ) -> Result<bool, WriteError> {
         let mut declared = body.size_hint().exact();
         let chunked = declared.is_none();
         loop {

@@ -143,6 +143,12 @@ impl CoarseSleep {
         }
     }
 
+    /// Moves the deadline to `duration` from now: cheaper than a new sleep once this one waits.
+    pub fn reset_after(&mut self, duration: Duration) {
+        let clock = clock();
+        self.reset(clock.millis_at(clock.now() + duration));
+    }
+
     fn reset(&mut self, deadline: u64) {
         self.deadline = deadline;
         if let Some((shard, key)) = self.waiting {

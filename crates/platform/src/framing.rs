@@ -114,6 +114,20 @@ impl<T> Guarded<T> {
         }
     }
 
+    /// The guard, with `read` (bytes already taken from `inner`) to come first, checked as if they
+    /// had just been read.
+    pub fn with_read(mut self, read: &[u8]) -> Self {
+        let mut bytes = read.to_vec();
+        match self.scan(&mut bytes) {
+            None => self.ready = bytes,
+            Some(partial) => {
+                self.held = bytes.split_off(partial);
+                self.ready = bytes;
+            }
+        }
+        self
+    }
+
     /// Follows the framing through `bytes`, damaging heads that must be refused. Returns where a
     /// head starts that has not ended within `bytes`, if one does.
     fn scan(&mut self, bytes: &mut [u8]) -> Option<usize> {

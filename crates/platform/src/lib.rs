@@ -13,7 +13,8 @@
 //! - [`observe`]: per-request log line and metrics.
 //! - [`errors`]: the JSON error body of the JSON APIs.
 //! - [`server`]: HTTP/1.1 + HTTP/2 server with limits and graceful shutdown, on the runtime or
-//!   on worker threads of its own.
+//!   on worker threads of its own; plain HTTP/1 requests on a lean loop of its own (`http1`),
+//!   everything else on hyper.
 //! - [`framing`]: refuses HTTP/1 requests framed by both `Transfer-Encoding` and `Content-Length`.
 //! - [`circuit`]: a circuit breaker for calls to other services.
 //! - [`zero_copy`]: file bodies sent with `sendfile(2)` on plain HTTP/1 connections.
@@ -29,6 +30,7 @@ pub mod contract;
 pub mod errors;
 pub mod framing;
 pub mod health;
+pub(crate) mod http1;
 pub mod observe;
 pub mod per_thread;
 pub mod server;

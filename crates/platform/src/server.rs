@@ -22,7 +22,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -84,12 +83,13 @@ pub async fn serve<S, B>(
 ) -> io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
+    <S as Service<Request<Incoming>>>::Future: Send + 'static,
+    <S as Service<Request<axum::body::Body>>>::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let local = listener.local_addr()?;
@@ -107,7 +107,13 @@ where
         .max_header_list_size(options.max_header_size as u32)
         .enable_connect_protocol();
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // `true` once draining starts; every connection holds a receiver until it ends.
+    let (drain, draining) = tokio::sync::watch::channel(false);
+    let limits = crate::http1::Limits {
+        header_read_timeout: options.header_read_timeout,
+        // Positions in a head are kept as u32.
+        max_header_size: options.max_header_size.clamp(8192, u32::MAX as usize),
+    };
     let permits = Arc::new(Semaphore::new(options.max_connections));
 
     tracing::info!(address = %local, "listening");
@@ -151,23 +157,10 @@ where
             None => Transport::Plain(ZeroCopy::new()),
             Some(tls) => Transport::Tls(tls.acceptor()),
         };
-        let offer = match &transport {
-            Transport::Plain(offer) => Some(offer.clone()),
-            Transport::Tls(_) => None,
-        };
-        let service = service
-            .clone()
-            .map_request(move |mut request: Request<Incoming>| {
-                let extensions = request.extensions_mut();
-                extensions.insert(ConnectInfo(peer));
-                if let Some(offer) = &offer {
-                    extensions.insert(offer.clone());
-                }
-                request
-            });
+        let service = service.clone();
         let open = open_connections.clone();
         open.increment(1.0);
-        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
+        let (builder, mut draining) = (Arc::clone(&builder), draining.clone());
         // Also the time a TLS client has for its handshake.
         let head_timeout = options.header_read_timeout;
         let (stream, spawn_on) = match &options.workers {
@@ -193,21 +186,38 @@ where
                     }
                 },
             };
-            let service = TowerToHyperService::new(service);
             let outcome = match transport {
                 Transport::Plain(offer) => {
-                    let socket = Socket::new(stream, &offer);
-                    let connection = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(Guarded::with_first_head_timeout(socket, head_timeout)),
-                            service,
-                        )
-                        .into_owned();
-                    watcher.watch(connection).await
+                    let mut socket = Socket::new(stream, &offer);
+                    // Plain requests on the lean loop; the connection goes to hyper at the first
+                    // request that is not.
+                    let served = crate::http1::serve(
+                        &mut socket,
+                        peer,
+                        Some(&offer),
+                        service.clone(),
+                        limits,
+                        &draining,
+                    )
+                    .await;
+                    match served {
+                        Ok(crate::http1::Ended::Closed) => Ok(()),
+                        Ok(crate::http1::Ended::HandOver(read)) => {
+                            let io = Guarded::with_first_head_timeout(socket, head_timeout)
+                                .with_read(&read);
+                            let service = with_connection(service, peer, Some(offer));
+                            let connection = builder
+                                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                                .into_owned();
+                            until_drained(connection, &mut draining).await
+                        }
+                        Err(error) => Err(error.into()),
+                    }
                 }
                 Transport::Tls(acceptor) => {
                     match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
+                            let service = with_connection(service, peer, None);
                             let connection = builder
                                 .serve_connection_with_upgrades(
                                     TokioIo::new(Guarded::with_first_head_timeout(
@@ -217,13 +227,14 @@ where
                                     service,
                                 )
                                 .into_owned();
-                            watcher.watch(connection).await
+                            until_drained(connection, &mut draining).await
                         }
                         Ok(Err(error)) => Err(format!("TLS handshake failed: {error}").into()),
                         Err(_) => Err("no TLS handshake within the header read timeout".into()),
                     }
                 }
             };
+            drop(draining);
             if let Err(error) = outcome {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
@@ -237,9 +248,11 @@ where
     }
 
     drop(listener);
-    let open = graceful.count();
+    drop(draining);
+    let open = drain.receiver_count();
     tracing::info!(address = %local, open_connections = open, "shutting down, draining");
-    match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
+    let _ = drain.send(true);
+    match tokio::time::timeout(options.drain_timeout, drain.closed()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!(
             timeout = ?options.drain_timeout,
@@ -247,6 +260,53 @@ where
         ),
     }
     Ok(())
+}
+
+/// `service` for hyper, with the connection's peer address and zero-copy offer in every
+/// request's extensions (the lean loop puts them there itself).
+fn with_connection<S>(
+    service: S,
+    peer: SocketAddr,
+    offer: Option<ZeroCopy>,
+) -> TowerToHyperService<
+    tower::util::MapRequest<S, impl FnMut(Request<Incoming>) -> Request<Incoming> + Clone>,
+>
+where
+    S: Service<Request<Incoming>>,
+{
+    TowerToHyperService::new(service.map_request(move |mut request: Request<Incoming>| {
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo(peer));
+        if let Some(offer) = &offer {
+            extensions.insert(offer.clone());
+        }
+        request
+    }))
+}
+
+/// Serves `connection` to its end; once draining starts, it finishes the request in flight and
+/// closes.
+async fn until_drained<I, S, B>(
+    connection: auto::UpgradeableConnection<'static, I, S, TokioExecutor>,
+    draining: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => return served,
+        // Also when the server is gone.
+        _ = draining.wait_for(|d| *d) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// How a connection's bytes travel.
@@ -392,11 +452,7 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let address = listener.local_addr().unwrap();
-        let service = tower::service_fn(|_: Request<Incoming>| async {
-            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
-                bytes::Bytes::from("hi"),
-            )))
-        });
+        let service = axum::Router::new().fallback(|| async { "hi" });
         let options = ServeOptions {
             header_read_timeout: Duration::from_millis(500),
             ..ServeOptions::default()
@@ -435,6 +491,29 @@ mod tests {
         assert!(
             after >= Duration::from_millis(300),
             "closed after {after:?}"
+        );
+
+        // A head trickling in, a byte at a time but never complete: the timeout covers the whole
+        // head, not each read.
+        let mut trickle = tokio::net::TcpStream::connect(address).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut closed_after = None;
+        for byte in
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+        {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let closed_after = match closed_after {
+            Some(after) => after,
+            None => until_closed(&mut trickle).await.1 + started.elapsed(),
+        };
+        assert!(
+            closed_after < Duration::from_millis(2500),
+            "a trickling head held the connection for {closed_after:?}"
         );
 
         // One request answered, then an idle keep-alive connection.

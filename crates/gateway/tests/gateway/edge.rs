@@ -511,6 +511,19 @@ async fn sendfile_bytes(gateway: &crate::helpers::TestGateway) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// The sendfile counter once it reaches `expected`, or whatever it says after two seconds: the
+/// server counts a send after the call returns, which can be after the client has read the bytes.
+async fn sendfile_bytes_reaching(gateway: &crate::helpers::TestGateway, expected: u64) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let now = sendfile_bytes(gateway).await;
+        if now >= expected || std::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn large_files_go_with_sendfile_only_when_the_body_reaches_the_client_unchanged() {
     let (_dir, root, big) = site();
@@ -538,7 +551,7 @@ async fn large_files_go_with_sendfile_only_when_the_body_reaches_the_client_unch
         .unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap(), &big[1000..=600_000]);
-    let sent = sendfile_bytes(&gateway).await - before;
+    let sent = sendfile_bytes_reaching(&gateway, before + 1_048_576 + 599_001).await - before;
     assert_eq!(sent, 1_048_576 + 599_001, "both bodies went with sendfile");
 
     // A body compressed on the way is read and copied, and arrives right.
@@ -563,7 +576,7 @@ async fn large_files_go_with_sendfile_only_when_the_body_reaches_the_client_unch
     assert!(!plain.headers().contains_key("content-encoding"));
     assert_eq!(plain.bytes().await.unwrap(), css);
     assert_eq!(
-        sendfile_bytes(&gateway).await - before,
+        sendfile_bytes_reaching(&gateway, before + sent + 300_000).await - before,
         sent + 300_000,
         "only the uncompressed HTTP/1 answer added to it"
     );
