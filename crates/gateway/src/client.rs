@@ -667,24 +667,45 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
         .collect();
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(places.len());
+    // What frames the body, gathered on the way rather than looked up after.
+    let (mut says_close, mut says_keep_alive) = (false, false);
+    let mut length: Option<u64> = None;
+    // Whether there is a Transfer-Encoding, and whether its last coding is chunked.
+    let (mut transfer_encoding, mut chunked) = (false, false);
     for (name, value) in places {
         let name =
             header_name(&head[name]).map_err(|_| invalid("invalid header name in the response"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| invalid(format!("invalid value of the response header {name}")))?;
+        if name == header::CONTENT_LENGTH {
+            length = Some(content_length(&value, length)?);
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+            // The last coding of all is the one that counts.
+            if let Some(last) = value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .rfind(|t| !t.is_empty())
+            {
+                chunked = last.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name == header::CONNECTION {
+            for token in value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+            {
+                says_close |= token.eq_ignore_ascii_case(b"close");
+                says_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
         map.append(name, value);
     }
 
-    let connection_says = |token: &str| {
-        map.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
     let mut keep_alive = match version {
-        Version::HTTP_10 => connection_says("keep-alive"),
-        _ => !connection_says("close"),
+        Version::HTTP_10 => says_keep_alive,
+        _ => !says_close,
     };
     let framing = if head_only
         || status == StatusCode::NO_CONTENT
@@ -693,22 +714,16 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
     {
         keep_alive &= status != StatusCode::SWITCHING_PROTOCOLS;
         Framing::Length(0)
-    } else if map.contains_key(header::TRANSFER_ENCODING) {
+    } else if transfer_encoding {
         // With both, Transfer-Encoding wins (the length goes: it would misframe the answer to
         // the client), and the connection is not to be trusted again.
         keep_alive &= map.remove(header::CONTENT_LENGTH).is_none();
-        let last_coding = map
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|t| !t.is_empty());
-        if last_coding.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+        if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
             Framing::Close
         }
-    } else if let Some(length) = content_length(&map)? {
+    } else if let Some(length) = length {
         Framing::Length(length)
     } else {
         Framing::Close
@@ -723,24 +738,22 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
     Ok(Parsed::Complete(parts, framing, keep_alive))
 }
 
-/// The `Content-Length`, if any; several different ones, or one that is not a number, make the
-/// response invalid.
-fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let parsed = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
-                .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
-                .flatten()
-                .ok_or_else(|| invalid("invalid Content-Length in the response"))?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(invalid("conflicting Content-Lengths in the response"));
-            }
-            length = Some(parsed);
+/// The length a `Content-Length` value gives, after `earlier` ones: several different ones, or
+/// one that is not a number, make the response invalid.
+fn content_length(value: &HeaderValue, earlier: Option<u64>) -> io::Result<u64> {
+    let mut length = earlier;
+    for part in value.as_bytes().split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        let parsed = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| invalid("invalid Content-Length in the response"))?;
+        if length.is_some_and(|l| l != parsed) {
+            return Err(invalid("conflicting Content-Lengths in the response"));
         }
+        length = Some(parsed);
     }
-    Ok(length)
+    length.ok_or_else(|| invalid("invalid Content-Length in the response"))
 }
 
 /// A response body from upstream. Its end puts the connection back in the pool; dropped before

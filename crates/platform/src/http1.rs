@@ -252,7 +252,9 @@ fn request(
 ) -> Option<Request<axum::body::Body>> {
     let slice = |(start, end): Span| bytes.slice(start as usize..end as usize);
     let uri = Uri::from_maybe_shared(slice(head.path)).ok()?;
-    let mut headers = HeaderMap::with_capacity(head.headers.len());
+    // Room for the few a handler commonly adds (a request id; a proxy's forwarding headers)
+    // without growing the map.
+    let mut headers = HeaderMap::with_capacity(head.headers.len() + 6);
     for &(name, value) in &head.headers {
         let name = HeaderName::from_bytes(&bytes[name.0 as usize..name.1 as usize]).ok()?;
         // httparse has checked the value's bytes, as it does for hyper.
