@@ -99,6 +99,8 @@ pub(crate) struct Outgoing<'a> {
     /// In origin form: `/path?query`.
     pub(crate) path: &'a str,
     pub(crate) headers: &'a HeaderMap,
+    /// Sent after `headers` (the forwarding headers).
+    pub(crate) extra: &'a [(HeaderName, HeaderValue)],
 }
 
 impl<'a> Outgoing<'a> {
@@ -108,6 +110,7 @@ impl<'a> Outgoing<'a> {
             method: request.method(),
             path: request.uri().path_and_query().map_or("/", |p| p.as_str()),
             headers: request.headers(),
+            extra: &[],
         }
     }
 
@@ -121,7 +124,11 @@ impl<'a> Outgoing<'a> {
                 format!("path: {e}"),
             ))
         })?;
-        *request.headers_mut() = self.headers.clone();
+        let mut headers = self.headers.clone();
+        for (name, value) in self.extra {
+            headers.insert(name.clone(), value.clone());
+        }
+        *request.headers_mut() = headers;
         Ok(request)
     }
 }
@@ -300,13 +307,14 @@ fn encode_head(request: &Outgoing<'_>, payload: &Payload) -> Vec<u8> {
         method,
         path,
         headers,
+        extra,
     } = *request;
     let mut head = Vec::with_capacity(256 + headers.len() * 48);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(path.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.iter().chain(extra.iter().map(|(n, v)| (n, v))) {
         // `Expect: 100-continue` was the client's question to this gateway, which answered it.
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING

@@ -63,34 +63,65 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&Header
     }
 }
 
-/// Sets what the upstream needs to know about the original request.
-pub(crate) fn add_forwarded(
+/// Headers sent upstream after a request's own.
+pub(crate) type Extra = smallvec::SmallVec<[(HeaderName, HeaderValue); 5]>;
+
+/// The forwarding headers that tell the upstream about the original request: `X-Forwarded-For`
+/// (the client appended to what came before), `X-Real-IP`, `X-Forwarded-Proto`,
+/// `X-Forwarded-Host`, and `Host` when the request had none (HTTP/2) or several. The client's own headers of
+/// that family are taken out of `headers`. They are returned rather than inserted: they go
+/// straight into the upstream request's head, and inserting five names into the map would hash
+/// each of them for nothing.
+pub(crate) fn forwarded(
     headers: &mut HeaderMap,
     host: &HeaderValue,
     client: IpAddr,
     proto: &'static str,
-) {
+) -> Extra {
     let client_value = address_value(client);
-    let earlier: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let family = [
+        X_FORWARDED_FOR,
+        X_REAL_IP,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+    ];
+    // One pass over the names, where looking each one up would hash it.
+    let (mut hosts, mut has_family, mut earlier) = (0, false, Vec::new());
+    for (name, value) in headers.iter() {
+        hosts += usize::from(name == header::HOST);
+        if family.contains(name) {
+            has_family = true;
+            if name == X_FORWARDED_FOR
+                && let Ok(value) = value.to_str()
+            {
+                earlier.push(value);
+            }
+        }
+    }
     let forwarded_for = if earlier.is_empty() {
         Some(client_value.clone())
     } else {
         let client_text = client_value.to_str().expect("an address is ASCII");
         HeaderValue::from_str(&format!("{}, {client_text}", earlier.join(", "))).ok()
     };
-    // Room for the five at once: growing the map one header at a time rehashes it each time.
-    headers.reserve(5);
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
+    if has_family {
+        for name in &family {
+            headers.remove(name);
+        }
     }
-    headers.insert(X_REAL_IP, client_value);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(X_FORWARDED_HOST, host.clone());
-    headers.insert(header::HOST, host.clone());
+    let mut extra = Extra::new();
+    if let Some(value) = forwarded_for {
+        extra.push((X_FORWARDED_FOR, value));
+    }
+    extra.push((X_REAL_IP, client_value));
+    extra.push((X_FORWARDED_PROTO, HeaderValue::from_static(proto)));
+    extra.push((X_FORWARDED_HOST, host.clone()));
+    // One Host, the one routed on: a second one could name another site to the upstream.
+    if hosts != 1 {
+        headers.remove(header::HOST);
+        extra.push((header::HOST, host.clone()));
+    }
+    extra
 }
 
 /// The client's address as a header value. The last one made on this thread is kept: requests
@@ -151,13 +182,50 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_to_what_came_before() {
-        let mut headers = map(&[("x-forwarded-for", "203.0.113.9")]);
+        let mut headers = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-real-ip", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("accept", "*/*"),
+        ]);
         let host = HeaderValue::from_static("todo.example");
-        add_forwarded(&mut headers, &host, "127.0.0.2".parse().unwrap(), "http");
-        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.2");
-        assert_eq!(headers["x-real-ip"], "127.0.0.2");
-        assert_eq!(headers["x-forwarded-host"], "todo.example");
+        let extra = forwarded(&mut headers, &host, "127.0.0.2".parse().unwrap(), "http");
+        let extra: Vec<(&str, &str)> = extra
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            extra,
+            [
+                ("x-forwarded-for", "203.0.113.9, 127.0.0.2"),
+                ("x-real-ip", "127.0.0.2"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "todo.example"),
+                // The request had no Host (HTTP/2 carries it in the URI).
+                ("host", "todo.example"),
+            ]
+        );
+        // The client's own are gone; the rest stay.
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept"]);
+    }
+
+    #[test]
+    fn a_request_with_a_host_keeps_it_and_one_with_two_sends_one() {
+        let mut headers = map(&[("host", "todo.example")]);
+        let host = HeaderValue::from_static("todo.example");
+        let extra = forwarded(&mut headers, &host, "127.0.0.2".parse().unwrap(), "http");
+        assert!(extra.iter().all(|(name, _)| name != header::HOST));
         assert_eq!(headers["host"], "todo.example");
-        assert_eq!(headers["x-forwarded-proto"], "http");
+
+        let mut headers = map(&[("host", "todo.example"), ("host", "admin.example")]);
+        let extra = forwarded(&mut headers, &host, "127.0.0.2".parse().unwrap(), "http");
+        assert!(!headers.contains_key(header::HOST));
+        let hosts: Vec<_> = extra
+            .iter()
+            .filter(|(name, _)| name == header::HOST)
+            .collect();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].1, "todo.example");
     }
 }

@@ -269,7 +269,7 @@ async fn forward(
 
     let (mut parts, body) = request.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    headers::add_forwarded(&mut parts.headers, &host, peer, state.scheme);
+    let forwarded = headers::forwarded(&mut parts.headers, &host, peer, state.scheme);
     let path = match parts.uri.path_and_query() {
         // Unchanged, the path shares the request's bytes rather than being parsed again.
         Some(path) if !route.strip_prefix => path.clone(),
@@ -318,6 +318,7 @@ async fn forward(
             method: &parts.method,
             path: path.as_str(),
             headers: &parts.headers,
+            extra: &forwarded,
         };
 
         let may_retry = |upstream: &Upstream, tried: &[usize]| {
