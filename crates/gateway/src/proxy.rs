@@ -69,12 +69,15 @@ impl LiveRoutes {
 pub(crate) struct Proxy(pub(crate) Arc<ListenerState>);
 
 impl platform::Handler for Proxy {
-    fn handle(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+    fn handle(
+        self,
+        request: Request,
+    ) -> impl Future<Output = (Response, RouteLabel)> + Send + 'static {
         handle(self.0, request)
     }
 }
 
-async fn handle(state: Arc<ListenerState>, request: Request) -> Response {
+async fn handle(state: Arc<ListenerState>, request: Request) -> (Response, RouteLabel) {
     let started = Instant::now();
     let routes = state.routes.current();
     let route = routes.find(host_of(&request), request.uri().path());
@@ -131,8 +134,7 @@ async fn handle(state: Arc<ListenerState>, request: Request) -> Response {
         response = response.map(|body| Body::new(Logged::new(body, entry, log)));
         label.access_logged = true;
     }
-    response.extensions_mut().insert(label);
-    response
+    (response, label)
 }
 
 /// The route's rate limit for the client's address: `Err(seconds to wait)` when over it.

@@ -90,12 +90,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// A service that handles every request itself, with no routing: the gateway's listeners.
-/// It is cloned for each request, and the clone handles it.
+/// It is cloned for each request, and the clone handles it. Along with the response it names the
+/// route the request took, for the request's metrics (and whether it logged the request itself).
 pub trait Handler: Clone + Send + Sync + 'static {
     fn handle(
         self,
         request: axum::extract::Request,
-    ) -> impl Future<Output = Response> + Send + 'static;
+    ) -> impl Future<Output = (Response, crate::observe::RouteLabel)> + Send + 'static;
 }
 
 /// The contract's per-request layers (request id, request log and metrics, panic catching; the
@@ -143,15 +144,18 @@ where
         // The handler's future is made inside the box rather than moved into it: a proxy's future
         // is kilobytes, and each move is a copy of all of it.
         Box::pin(async move {
-            let mut response = std::panic::AssertUnwindSafe(handler.handle(request))
+            let (mut response, route) = match std::panic::AssertUnwindSafe(handler.handle(request))
                 .catch_unwind()
                 .await
-                .unwrap_or_else(panic_response);
+            {
+                Ok((response, route)) => (response, Some(route)),
+                Err(panic) => (panic_response(panic), None),
+            };
             response
                 .headers_mut()
                 .entry(crate::observe::REQUEST_ID)
                 .or_insert(request_id);
-            observation.finish(&response);
+            observation.finish_as(&response, route.as_ref());
             Ok(response)
         })
     }

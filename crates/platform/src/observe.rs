@@ -2,7 +2,8 @@
 //!
 //! Metrics are labelled by the matched route template (`/todo/{id}`), never the raw path, so a
 //! scan of random URLs cannot blow up the number of series. A handler that routes by itself (the
-//! gateway) names the route by putting a [`RouteLabel`] in the response's extensions. Probes (`/hc`, `/ready`, `/metrics`)
+//! gateway, a [`crate::Handler`]) names the route by returning a [`RouteLabel`] with its
+//! response, or by putting one in the response's extensions. Probes (`/hc`, `/ready`, `/metrics`)
 //! are counted but logged only at debug level: a gateway checks them every second.
 
 use std::cell::RefCell;
@@ -71,8 +72,13 @@ impl Observation {
     }
 
     pub(crate) fn finish(self, response: &Response) {
-        let elapsed = self.start.elapsed();
         let label = response.extensions().get::<RouteLabel>();
+        self.finish_as(response, label);
+    }
+
+    /// [`Observation::finish`] for a response whose route is `label` (from a [`crate::Handler`]).
+    pub(crate) fn finish_as(self, response: &Response, label: Option<&RouteLabel>) {
+        let elapsed = self.start.elapsed();
         let route = match (label, &self.matched) {
             (Some(label), _) => &*label.name,
             (None, Some(matched)) => matched.as_str(),
