@@ -5,9 +5,10 @@
 #   gateway   wrk -> flotilla gateway (2 worker threads) -> echo
 #   nginx     wrk -> nginx (2 worker processes)           -> echo
 #   combined  the same nginx on a second port, logging nginx's default (shorter) line instead
-# Both proxies keep idle upstream connections (nginx: keepalive 64, HTTP/1.1) and log every request
-# to a file in the seeds' JSON format: todonginx's `log_format json`, whose fields the gateway's
-# access log writes too (plus three). Runs are interleaved (direct, gateway, nginx, combined,
+# Both proxies keep idle upstream connections (nginx: keepalive 64, HTTP/1.1), have compression on
+# (todonginx's `gzip on`, the gateway's GZIP default) and log every request to a file in the seeds'
+# JSON format: todonginx's `log_format json`, whose fields the gateway's access log writes too
+# (plus three). Runs are interleaved (direct, gateway, nginx, combined,
 # direct, ...) so machine noise hits all alike; the table shows the median run of each. Appends
 # the table to docs/benchmarks.md.
 #
@@ -67,6 +68,9 @@ http {
   access_log $work/nginx/access.log json;
   keepalive_timeout 65;
   keepalive_requests 1000000;
+  # todonginx's default (GZIP=on), as the gateway's env mode defaults to compressing too. Neither
+  # compresses here (wrk asks for no encoding); both check on every answer.
+  gzip on;
   client_body_temp_path $work/nginx;
   proxy_temp_path $work/nginx;
   # Inherited by both servers' locations.
@@ -144,7 +148,8 @@ if [ "$record" = 1 ]; then
     echo
     echo "\`bench/gateway.sh --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu):"
     echo "wrk -t2 -c$connections -d${duration}s, \`GET /\` of \`flotilla echo\`; gateway with 2 worker threads, nginx with"
-    echo "2 worker processes and \`keepalive 64\` upstream connections; both log every request to a file in the"
+    echo "2 worker processes and \`keepalive 64\` upstream connections; both have compression on (todonginx's"
+    echo "\`gzip on\`, the gateway's GZIP default; wrk asks for none) and log every request to a file in the"
     echo "seeds' JSON format (todonginx's \`log_format json\`)."
     echo "Everything (wrk, proxy, backend) shares the same 2 cores."
     echo
