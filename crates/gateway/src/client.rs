@@ -481,7 +481,10 @@ impl Conn {
             }
             let mut size_line = [0u8; 18];
             let (size_line, crlf): (&[u8], &[u8]) = if chunked {
-                (chunk_size_line(data.len(), &mut size_line), b"\r\n")
+                (
+                    platform::http1::chunk_size_line(data.len(), &mut size_line),
+                    b"\r\n",
+                )
             } else {
                 (b"", b"")
             };
@@ -607,14 +610,6 @@ async fn write_all(
 }
 
 /// `{size in hex}\r\n` in `buf`.
-fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = io::Cursor::new(&mut buf[..]);
-    write!(cursor, "{size:x}\r\n").expect("a usize in hex and CRLF fit in 18 bytes");
-    let len = cursor.position() as usize;
-    &buf[..len]
-}
-
 enum Parsed {
     Complete(http::response::Parts, Framing, bool),
     /// An interim response, consumed.

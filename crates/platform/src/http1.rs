@@ -461,8 +461,8 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
-/// `{size in hex}\r\n`.
-fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
+/// A chunk's size line, `{size in hex}\r\n`, written into `buf`.
+pub fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
     let len = format_hex(size, &mut buf[..16]);
     buf[len] = b'\r';
     buf[len + 1] = b'\n';
@@ -663,6 +663,10 @@ mod tests {
         assert_eq!(chunk_size_line(0, &mut buf), b"0\r\n");
         assert_eq!(chunk_size_line(255, &mut buf), b"ff\r\n");
         assert_eq!(chunk_size_line(4096, &mut buf), b"1000\r\n");
+        assert_eq!(
+            chunk_size_line(usize::MAX, &mut buf),
+            b"ffffffffffffffff\r\n"
+        );
     }
 
     #[test]

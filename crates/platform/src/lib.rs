@@ -13,7 +13,7 @@
 //! - [`observe`]: per-request log line and metrics.
 //! - [`errors`]: the JSON error body of the JSON APIs.
 //! - [`server`]: HTTP/1.1 + HTTP/2 server with limits and graceful shutdown, on the runtime or
-//!   on worker threads of its own; plain HTTP/1 requests on a lean loop of its own (`http1`),
+//!   on worker threads of its own; plain HTTP/1 requests on a lean loop of its own ([`http1`]),
 //!   everything else on hyper.
 //! - [`framing`]: refuses HTTP/1 requests framed by both `Transfer-Encoding` and `Content-Length`.
 //! - [`circuit`]: a circuit breaker for calls to other services.
@@ -30,7 +30,7 @@ pub mod contract;
 pub mod errors;
 pub mod framing;
 pub mod health;
-pub(crate) mod http1;
+pub mod http1;
 pub mod observe;
 pub mod per_thread;
 pub mod server;
