@@ -1,5 +1,7 @@
 //! The HTTP server every service runs on: HTTP/1.1 with keep-alive and HTTP/2 (h2c prior
 //! knowledge) on one port, a connection limit, a header read timeout, and graceful shutdown.
+//! Plain HTTP/1 connections start on the lean loop of [`crate::http1`]; hyper serves TLS
+//! connections, HTTP/2, and an HTTP/1 connection from its first request the loop does not take.
 //!
 //! Shutdown follows the service contract: when the shutdown future resolves, readiness turns 503;
 //! for `shutdown_delay` the service keeps serving normally, so load balancers that check `/ready`
