@@ -94,14 +94,13 @@ pub(crate) async fn serve<T, S, B>(
     io: &mut T,
     peer: SocketAddr,
     offer: Option<&ZeroCopy>,
-    service: S,
+    mut service: S,
     limits: Limits,
     draining: &watch::Receiver<bool>,
 ) -> io::Result<Ended>
 where
     T: AsyncRead + AsyncWrite + Unpin,
-    S: Service<Request<axum::body::Body>, Response = Response<B>, Error = std::convert::Infallible>
-        + Clone,
+    S: Service<Request<axum::body::Body>, Response = Response<B>, Error = std::convert::Infallible>,
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -155,8 +154,14 @@ where
             return Ok(Ended::HandOver(all));
         };
         let head_request = head.method == Method::HEAD;
-        let response = match service.clone().oneshot(request).await {
-            Ok(response) => response,
+        // Requests on one connection come one at a time: the connection's own service takes
+        // them all, where a clone per request would touch a reference count the other workers
+        // share.
+        let response = match service.ready().await {
+            Ok(ready) => match ready.call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
             Err(never) => match never {},
         };
         let keep_alive = head.keep_alive && !*draining.borrow();
