@@ -145,7 +145,7 @@ pub(crate) struct Entry {
     pub(crate) user_agent: Option<HeaderValue>,
     pub(crate) forwarded_for: Option<HeaderValue>,
     pub(crate) request_id: Option<HeaderValue>,
-    pub(crate) route: Arc<str>,
+    pub(crate) route: &'static str,
     pub(crate) status: u16,
     pub(crate) head_bytes: u64,
     pub(crate) upstream_addr: Option<Arc<str>>,
@@ -205,7 +205,7 @@ impl Entry {
             self.upstream_addr.as_deref().unwrap_or(""),
         );
         line.text(key!("request_id"), &header(&self.request_id));
-        line.text(key!("route"), &self.route);
+        line.text(key!("route"), self.route);
         line.0.extend_from_slice(b"}\n");
     }
 }
@@ -323,15 +323,18 @@ impl Line<'_> {
 
 /// A response body that counts what it sends and logs the request when it is done (or dropped,
 /// when the client goes away first).
-pub(crate) struct Logged<B> {
+///
+/// `L` leads to the log: the log itself, or something that holds it, which the request already
+/// owns a reference to.
+pub(crate) struct Logged<B, L: AsRef<AccessLog>> {
     inner: B,
     sent: u64,
     entry: Option<Box<Entry>>,
-    log: Arc<AccessLog>,
+    log: L,
 }
 
-impl<B> Logged<B> {
-    pub(crate) fn new(inner: B, entry: Entry, log: Arc<AccessLog>) -> Self {
+impl<B, L: AsRef<AccessLog>> Logged<B, L> {
+    pub(crate) fn new(inner: B, entry: Entry, log: L) -> Self {
         Logged {
             inner,
             sent: 0,
@@ -341,17 +344,18 @@ impl<B> Logged<B> {
     }
 }
 
-impl<B> Drop for Logged<B> {
+impl<B, L: AsRef<AccessLog>> Drop for Logged<B, L> {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
-            self.log.write(&entry, self.sent);
+            self.log.as_ref().write(&entry, self.sent);
         }
     }
 }
 
-impl<B> HttpBody for Logged<B>
+impl<B, L> HttpBody for Logged<B, L>
 where
     B: HttpBody<Data = bytes::Bytes> + Unpin,
+    L: AsRef<AccessLog> + Unpin,
 {
     type Data = bytes::Bytes;
     type Error = B::Error;
@@ -394,7 +398,7 @@ mod tests {
             user_agent: Some(HeaderValue::from_bytes(b"evil\"agent\\\t\xff").unwrap()),
             forwarded_for: None,
             request_id: Some(HeaderValue::from_static("abc")),
-            route: Arc::from("/"),
+            route: "/",
             status: 200,
             head_bytes: 100,
             upstream_addr: Some(Arc::from("127.0.0.1:8081")),

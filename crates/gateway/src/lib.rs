@@ -39,6 +39,7 @@ pub mod env_mode;
 pub mod error;
 
 mod body;
+mod budget;
 mod client;
 mod compress;
 mod discovery;
@@ -202,7 +203,7 @@ impl Shared {
             access_log: Arc::clone(&self.access_log),
             scheme: if tls.is_some() { "https" } else { "http" },
         });
-        let service = platform::WithRequestLayers(proxy::Proxy(state));
+        let service = platform::WithRequestLayers(proxy::Proxy::new(state));
         let options = ServeOptions {
             drain_timeout: self.common.drain_timeout,
             shutdown_delay: self.common.shutdown_delay,

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -21,7 +22,6 @@ use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use platform::observe::RouteLabel;
-use tower::retry::budget::Budget;
 
 use crate::access_log::{AccessLog, Entry, Logged};
 use crate::body::{ClientBodyError, RequestBody, Tracked};
@@ -52,36 +52,101 @@ struct Upstreamed {
 /// The route table in force; a reload swaps it. Requests in flight keep the table (and the
 /// upstream pools) they started with.
 #[derive(Default)]
-pub(crate) struct LiveRoutes(std::sync::RwLock<Arc<RouteTable>>);
+pub(crate) struct LiveRoutes {
+    table: std::sync::RwLock<Arc<RouteTable>>,
+    /// Counts replacements, so that a connection sees its copy is stale without the lock.
+    version: AtomicU64,
+}
 
 impl LiveRoutes {
     pub(crate) fn current(&self) -> Arc<RouteTable> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.versioned().1
+    }
+
+    /// The table and its version.
+    fn versioned(&self) -> (u64, Arc<RouteTable>) {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        // Replaced under the write lock, so the pair matches.
+        (self.version.load(Ordering::Acquire), Arc::clone(&table))
     }
 
     pub(crate) fn replace(&self, table: RouteTable) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(table);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 }
 
 /// A listener's request handler.
+///
+/// A request holds its connection's [`View`] while it runs: the listener and the route table as
+/// they were at the connection's latest request. A view belongs to one connection, so its
+/// reference count stays on that connection's thread, where one shared by every connection
+/// would move between cores on every request, as would the table's lock.
 #[derive(Clone)]
-pub(crate) struct Proxy(pub(crate) Arc<ListenerState>);
+pub(crate) struct Proxy(Arc<View>);
+
+pub(crate) struct View {
+    listener: Arc<ListenerState>,
+    routes: Arc<RouteTable>,
+    version: u64,
+    /// False for the listener's first view, which every new connection starts with.
+    own: bool,
+}
+
+impl Proxy {
+    pub(crate) fn new(listener: Arc<ListenerState>) -> Self {
+        let (version, routes) = listener.routes.versioned();
+        Proxy(Arc::new(View {
+            listener,
+            routes,
+            version,
+            own: false,
+        }))
+    }
+}
+
+impl AsRef<AccessLog> for Proxy {
+    fn as_ref(&self) -> &AccessLog {
+        &self.0.listener.access_log
+    }
+}
 
 impl platform::Handler for Proxy {
+    /// A view of the connection's own, made at its first request and after a reload. An idle
+    /// connection keeps the table of its last request until its next one or its end.
+    fn prepare(&mut self) {
+        let view = &self.0;
+        if view.own && view.version == view.listener.routes.version() {
+            return;
+        }
+        let listener = Arc::clone(&view.listener);
+        let (version, routes) = listener.routes.versioned();
+        self.0 = Arc::new(View {
+            listener,
+            routes,
+            version,
+            own: true,
+        });
+    }
+
     fn handle(
         self,
         request: Request,
     ) -> impl Future<Output = (Response, RouteLabel)> + Send + 'static {
-        handle(self.0, request)
+        handle(self, request)
     }
 }
 
-async fn handle(state: Arc<ListenerState>, request: Request) -> (Response, RouteLabel) {
+async fn handle(proxy: Proxy, request: Request) -> (Response, RouteLabel) {
     let started = Instant::now();
-    let routes = state.routes.current();
+    let (state, routes) = (&*proxy.0.listener, &proxy.0.routes);
     let route = routes.find(host_of(&request), request.uri().path());
-    let mut label = route.map_or_else(|| RouteLabel::new("unmatched"), |r| r.label.clone());
+    let mut label = route.map_or_else(unmatched, |r| r.label);
     let entry = state
         .access_log
         .enabled()
@@ -116,7 +181,7 @@ async fn handle(state: Arc<ListenerState>, request: Request) -> (Response, Route
                     let zero_copy = ZeroCopy::of(&request).filter(|_| !compressed);
                     Ok(served.into_response(zero_copy))
                 }
-                None => forward(&state, route, request, &mut upstreamed).await,
+                None => forward(state, route, request, &mut upstreamed).await,
             };
             match outcome {
                 Ok(response) if route.compress => compress::apply(response, encoding),
@@ -130,11 +195,16 @@ async fn handle(state: Arc<ListenerState>, request: Request) -> (Response, Route
         entry.head_bytes = head_bytes(&response);
         entry.upstream_addr = upstreamed.server;
         entry.upstream_response_time = upstreamed.head_time;
-        let log = Arc::clone(&state.access_log);
+        let log = proxy.clone();
         response = response.map(|body| Body::new(Logged::new(body, entry, log)));
         label.access_logged = true;
     }
     (response, label)
+}
+
+fn unmatched() -> RouteLabel {
+    static UNMATCHED: std::sync::OnceLock<RouteLabel> = std::sync::OnceLock::new();
+    *UNMATCHED.get_or_init(|| RouteLabel::new("unmatched"))
 }
 
 /// The route's rate limit for the client's address: `Err(seconds to wait)` when over it.
@@ -209,7 +279,7 @@ fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
         user_agent,
         forwarded_for,
         request_id,
-        route: Arc::clone(&route.name),
+        route: route.name,
         status: 0,
         head_bytes: 0,
         upstream_addr: None,

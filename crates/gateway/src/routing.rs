@@ -43,7 +43,7 @@ impl RouteTable {
                 let prefix = route.path.get_ref().clone();
                 let label = route.name.clone().unwrap_or_else(|| prefix.clone());
                 Route {
-                    label: RouteLabel::new(label),
+                    label: RouteLabel::new(&label),
                     host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     prefix,
                     strip_prefix: route.strip_prefix,
@@ -108,7 +108,7 @@ impl RouteTable {
                     options.push("max_body_size");
                 }
                 serde_json::json!({
-                    "name": &*r.label.name,
+                    "name": r.label.name,
                     "host": r.host,
                     "path": r.prefix,
                     "upstream": r.upstream.as_ref().map(|u| &*u.name),

@@ -12,13 +12,14 @@
 //! (requests in flight, health, failures, latency) lives in a [`ServerState`] that the new pool
 //! takes over from the old one for every address both have, so nothing resets on a rebuild.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use tower::retry::budget::TpsBudget;
+use platform::hot_metrics::{self, Counter, Gauge, Histogram};
 
+use crate::budget::RetryBudget;
 use crate::client::Client;
 use crate::config::{self, HealthCheck, Policy};
 use crate::discovery::Resolved;
@@ -41,7 +42,7 @@ pub(crate) struct Upstream {
     pub(crate) response_timeout: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) retry_buffer: usize,
-    pub(crate) budget: TpsBudget,
+    pub(crate) budget: RetryBudget,
     pub(crate) health_check: Option<HealthCheck>,
     pub(crate) metrics: UpstreamMetrics,
 }
@@ -49,25 +50,42 @@ pub(crate) struct Upstream {
 /// The upstream's Prometheus series, looked up once per pool rather than once per request.
 pub(crate) struct UpstreamMetrics {
     /// Answers by status class: 1xx..5xx.
-    responses: [metrics::Counter; 5],
+    responses: [Counter; 5],
     /// Attempts that got no answer (no connection, broken, timed out).
-    errors: metrics::Counter,
-    latency: metrics::Histogram,
-    pub(crate) retries: metrics::Counter,
+    errors: Counter,
+    latency: Histogram,
+    pub(crate) retries: Counter,
 }
+
+const RESPONSES_HELP: &str =
+    "Attempts sent to an upstream, by the class of their answer (error: none)";
 
 impl UpstreamMetrics {
     fn new(upstream: &str) -> Self {
-        platform::telemetry::metrics_handle();
-        let name = upstream.to_string();
         let responses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
-            metrics::counter!("gateway_upstream_responses_total", "upstream" => name.clone(), "class" => class)
+            hot_metrics::counter(
+                "gateway_upstream_responses_total",
+                RESPONSES_HELP,
+                &[("upstream", upstream), ("class", class)],
+            )
         });
         UpstreamMetrics {
             responses,
-            errors: metrics::counter!("gateway_upstream_responses_total", "upstream" => name.clone(), "class" => "error"),
-            latency: metrics::histogram!("gateway_upstream_response_duration_seconds", "upstream" => name.clone()),
-            retries: metrics::counter!("gateway_retries_total", "upstream" => name),
+            errors: hot_metrics::counter(
+                "gateway_upstream_responses_total",
+                RESPONSES_HELP,
+                &[("upstream", upstream), ("class", "error")],
+            ),
+            latency: hot_metrics::histogram(
+                "gateway_upstream_response_duration_seconds",
+                "Time from sending a request upstream to receiving its response head",
+                &[("upstream", upstream)],
+            ),
+            retries: hot_metrics::counter(
+                "gateway_retries_total",
+                "Attempts retried on another server",
+                &[("upstream", upstream)],
+            ),
         }
     }
 
@@ -77,7 +95,7 @@ impl UpstreamMetrics {
             Some(status) => {
                 let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
                 self.responses[class].increment(1);
-                self.latency.record(head_time.as_secs_f64());
+                self.latency.record(head_time);
             }
             None => self.errors.increment(1),
         }
@@ -99,11 +117,12 @@ pub(crate) struct Server {
 /// What the gateway knows about one server address, kept across pool rebuilds.
 #[derive(Default)]
 pub(crate) struct ServerState {
-    /// Attempts sent to the server, and those that failed, since the gateway started.
-    requests: AtomicU64,
+    /// Attempts sent to the server, and those that failed, since the gateway started. Every
+    /// request updates the first two, so they are counted per thread.
+    requests: Counter,
     failed: AtomicU64,
     /// Requests in flight, until their response body ends.
-    active: AtomicU32,
+    active: Gauge,
     /// The active health check's verdict; up until a check says otherwise.
     healthy: AtomicBool,
     /// Taken out by passive health until this time ([`now_ms`]); 0 when in.
@@ -175,11 +194,7 @@ impl Upstream {
             response_timeout: config.response_timeout.0,
             max_attempts: config.max_attempts,
             retry_buffer: config.retry_buffer,
-            budget: TpsBudget::new(
-                Duration::from_secs(10),
-                config.min_retries_per_second,
-                config.retry_budget,
-            ),
+            budget: RetryBudget::new(config.min_retries_per_second, config.retry_budget),
             health_check: config.health_check.clone(),
             metrics: UpstreamMetrics::new(name),
         }
@@ -189,6 +204,11 @@ impl Upstream {
     /// available.
     pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
         let now = now_ms();
+        // One server: every policy picks it when it is available, and skipping the policy skips
+        // the shared state it would update (round robin's lock, least_conn's cursor).
+        if let [only] = &self.servers[..] {
+            return (tried.is_empty() && only.available(now)).then_some(0);
+        }
         for backup in [false, true] {
             let eligible = |i: usize| {
                 let server = &self.servers[i];
@@ -271,8 +291,8 @@ impl Upstream {
     /// Counts a request against a server until the returned guard is dropped.
     pub(crate) fn begin(&self, index: usize) -> InFlight {
         let state = &self.servers[index].state;
-        state.active.fetch_add(1, Ordering::Relaxed);
-        state.requests.fetch_add(1, Ordering::Relaxed);
+        state.active.increment();
+        state.requests.increment(1);
         InFlight(Arc::clone(state))
     }
 
@@ -344,7 +364,7 @@ impl Upstream {
                     "passively_down": server.passively_down(),
                     "weight": server.weight,
                     "active": server.active(),
-                    "requests": state.requests.load(Ordering::Relaxed),
+                    "requests": state.requests.value(),
                     "failures": state.failed.load(Ordering::Relaxed),
                     "latency_ms": (ewma > 0.0).then(|| (ewma / 1e4).round() / 100.0),
                 })
@@ -380,7 +400,7 @@ impl Server {
     }
 
     pub(crate) fn active(&self) -> u32 {
-        self.state.active.load(Ordering::Relaxed)
+        u32::try_from(self.state.active.value()).unwrap_or(0)
     }
 
     pub(crate) fn is_healthy(&self) -> bool {
@@ -428,14 +448,18 @@ pub(crate) struct InFlight(Arc<ServerState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.decrement();
     }
 }
 
-/// Milliseconds on a monotonic clock, starting at 1 so that 0 can mean "never".
+/// Milliseconds on the coarse clock (read without a clock call), starting at 1 so that 0 can
+/// mean "never".
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    let now = platform::coarse_timer::now();
+    now.saturating_duration_since(*START.get_or_init(|| now))
+        .as_millis() as u64
+        + 1
 }
 
 #[cfg(test)]

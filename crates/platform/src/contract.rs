@@ -93,6 +93,11 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// It is cloned for each request, and the clone handles it. Along with the response it names the
 /// route the request took, for the request's metrics (and whether it logged the request itself).
 pub trait Handler: Clone + Send + Sync + 'static {
+    /// Runs on the connection's handler before each request's clone is taken. A handler can
+    /// give its connection state of its own here, so that requests on different threads do not
+    /// all write the same reference counts. Does nothing by default.
+    fn prepare(&mut self) {}
+
     fn handle(
         self,
         request: axum::extract::Request,
@@ -140,6 +145,7 @@ where
             }
         };
         let observation = crate::observe::Observation::begin(&request, Some(request_id.clone()));
+        self.0.prepare();
         let handler = self.0.clone();
         // The handler's future is made inside the box rather than moved into it: a proxy's future
         // is kilobytes, and each move is a copy of all of it.

@@ -164,7 +164,9 @@ where
             },
             Err(never) => match never {},
         };
-        let keep_alive = head.keep_alive && !*draining.borrow();
+        // A version check, not `borrow()`: that takes the channel's lock, which every worker's
+        // connections share. Also draining when the server is gone.
+        let keep_alive = head.keep_alive && matches!(draining.has_changed(), Ok(false));
         if !respond(
             io,
             &mut out,

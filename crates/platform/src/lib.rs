@@ -21,6 +21,7 @@
 //! - [`coarse_timer`]: a cheap timer for deadlines seconds away (header read and response
 //!   timeouts).
 //! - [`per_thread`]: state in per-thread slots that another thread visits now and then.
+//! - [`hot_metrics`]: the metrics every request updates, per thread, summed when scraped.
 
 pub mod circuit;
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod contract;
 pub mod errors;
 pub mod framing;
 pub mod health;
+pub mod hot_metrics;
 pub mod http1;
 pub mod observe;
 pub mod per_thread;

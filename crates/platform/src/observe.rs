@@ -7,31 +7,49 @@
 //! are counted but logged only at debug level: a gateway checks them every second.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::time::Instant;
-
-use http::Method;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::Method;
+
+use crate::hot_metrics;
 
 /// Header carrying the request id, passed through or generated.
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The route a response belongs to, for handlers that route by themselves. Takes precedence over
 /// axum's matched path.
-#[derive(Debug, Clone)]
+///
+/// Cheap to copy: the name is interned, so a handler hands one out per request without touching
+/// a reference count that every thread shares.
+#[derive(Debug, Clone, Copy)]
 pub struct RouteLabel {
-    pub name: std::sync::Arc<str>,
+    pub name: &'static str,
     /// Set by a handler that writes its own access log line (the gateway): the request is still
     /// counted in the metrics, but not logged a second time.
     pub access_logged: bool,
 }
 
 impl RouteLabel {
-    pub fn new(name: impl Into<std::sync::Arc<str>>) -> Self {
+    /// The label `name`. Names are kept for the life of the process, once each however often
+    /// they are made: make labels from configuration, never from requests.
+    pub fn new(name: &str) -> Self {
+        static NAMES: std::sync::Mutex<BTreeSet<&'static str>> =
+            std::sync::Mutex::new(BTreeSet::new());
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let name = match names.get(name) {
+            Some(&known) => known,
+            None => {
+                let leaked: &'static str = Box::leak(name.into());
+                names.insert(leaked);
+                leaked
+            }
+        };
         RouteLabel {
-            name: name.into(),
+            name,
             access_logged: false,
         }
     }
@@ -61,7 +79,7 @@ pub(crate) struct Observation {
 impl Observation {
     /// `request_id` is the request's `X-Request-Id`, which the caller has at hand.
     pub(crate) fn begin(request: &Request, request_id: Option<http::HeaderValue>) -> Self {
-        in_flight_gauge().increment(1.0);
+        in_flight_gauge().increment();
         Observation {
             start: Instant::now(),
             method: request.method().clone(),
@@ -80,7 +98,7 @@ impl Observation {
     pub(crate) fn finish_as(self, response: &Response, label: Option<&RouteLabel>) {
         let elapsed = self.start.elapsed();
         let route = match (label, &self.matched) {
-            (Some(label), _) => &*label.name,
+            (Some(label), _) => label.name,
             (None, Some(matched)) => matched.as_str(),
             (None, None) => "unmatched",
         };
@@ -108,13 +126,19 @@ impl Observation {
 impl Drop for Observation {
     fn drop(&mut self) {
         // Finished or abandoned (the client went away), the request is no longer in flight.
-        in_flight_gauge().decrement(1.0);
+        in_flight_gauge().decrement();
     }
 }
 
-fn in_flight_gauge() -> &'static metrics::Gauge {
-    static GAUGE: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
-    GAUGE.get_or_init(|| metrics::gauge!("http_requests_in_flight"))
+fn in_flight_gauge() -> &'static hot_metrics::Gauge {
+    static GAUGE: std::sync::OnceLock<hot_metrics::Gauge> = std::sync::OnceLock::new();
+    GAUGE.get_or_init(|| {
+        hot_metrics::gauge(
+            "http_requests_in_flight",
+            "HTTP requests being handled now",
+            &[],
+        )
+    })
 }
 
 /// Method and status pairs remembered per route and thread at most; others are looked up each time.
@@ -123,11 +147,11 @@ const MAX_KINDS_PER_ROUTE: usize = 64;
 /// Metric handles by route, then method and status. Routes are templates and configured names,
 /// never raw paths, so a fast hash that clients could collide does no harm.
 type Handles =
-    rustc_hash::FxHashMap<String, Vec<(Method, u16, metrics::Counter, metrics::Histogram)>>;
+    rustc_hash::FxHashMap<String, Vec<(Method, u16, hot_metrics::Counter, hot_metrics::Histogram)>>;
 
 thread_local! {
-    /// Handles already looked up on this thread: the recorder's registry hashes and allocates
-    /// the labels on every lookup, which is most of the cost of counting a request.
+    /// Handles already looked up on this thread: a lookup renders the labels and takes the
+    /// registry's lock.
     static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
 }
 
@@ -139,7 +163,7 @@ fn count_request(method: &Method, route: &str, status: u16, elapsed: std::time::
             .and_then(|kinds| kinds.iter().find(|k| k.0 == *method && k.1 == status))
         {
             found.2.increment(1);
-            found.3.record(elapsed.as_secs_f64());
+            found.3.record(elapsed);
             return;
         }
         // Methods outside RFC 9110's are one label: clients can invent any number of them.
@@ -155,19 +179,22 @@ fn count_request(method: &Method, route: &str, status: u16, elapsed: std::time::
             | Method::PATCH => method.as_str(),
             _ => "other",
         };
-        let counter = metrics::counter!(
+        let counter = hot_metrics::counter(
             "http_requests_total",
-            "method" => method_label.to_owned(),
-            "route" => route.to_owned(),
-            "status" => status.to_string()
+            "HTTP requests answered, by method, route template and status",
+            &[
+                ("method", method_label),
+                ("route", route),
+                ("status", itoa::Buffer::new().format(status)),
+            ],
         );
-        let histogram = metrics::histogram!(
+        let histogram = hot_metrics::histogram(
             "http_request_duration_seconds",
-            "method" => method_label.to_owned(),
-            "route" => route.to_owned()
+            "Time from receiving a request to producing its response head",
+            &[("method", method_label), ("route", route)],
         );
         counter.increment(1);
-        histogram.record(elapsed.as_secs_f64());
+        histogram.record(elapsed);
         let kinds = handles.entry(route.to_owned()).or_default();
         if kinds.len() < MAX_KINDS_PER_ROUTE {
             kinds.push((method.clone(), status, counter, histogram));

@@ -6,6 +6,15 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+/// The calling thread's number: 0 for the first thread that asks, 1 for the next, and so on.
+pub fn thread_number() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    NUMBER.with(|n| *n)
+}
+
 /// `N` slots of `T`.
 pub struct Slots<T, const N: usize>([Slot<T>; N]);
 
@@ -21,11 +30,7 @@ impl<T: Default, const N: usize> Default for Slots<T, N> {
 impl<T, const N: usize> Slots<T, N> {
     /// The calling thread's slot.
     pub fn mine() -> usize {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        NUMBER.with(|n| *n) % N
+        thread_number() % N
     }
 
     /// Locks slot `index` (`0..N`).

@@ -2,7 +2,8 @@
 //!
 //! Logs go to stderr through `tracing`: readable text by default, one JSON object per line with
 //! `LOG_FORMAT=json` (what the container image sets). Metrics are recorded through the `metrics`
-//! facade into one process-wide Prometheus recorder, rendered by `GET /metrics`.
+//! facade into one process-wide Prometheus recorder, except those every request updates, which
+//! [`crate::hot_metrics`] keeps per thread; `GET /metrics` renders both.
 
 use std::sync::OnceLock;
 
@@ -98,11 +99,6 @@ pub fn init_logging(config: &LogConfig) -> LogGuard {
     }
 }
 
-/// Buckets for every `*_duration_seconds` histogram: 0.5 ms to 10 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// How often buffered histogram samples are folded into their buckets. Samples wait as ~17 bytes
 /// each: at 30,000 requests a second, a second's worth is about 0.5 MB.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -112,23 +108,16 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+            .set_buckets_for_metric(
+                Matcher::Suffix("duration_seconds".into()),
+                &crate::hot_metrics::LATENCY_BUCKETS,
+            )
             .expect("latency buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
         // Another recorder can only exist if something else in the process installed one; metrics
         // then go there and ours renders empty, which is visible rather than fatal.
         let _ = metrics::set_global_recorder(recorder);
-        metrics::describe_counter!(
-            "http_requests_total",
-            "HTTP requests answered, by method, route template and status"
-        );
-        metrics::describe_histogram!(
-            "http_request_duration_seconds",
-            metrics::Unit::Seconds,
-            "Time from receiving a request to producing its response head"
-        );
-        metrics::describe_gauge!("http_requests_in_flight", "HTTP requests being handled now");
         metrics::describe_gauge!(
             "http_connections_open",
             "Client connections open, by listener"
@@ -148,11 +137,17 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Every metric of the process in Prometheus text format.
+/// Every metric of the process in Prometheus text format: the recorder's, then the per-request
+/// ones of [`crate::hot_metrics`].
 pub fn render_metrics() -> String {
     let handle = metrics_handle();
     handle.run_upkeep();
-    handle.render()
+    let mut out = handle.render();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    crate::hot_metrics::render(&mut out);
+    out
 }
 
 #[cfg(test)]
