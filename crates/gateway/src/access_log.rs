@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::Method;
 use http::header::HeaderValue;
@@ -222,14 +222,13 @@ fn header(value: &Option<HeaderValue>) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The current time as `"2026-11-22T14:05:09+00:00"` (quoted), made once a second per thread.
+/// The current time as `"2026-11-22T14:05:09+00:00"` (quoted), made once a second per thread,
+/// on the coarse clock (as nginx's is on its cached time).
 fn now_iso8601(out: &mut Vec<u8>) {
     thread_local! {
         static MADE: std::cell::RefCell<(u64, Vec<u8>)> = const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
     }
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = platform::coarse_timer::unix_seconds();
     MADE.with_borrow_mut(|(second, text)| {
         if *second != now {
             let at = time::OffsetDateTime::from_unix_timestamp(now as i64)

@@ -137,13 +137,13 @@ impl platform::Handler for Proxy {
     fn handle(
         self,
         request: Request,
+        started: Instant,
     ) -> impl Future<Output = (Response, RouteLabel)> + Send + 'static {
-        handle(self, request)
+        handle(self, request, started)
     }
 }
 
-async fn handle(proxy: Proxy, request: Request) -> (Response, RouteLabel) {
-    let started = Instant::now();
+async fn handle(proxy: Proxy, request: Request, started: Instant) -> (Response, RouteLabel) {
     let (state, routes) = (&*proxy.0.listener, &proxy.0.routes);
     let route = routes.find(host_of(&request), request.uri().path());
     let mut label = route.map_or_else(unmatched, |r| r.label);

@@ -49,6 +49,18 @@ pub fn now() -> Instant {
     clock().now()
 }
 
+/// Seconds since the Unix epoch on the coarse clock: at most a [`TICK`] behind, read without a
+/// clock call. For the `Date` header and log timestamps, which show whole seconds.
+pub fn unix_seconds() -> u64 {
+    clock().unix_seconds.load(Ordering::Relaxed)
+}
+
+fn wall_clock_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// A future's time ran out (see [`timeout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
@@ -198,6 +210,8 @@ impl Drop for CoarseSleep {
 struct Clock {
     start: Instant,
     millis: AtomicU64,
+    /// Wall-clock seconds since the Unix epoch, as of the last tick.
+    unix_seconds: AtomicU64,
     shards: Waiting,
 }
 
@@ -210,6 +224,7 @@ fn clock() -> &'static Clock {
         let clock: &'static Clock = Box::leak(Box::new(Clock {
             start: Instant::now(),
             millis: AtomicU64::new(0),
+            unix_seconds: AtomicU64::new(wall_clock_seconds()),
             shards: Default::default(),
         }));
         std::thread::Builder::new()
@@ -239,6 +254,8 @@ impl Clock {
             std::thread::sleep(TICK);
             let now = self.millis_at(Instant::now());
             self.millis.store(now, Ordering::Release);
+            self.unix_seconds
+                .store(wall_clock_seconds(), Ordering::Relaxed);
             for shard in 0..SHARDS {
                 // Woken outside the lock: a woken task may be polled on another thread at once.
                 due.extend(
@@ -258,6 +275,16 @@ impl Clock {
 mod tests {
     use super::*;
     use hyper::rt::Timer;
+
+    #[test]
+    fn the_coarse_wall_clock_follows_the_real_one() {
+        for _ in 0..3 {
+            let coarse = unix_seconds();
+            let real = wall_clock_seconds();
+            assert!(real.abs_diff(coarse) <= 1, "coarse {coarse}, real {real}");
+            std::thread::sleep(TICK * 6);
+        }
+    }
 
     #[tokio::test]
     async fn sleeps_end_within_a_tick_of_their_deadline_and_resets_move_them() {

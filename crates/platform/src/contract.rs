@@ -98,9 +98,12 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// all write the same reference counts. Does nothing by default.
     fn prepare(&mut self) {}
 
+    /// `started` is when the request began, as its metrics count it: a handler that times the
+    /// request too can take it rather than read the clock again.
     fn handle(
         self,
         request: axum::extract::Request,
+        started: std::time::Instant,
     ) -> impl Future<Output = (Response, crate::observe::RouteLabel)> + Send + 'static;
 }
 
@@ -147,16 +150,18 @@ where
         let observation = crate::observe::Observation::begin(&request, Some(request_id.clone()));
         self.0.prepare();
         let handler = self.0.clone();
+        let started = observation.started();
         // The handler's future is made inside the box rather than moved into it: a proxy's future
         // is kilobytes, and each move is a copy of all of it.
         Box::pin(async move {
-            let (mut response, route) = match std::panic::AssertUnwindSafe(handler.handle(request))
-                .catch_unwind()
-                .await
-            {
-                Ok((response, route)) => (response, Some(route)),
-                Err(panic) => (panic_response(panic), None),
-            };
+            let (mut response, route) =
+                match std::panic::AssertUnwindSafe(handler.handle(request, started))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok((response, route)) => (response, Some(route)),
+                    Err(panic) => (panic_response(panic), None),
+                };
             response
                 .headers_mut()
                 .entry(crate::observe::REQUEST_ID)

@@ -503,19 +503,18 @@ async fn write_all<T: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// The current time as an HTTP date, made once a second per thread.
+/// The current time as an HTTP date (on the coarse clock, as nginx's is on its cached time),
+/// made once a second per thread.
 fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     use std::cell::RefCell;
     thread_local! {
         static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
     }
     DATE.with_borrow_mut(|(second, text)| {
-        let now = std::time::SystemTime::now();
-        let this_second = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let this_second = crate::coarse_timer::unix_seconds();
         if *second != this_second {
-            let formatted = httpdate::fmt_http_date(now);
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(this_second);
+            let formatted = httpdate::fmt_http_date(at);
             if formatted.len() == text.len() {
                 text.copy_from_slice(formatted.as_bytes());
                 *second = this_second;

@@ -89,6 +89,11 @@ impl Observation {
         }
     }
 
+    /// When the request began.
+    pub(crate) fn started(&self) -> Instant {
+        self.start
+    }
+
     pub(crate) fn finish(self, response: &Response) {
         let label = response.extensions().get::<RouteLabel>();
         self.finish_as(response, label);
