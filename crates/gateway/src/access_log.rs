@@ -148,8 +148,41 @@ pub(crate) struct Entry {
     pub(crate) route: &'static str,
     pub(crate) status: u16,
     pub(crate) head_bytes: u64,
-    pub(crate) upstream_addr: Option<Arc<str>>,
+    pub(crate) upstream_addr: Option<Address>,
     pub(crate) upstream_response_time: Option<Duration>,
+}
+
+/// A server's address for the log line. Copied when it is short, as every `ip:port` is: cloning
+/// the pool's `Arc` would write a reference count that every worker thread shares.
+pub(crate) enum Address {
+    Inline { len: u8, bytes: [u8; 47] },
+    Shared(Arc<str>),
+}
+
+impl Address {
+    pub(crate) fn of(address: &Arc<str>) -> Self {
+        let mut bytes = [0u8; 47];
+        match bytes.get_mut(..address.len()) {
+            Some(start) => {
+                start.copy_from_slice(address.as_bytes());
+                Address::Inline {
+                    len: address.len() as u8,
+                    bytes,
+                }
+            }
+            None => Address::Shared(Arc::clone(address)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied whole from a `str`, so always valid.
+            Address::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("")
+            }
+            Address::Shared(address) => address,
+        }
+    }
 }
 
 impl Entry {
@@ -202,7 +235,7 @@ impl Entry {
         line.seconds(key!("upstream_response_time"), self.upstream_response_time);
         line.text(
             key!("upstream_addr"),
-            self.upstream_addr.as_deref().unwrap_or(""),
+            self.upstream_addr.as_ref().map_or("", Address::as_str),
         );
         line.text(key!("request_id"), &header(&self.request_id));
         line.text(key!("route"), self.route);
@@ -400,8 +433,25 @@ mod tests {
             route: "/",
             status: 200,
             head_bytes: 100,
-            upstream_addr: Some(Arc::from("127.0.0.1:8081")),
+            upstream_addr: Some(Address::of(&Arc::from("127.0.0.1:8081"))),
             upstream_response_time: Some(Duration::from_micros(4_200)),
+        }
+    }
+
+    #[test]
+    fn addresses_are_copied_when_short_and_shared_when_long() {
+        for address in [
+            "127.0.0.1:8081",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+            "a-rather-long-service-name.in-a-long-namespace.example:8080",
+        ] {
+            let made = Address::of(&Arc::from(address));
+            assert_eq!(made.as_str(), address);
+            assert_eq!(
+                matches!(made, Address::Inline { .. }),
+                address.len() <= 47,
+                "{address}"
+            );
         }
     }
 

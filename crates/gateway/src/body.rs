@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use tower_http::timeout::TimeoutBody;
 
 use crate::client::{BoxError, Payload, ProxyBody};
-use crate::upstream::InFlight;
+use crate::proxy::InFlight;
 
 /// An error reading the client's request body, told apart from upstream errors when it comes
 /// back through the client library.

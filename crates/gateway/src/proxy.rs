@@ -23,14 +23,14 @@ use http::{Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use platform::observe::RouteLabel;
 
-use crate::access_log::{AccessLog, Entry, Logged};
+use crate::access_log::{AccessLog, Address, Entry, Logged};
 use crate::body::{ClientBodyError, RequestBody, Tracked};
 use crate::client::{Outgoing, UpstreamBody};
 use crate::compress;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::routing::RouteTable;
-use crate::upstream::{InFlight, Upstream};
+use crate::upstream::Upstream;
 use platform::zero_copy::ZeroCopy;
 
 /// What a listener's requests share.
@@ -45,7 +45,7 @@ pub(crate) struct ListenerState {
 /// Which server answered, and how long its response head took, for the access log.
 #[derive(Default)]
 struct Upstreamed {
-    server: Option<Arc<str>>,
+    server: Option<Address>,
     head_time: Option<Duration>,
 }
 
@@ -107,6 +107,43 @@ impl Proxy {
             version,
             own: false,
         }))
+    }
+}
+
+/// A request counted in flight on its server until its response body ends or is dropped. It
+/// reaches the server through the connection's view, which keeps the route table and its pools
+/// alive: a reference count of the server's own would be written by every worker thread.
+pub(crate) struct InFlight {
+    view: Proxy,
+    route: usize,
+    server: usize,
+}
+
+impl InFlight {
+    fn begin(view: &Proxy, route: usize, server: usize) -> Self {
+        let in_flight = InFlight {
+            view: view.clone(),
+            route,
+            server,
+        };
+        in_flight.upstream().begin(server);
+        in_flight
+    }
+
+    fn upstream(&self) -> &Upstream {
+        self.view
+            .0
+            .routes
+            .route(self.route)
+            .upstream
+            .as_deref()
+            .expect("only routes with an upstream forward")
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream().end(self.server);
     }
 }
 
@@ -181,7 +218,7 @@ async fn handle(proxy: Proxy, request: Request, started: Instant) -> (Response, 
                     let zero_copy = ZeroCopy::of(&request).filter(|_| !compressed);
                     Ok(served.into_response(zero_copy))
                 }
-                None => forward(state, route, request, &mut upstreamed).await,
+                None => forward(&proxy, route, request, &mut upstreamed).await,
             };
             match outcome {
                 Ok(response) if route.compress => compress::apply(response, encoding),
@@ -311,11 +348,13 @@ fn host_of(request: &Request) -> Option<&str> {
 }
 
 async fn forward(
-    state: &ListenerState,
+    proxy: &Proxy,
     route: &crate::routing::Route,
     mut request: Request,
     upstreamed: &mut Upstreamed,
 ) -> Result<Response, ProxyError> {
+    let state = &*proxy.0.listener;
+    let route_index = proxy.0.routes.index_of(route);
     // Request smuggling: conflicting Content-Lengths, a Transfer-Encoding whose last coding is
     // not chunked, Transfer-Encoding in HTTP/1.0, and Transfer-Encoding with Content-Length are
     // answered 400 before a request gets here (hyper's parser and `platform::framing`). The
@@ -383,7 +422,7 @@ async fn forward(
         };
         tried.push(index);
         let server = &upstream.servers[index];
-        let in_flight = upstream.begin(index);
+        let in_flight = InFlight::begin(proxy, route_index, index);
 
         let (attempt_body, replayable) = body.take();
         let outgoing = Outgoing {
@@ -410,7 +449,7 @@ async fn forward(
             client_upgrade.is_some(),
         );
         let sent = platform::coarse_timer::timeout(upstream.response_timeout, sending).await;
-        upstreamed.server = Some(server.address.clone());
+        upstreamed.server = Some(Address::of(&server.address));
         let head_time = started.elapsed();
         upstreamed.head_time = Some(head_time);
         let status = match &sent {

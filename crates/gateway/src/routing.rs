@@ -120,6 +120,19 @@ impl RouteTable {
     }
 
     /// The route for a request; `host` may carry a port.
+    /// The route at `index` (see [`RouteTable::index_of`]).
+    pub(crate) fn route(&self, index: usize) -> &Route {
+        &self.routes[index]
+    }
+
+    /// Where `route`, one of this table's, is in it.
+    pub(crate) fn index_of(&self, route: &Route) -> usize {
+        self.routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .expect("the route is one of this table's")
+    }
+
     pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
         self.routes.iter().find(|route| {

@@ -288,12 +288,17 @@ impl Upstream {
         }
     }
 
-    /// Counts a request against a server until the returned guard is dropped.
-    pub(crate) fn begin(&self, index: usize) -> InFlight {
+    /// Counts a request against a server, in flight until [`Upstream::end`] (see
+    /// `proxy::InFlight`).
+    pub(crate) fn begin(&self, index: usize) {
         let state = &self.servers[index].state;
         state.active.increment();
         state.requests.increment(1);
-        InFlight(Arc::clone(state))
+    }
+
+    /// The request that [`Upstream::begin`] counted is no longer in flight.
+    pub(crate) fn end(&self, index: usize) {
+        self.servers[index].state.active.decrement();
     }
 
     /// A failed attempt (no connection, no answer in time, or 502/503/504).
@@ -443,15 +448,6 @@ impl Server {
     }
 }
 
-/// One request in flight on one server; dropping it ends the count.
-pub(crate) struct InFlight(Arc<ServerState>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.active.decrement();
-    }
-}
-
 /// Milliseconds on the coarse clock (read without a clock call), starting at 1 so that 0 can
 /// mean "never".
 fn now_ms() -> u64 {
@@ -526,13 +522,13 @@ mod tests {
             "least_conn",
             r#"{address="a:1", max_conns=1}, {address="b:1"}"#,
         );
-        let a = pool.begin(0);
+        pool.begin(0);
         assert_eq!(pool.pick(&[]), Some(1));
-        let _b1 = pool.begin(1);
-        let _b2 = pool.begin(1);
+        pool.begin(1);
+        pool.begin(1);
         // a has one in flight and a cap of one: b gets it despite having more.
         assert_eq!(pool.pick(&[]), Some(1));
-        drop(a);
+        pool.end(0);
         assert_eq!(pool.pick(&[]), Some(0));
     }
 
@@ -585,7 +581,7 @@ mod tests {
             names(&first),
             ["10.0.0.1:80", "10.0.0.2:80", "127.0.0.5:80"]
         );
-        let in_flight = first.begin(1);
+        first.begin(1);
         first.record_failure(1, "test");
         assert!(first.servers[1].passively_down());
 
@@ -602,7 +598,7 @@ mod tests {
             "so does the request in flight"
         );
         assert!(!second.servers[1].passively_down());
-        drop(in_flight);
+        first.end(1);
         assert_eq!(second.servers[0].active(), 0);
 
         let unresolved = Resolved::from([("api:80".into(), Vec::new())]);
