@@ -354,7 +354,6 @@ async fn forward(
     upstreamed: &mut Upstreamed,
 ) -> Result<Response, ProxyError> {
     let state = &*proxy.0.listener;
-    let route_index = proxy.0.routes.index_of(route);
     // Request smuggling: conflicting Content-Lengths, a Transfer-Encoding whose last coding is
     // not chunked, Transfer-Encoding in HTTP/1.0, and Transfer-Encoding with Content-Length are
     // answered 400 before a request gets here (hyper's parser and `platform::framing`). The
@@ -422,7 +421,7 @@ async fn forward(
         };
         tried.push(index);
         let server = &upstream.servers[index];
-        let in_flight = InFlight::begin(proxy, route_index, index);
+        let in_flight = InFlight::begin(proxy, route.index, index);
 
         let (attempt_body, replayable) = body.take();
         let outgoing = Outgoing {

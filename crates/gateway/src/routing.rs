@@ -9,6 +9,8 @@ use crate::config;
 use crate::upstream::Upstream;
 
 pub(crate) struct Route {
+    /// Where the route is in its table (see [`RouteTable::route`]).
+    pub(crate) index: usize,
     pub(crate) label: RouteLabel,
     host: Option<String>,
     prefix: String,
@@ -43,6 +45,7 @@ impl RouteTable {
                 let prefix = route.path.get_ref().clone();
                 let label = route.name.clone().unwrap_or_else(|| prefix.clone());
                 Route {
+                    index: 0,
                     label: RouteLabel::new(&label),
                     host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     prefix,
@@ -64,6 +67,9 @@ impl RouteTable {
             })
             .collect();
         table.sort_by_key(|r| (std::cmp::Reverse(r.prefix.len()), r.host.is_none()));
+        for (index, route) in table.iter_mut().enumerate() {
+            route.index = index;
+        }
         RouteTable { routes: table }
     }
 
@@ -119,20 +125,12 @@ impl RouteTable {
             .collect()
     }
 
-    /// The route for a request; `host` may carry a port.
-    /// The route at `index` (see [`RouteTable::index_of`]).
+    /// The route at `index` (its [`Route::index`]).
     pub(crate) fn route(&self, index: usize) -> &Route {
         &self.routes[index]
     }
 
-    /// Where `route`, one of this table's, is in it.
-    pub(crate) fn index_of(&self, route: &Route) -> usize {
-        self.routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .expect("the route is one of this table's")
-    }
-
+    /// The route for a request; `host` may carry a port.
     pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(strip_port);
         self.routes.iter().find(|route| {
@@ -227,6 +225,11 @@ upstream = "b"
             target(&table, Some("ADMIN.example:8080"), "/"),
             Some("b /".into())
         );
+        // Each route knows its place in the sorted table.
+        for (index, route) in table.routes.iter().enumerate() {
+            assert_eq!(route.index, index);
+            assert!(std::ptr::eq(table.route(index), route));
+        }
     }
 
     #[test]
