@@ -174,13 +174,10 @@ impl Address {
         }
     }
 
-    fn as_str(&self) -> &str {
+    fn as_bytes(&self) -> &[u8] {
         match self {
-            // Copied whole from a `str`, so always valid.
-            Address::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("")
-            }
-            Address::Shared(address) => address,
+            Address::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Address::Shared(address) => address.as_bytes(),
         }
     }
 }
@@ -214,45 +211,44 @@ impl Entry {
                 }
                 line.0.push(b'"');
             }
-            Some(ip) => line.value(&ip.to_string()),
-            None => line.value(""),
+            Some(ip) => line.value(ip.to_string().as_bytes()),
+            None => line.value(b""),
         }
         let method = self.method.as_str();
         line.0.extend_from_slice(key!("request"));
-        line.joined(&[method, " ", request_uri, " ", self.version]);
-        line.text(key!("request_method"), method);
+        line.joined(&[
+            method.as_bytes(),
+            b" ",
+            request_uri.as_bytes(),
+            b" ",
+            self.version.as_bytes(),
+        ]);
+        line.text(key!("request_method"), method.as_bytes());
         line.number(key!("request_length"), self.request_length);
-        line.text(key!("request_uri"), request_uri);
-        line.text(key!("uri"), uri);
-        line.text(key!("query_string"), query);
+        line.text(key!("request_uri"), request_uri.as_bytes());
+        line.text(key!("uri"), uri.as_bytes());
+        line.text(key!("query_string"), query.as_bytes());
         line.number(key!("status"), u64::from(self.status));
         line.number(key!("bytes_sent"), self.head_bytes + body_bytes);
         line.number(key!("body_bytes_sent"), body_bytes);
-        line.text(key!("referer"), &header(&self.referer));
-        line.text(key!("useragent"), &header(&self.user_agent));
-        line.text(key!("forwardedfor"), &header(&self.forwarded_for));
+        line.text(key!("referer"), header(&self.referer));
+        line.text(key!("useragent"), header(&self.user_agent));
+        line.text(key!("forwardedfor"), header(&self.forwarded_for));
         line.seconds(key!("request_time"), Some(self.started.elapsed()));
         line.seconds(key!("upstream_response_time"), self.upstream_response_time);
         line.text(
             key!("upstream_addr"),
-            self.upstream_addr.as_ref().map_or("", Address::as_str),
+            self.upstream_addr.as_ref().map_or(b"", Address::as_bytes),
         );
-        line.text(key!("request_id"), &header(&self.request_id));
-        line.text(key!("route"), self.route);
+        line.text(key!("request_id"), header(&self.request_id));
+        line.text(key!("route"), self.route.as_bytes());
         line.0.extend_from_slice(b"}\n");
     }
 }
 
-/// A header's value as text (invalid UTF-8 replaced), empty when it is missing.
-fn header(value: &Option<HeaderValue>) -> std::borrow::Cow<'_, str> {
-    let Some(value) = value else {
-        return "".into();
-    };
-    // Checking is much quicker than the lossy conversion, and almost every value is valid.
-    match std::str::from_utf8(value.as_bytes()) {
-        Ok(text) => text.into(),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()),
-    }
+/// A header's value, empty when it is missing.
+fn header(value: &Option<HeaderValue>) -> &[u8] {
+    value.as_ref().map_or(b"", HeaderValue::as_bytes)
 }
 
 /// The current time as `"2026-11-22T14:05:09+00:00"` (quoted), made once a second per thread,
@@ -290,21 +286,22 @@ struct Line<'a>(&'a mut Vec<u8>);
 
 impl Line<'_> {
     /// A value from the request, escaped as JSON needs.
-    fn text(&mut self, key: &[u8], value: &str) {
+    fn text(&mut self, key: &[u8], value: &[u8]) {
         self.0.extend_from_slice(key);
         self.value(value);
     }
 
-    fn value(&mut self, value: &str) {
+    fn value(&mut self, value: &[u8]) {
         self.joined(&[value]);
     }
 
-    /// A value made of `parts`, escaped as JSON needs.
-    fn joined(&mut self, parts: &[&str]) {
-        // Without early exits, the check runs over many bytes at a time.
-        let clean = |part: &str| {
-            !part.bytes().fold(false, |bad, b| {
-                bad | (b < 0x20) | (b == b'"') | (b == b'\\')
+    /// A value made of `parts`, escaped as JSON needs (bytes that are not UTF-8 replaced).
+    fn joined(&mut self, parts: &[&[u8]]) {
+        // Printable ASCII other than `"` and `\\` is written as it is. Without early exits, the
+        // check runs over many bytes at a time.
+        let clean = |part: &[u8]| {
+            !part.iter().fold(false, |bad, &b| {
+                bad | !(0x20..0x80).contains(&b) | (b == b'"') | (b == b'\\')
             })
         };
         if parts.iter().all(|part| part.is_empty()) {
@@ -312,12 +309,13 @@ impl Line<'_> {
         } else if parts.iter().all(|part| clean(part)) {
             self.0.push(b'"');
             for part in parts {
-                self.0.extend_from_slice(part.as_bytes());
+                self.0.extend_from_slice(part);
             }
             self.0.push(b'"');
         } else {
             // serde_json escapes quotes, backslashes and control characters: always valid JSON.
-            let _ = serde_json::to_writer(&mut *self.0, &parts.concat());
+            let joined = parts.concat();
+            let _ = serde_json::to_writer(&mut *self.0, &String::from_utf8_lossy(&joined));
         }
     }
 
@@ -428,7 +426,8 @@ mod tests {
             request_length: 120,
             referer: None,
             user_agent: Some(HeaderValue::from_bytes(b"evil\"agent\\\t\xff").unwrap()),
-            forwarded_for: None,
+            // UTF-8 that is not ASCII is kept.
+            forwarded_for: Some(HeaderValue::from_bytes("café".as_bytes()).unwrap()),
             request_id: Some(HeaderValue::from_static("abc")),
             route: "/",
             status: 200,
@@ -446,7 +445,7 @@ mod tests {
             "a-rather-long-service-name.in-a-long-namespace.example:8080",
         ] {
             let made = Address::of(&Arc::from(address));
-            assert_eq!(made.as_str(), address);
+            assert_eq!(made.as_bytes(), address.as_bytes());
             assert_eq!(
                 matches!(made, Address::Inline { .. }),
                 address.len() <= 47,
@@ -515,6 +514,7 @@ mod tests {
         );
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["useragent"], "evil\"agent\\\t\u{fffd}");
+        assert_eq!(value["forwardedfor"], "café");
         assert_eq!(value["remote_addr"], "127.0.0.1");
         assert_eq!(value["request"], "GET /todo?status=%22DONE%22 HTTP/1.1");
         assert_eq!(value["uri"], "/todo");

@@ -659,15 +659,13 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
     };
     // Where each name and value sits in the head, to share the head's bytes rather than copy them.
     let base = buf.as_ptr() as usize;
-    let places: smallvec::SmallVec<[_; 16]> = response
-        .headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name..name + h.name.len(), value..value + h.value.len())
-        })
-        .collect();
+    // Filled in place: collected, the vector would be built elsewhere and copied here.
+    let mut places = smallvec::SmallVec::<[_; 16]>::new();
+    places.extend(response.headers.iter().map(|h| {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        (name..name + h.name.len(), value..value + h.value.len())
+    }));
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(places.len());
     // What frames the body, gathered on the way rather than looked up after.

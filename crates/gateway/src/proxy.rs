@@ -477,7 +477,11 @@ async fn forward(
                     return Ok(switch_protocols(response, client_upgrade));
                 }
                 headers::remove_hop_by_hop(response.headers_mut(), None);
-                return Ok(pass_on(response, in_flight).await);
+                return Ok(match pass_on(response, in_flight) {
+                    Ok(response) => response,
+                    // Boxed: rare, and its future would make every request's larger.
+                    Err(unread) => Box::pin(collect_small(*unread)).await,
+                });
             }
             Ok(Err(error)) => {
                 if let Some(client) = error.client_body() {
@@ -524,8 +528,12 @@ async fn forward(
 /// two, and the upstream connection is free for the next request sooner.
 const BUFFER_RESPONSES_UP_TO: u64 = 16 * 1024;
 
-/// Turns the upstream's response into the client's: small bodies whole, others streamed.
-async fn pass_on(response: http::Response<UpstreamBody>, in_flight: InFlight) -> Response {
+/// Turns the upstream's response into the client's: small bodies whole, others streamed. A small
+/// body that did not come with the head is handed back, to be read by [`collect_small`].
+fn pass_on(
+    response: http::Response<UpstreamBody>,
+    in_flight: InFlight,
+) -> Result<Response, Box<Unread>> {
     use http_body::Body as _;
     let small = response
         .body()
@@ -533,23 +541,35 @@ async fn pass_on(response: http::Response<UpstreamBody>, in_flight: InFlight) ->
         .exact()
         .is_some_and(|len| len <= BUFFER_RESPONSES_UP_TO);
     let (parts, mut body) = response.into_parts();
-    if small {
-        // Usually it came with the head.
-        if let Some(whole) = body.take_whole() {
-            drop(in_flight);
-            return Response::from_parts(parts, Body::from(whole));
-        }
-        // A body of known small length is already arriving; an upstream that stalls it fails the
-        // request like any broken body would.
-        match http_body_util::BodyExt::collect(body).await {
-            Ok(collected) => {
-                drop(in_flight);
-                return Response::from_parts(parts, Body::from(collected.to_bytes()));
-            }
-            Err(error) => return ProxyError::BrokenResponse(error.to_string()).into_response(),
-        }
+    if !small {
+        return Ok(Response::from_parts(
+            parts,
+            Body::new(Tracked::new(body, in_flight)),
+        ));
     }
-    Response::from_parts(parts, Body::new(Tracked::new(body, in_flight)))
+    // Usually it came with the head.
+    match body.take_whole() {
+        Some(whole) => {
+            drop(in_flight);
+            Ok(Response::from_parts(parts, Body::from(whole)))
+        }
+        None => Err(Box::new((parts, body, in_flight))),
+    }
+}
+
+/// A response whose small body has yet to arrive.
+type Unread = (http::response::Parts, UpstreamBody, InFlight);
+
+/// Reads a body of known small length that is still arriving; an upstream that stalls it fails
+/// the request like any broken body would.
+async fn collect_small((parts, body, in_flight): Unread) -> Response {
+    match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => {
+            drop(in_flight);
+            Response::from_parts(parts, Body::from(collected.to_bytes()))
+        }
+        Err(error) => ProxyError::BrokenResponse(error.to_string()).into_response(),
+    }
 }
 
 fn client_body_error(error: ClientBodyError, max: Option<u64>) -> ProxyError {

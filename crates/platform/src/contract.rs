@@ -114,6 +114,50 @@ pub trait Handler: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 pub struct WithRequestLayers<H>(pub H);
 
+impl<H: Handler> WithRequestLayers<H> {
+    /// The request's future, which owns what it needs: awaited in place by the lean HTTP/1 loop,
+    /// boxed for hyper.
+    fn layered(
+        &mut self,
+        request: http::Request<axum::body::Body>,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        use futures_util::FutureExt;
+        let mut request = request;
+        let request_id = match request.headers().get(crate::observe::REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+                let id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
+                request
+                    .headers_mut()
+                    .insert(crate::observe::REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let observation = crate::observe::Observation::begin(&request, Some(request_id.clone()));
+        self.0.prepare();
+        let handler = self.0.clone();
+        let started = observation.started();
+        async move {
+            let (mut response, route) =
+                match std::panic::AssertUnwindSafe(handler.handle(request, started))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok((response, route)) => (response, Some(route)),
+                    Err(panic) => (panic_response(panic), None),
+                };
+            response
+                .headers_mut()
+                .entry(crate::observe::REQUEST_ID)
+                .or_insert(request_id);
+            observation.finish_as(&response, route.as_ref());
+            response
+        }
+    }
+}
+
 impl<H: Handler, B> tower::Service<http::Request<B>> for WithRequestLayers<H>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -134,40 +178,50 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         use futures_util::FutureExt;
-        let mut request = request.map(axum::body::Body::new);
-        let request_id = match request.headers().get(crate::observe::REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-                let id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
-                request
-                    .headers_mut()
-                    .insert(crate::observe::REQUEST_ID, id.clone());
-                id
+        // `map`, not an `async` block around it: that would hold the future twice.
+        Box::pin(self.layered(request.map(axum::body::Body::new)).map(Ok))
+    }
+}
+
+/// A service as the lean HTTP/1 loop ([`crate::http1`]) calls it: one request at a time, its
+/// future awaited inside the connection's own task. A tower service's future has to be a type
+/// of its own, so a handler's `async` one is boxed: allocated and copied (kilobytes, for a
+/// proxy) on every request. This one is not.
+pub trait LeanService: Send + 'static {
+    /// The response body.
+    type Body: http_body::Body<Data = bytes::Bytes> + Send + 'static;
+
+    fn call_lean(
+        &mut self,
+        request: http::Request<axum::body::Body>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
+}
+
+impl LeanService for Router {
+    type Body = axum::body::Body;
+
+    fn call_lean(
+        &mut self,
+        request: http::Request<axum::body::Body>,
+    ) -> impl Future<Output = Response> + Send {
+        // A router is always ready: it does not need `poll_ready` before a call.
+        let future = tower::Service::call(self, request);
+        async move {
+            match future.await {
+                Ok(response) => response,
+                Err(never) => match never {},
             }
-        };
-        let observation = crate::observe::Observation::begin(&request, Some(request_id.clone()));
-        self.0.prepare();
-        let handler = self.0.clone();
-        let started = observation.started();
-        // The handler's future is made inside the box rather than moved into it: a proxy's future
-        // is kilobytes, and each move is a copy of all of it.
-        Box::pin(async move {
-            let (mut response, route) =
-                match std::panic::AssertUnwindSafe(handler.handle(request, started))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok((response, route)) => (response, Some(route)),
-                    Err(panic) => (panic_response(panic), None),
-                };
-            response
-                .headers_mut()
-                .entry(crate::observe::REQUEST_ID)
-                .or_insert(request_id);
-            observation.finish_as(&response, route.as_ref());
-            Ok(response)
-        })
+        }
+    }
+}
+
+impl<H: Handler> LeanService for WithRequestLayers<H> {
+    type Body = axum::body::Body;
+
+    fn call_lean(
+        &mut self,
+        request: http::Request<axum::body::Body>,
+    ) -> impl Future<Output = Response> + Send {
+        self.layered(request)
     }
 }

@@ -29,8 +29,8 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tower::{Service, ServiceExt};
 
+use crate::contract::LeanService;
 use crate::zero_copy::ZeroCopy;
 
 /// hyper's limit on the number of header lines.
@@ -90,7 +90,7 @@ enum Parsed {
 }
 
 /// Serves plain requests on `io` until the connection ends or a request needs hyper.
-pub(crate) async fn serve<T, S, B>(
+pub(crate) async fn serve<T, S>(
     io: &mut T,
     peer: SocketAddr,
     offer: Option<&ZeroCopy>,
@@ -100,9 +100,8 @@ pub(crate) async fn serve<T, S, B>(
 ) -> io::Result<Ended>
 where
     T: AsyncRead + AsyncWrite + Unpin,
-    S: Service<Request<axum::body::Body>, Response = Response<B>, Error = std::convert::Infallible>,
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: LeanService,
+    <S::Body as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out = Vec::with_capacity(512);
@@ -156,14 +155,8 @@ where
         let head_request = head.method == Method::HEAD;
         // Requests on one connection come one at a time: the connection's own service takes
         // them all, where a clone per request would touch a reference count the other workers
-        // share.
-        let response = match service.ready().await {
-            Ok(ready) => match ready.call(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            },
-            Err(never) => match never {},
-        };
+        // share, and its future is awaited here rather than boxed.
+        let response = service.call_lean(request).await;
         // A version check, not `borrow()`: that takes the channel's lock, which every worker's
         // connections share. Also draining when the server is gone.
         let keep_alive = head.keep_alive && matches!(draining.has_changed(), Ok(false));
@@ -259,9 +252,9 @@ fn request(
 ) -> Option<Request<axum::body::Body>> {
     let slice = |(start, end): Span| bytes.slice(start as usize..end as usize);
     let uri = Uri::from_maybe_shared(slice(head.path)).ok()?;
-    // Room for the few a handler commonly adds (a request id; a proxy's forwarding headers)
-    // without growing the map.
-    let mut headers = HeaderMap::with_capacity(head.headers.len() + 6);
+    // Room for the request id, which the contract's layers add when the client sent none. More
+    // would cost: past 1 KiB the entries take the allocator's slower path.
+    let mut headers = HeaderMap::with_capacity(head.headers.len() + 1);
     for &(name, value) in &head.headers {
         let name = HeaderName::from_bytes(&bytes[name.0 as usize..name.1 as usize]).ok()?;
         // httparse has checked the value's bytes, as it does for hyper.

@@ -45,7 +45,8 @@ use std::time::Duration;
 pub use circuit::{BreakerSettings, CallError, CircuitBreaker, CircuitState};
 pub use config::{ConfigError, Setting, Source};
 pub use contract::{
-    ErrorStyle, Handler, WithRequestLayers, contract_openapi, contract_router, with_request_layers,
+    ErrorStyle, Handler, LeanService, WithRequestLayers, contract_openapi, contract_router,
+    with_request_layers,
 };
 pub use errors::{ErrorBody, error_response};
 pub use health::{Phase, Readiness};

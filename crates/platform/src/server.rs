@@ -85,12 +85,11 @@ pub async fn serve<S, B>(
 ) -> io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Service<Request<axum::body::Body>, Response = Response<B>, Error = Infallible>
+        + crate::contract::LeanService<Body = B>
         + Clone
         + Send
         + 'static,
     <S as Service<Request<Incoming>>>::Future: Send + 'static,
-    <S as Service<Request<axum::body::Body>>>::Future: Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
