@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use platform::hot_metrics::Counter;
 
@@ -22,7 +21,8 @@ pub(crate) struct RetryBudget {
     /// The second of the latest sample, so a deposit sees without the lock whether to sample.
     sampled: AtomicU64,
     window: Mutex<Window>,
-    started: Instant,
+    /// The coarse clock's milliseconds when it was made (signed, so a test can move it back).
+    started: i64,
     /// Retries allowed whatever the traffic (`min_retries_per_second` times the window).
     reserve: f64,
     ratio: f64,
@@ -43,7 +43,7 @@ impl RetryBudget {
             requests: Counter::default(),
             sampled: AtomicU64::new(u64::MAX),
             window: Mutex::default(),
-            started: platform::coarse_timer::now(),
+            started: platform::coarse_timer::millis() as i64,
             reserve: f64::from(min_per_second) * WINDOW_SECONDS as f64,
             ratio: f64::from(ratio),
         }
@@ -51,9 +51,8 @@ impl RetryBudget {
 
     /// Seconds since the budget was made, on the coarse clock.
     fn second(&self) -> u64 {
-        platform::coarse_timer::now()
-            .saturating_duration_since(self.started)
-            .as_secs()
+        let elapsed = platform::coarse_timer::millis() as i64 - self.started;
+        (elapsed.max(0) / 1000) as u64
     }
 
     /// Counts a request.
@@ -152,7 +151,7 @@ mod tests {
         assert!(budget.withdraw());
         assert!(!budget.withdraw());
         // Move the budget's clock a window and a second ahead.
-        budget.started -= std::time::Duration::from_secs(WINDOW_SECONDS + 1);
+        budget.started -= (WINDOW_SECONDS as i64 + 1) * 1000;
         assert!(!budget.withdraw(), "the old requests have left the window");
         budget.deposit();
         budget.deposit();

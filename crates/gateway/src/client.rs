@@ -12,7 +12,7 @@
 //! that a pooled connection could not send at all is sent on a new connection, and so is an
 //! idempotent one whose pooled connection closed without a byte of answer: the server closed it
 //! as the request went out. Idle connections are closed after the upstream's `idle_timeout` (give
-//! or take the coarse clock's tick, 0.1 s: see `platform::coarse_timer::now`).
+//! or take the coarse clock's tick, 0.1 s: see `platform::coarse_timer::millis`).
 //!
 //! Framing follows RFC 9112: the request is sent with `Content-Length` when its size is known and
 //! chunked otherwise (never both, whatever the client sent); the response body is delimited by
@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -48,8 +48,9 @@ pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 /// Idle connections kept per server address on one thread at most.
 const MAX_IDLE_PER_SERVER: usize = 1024;
 
-/// How often a thread's idle connections are checked for being closed or expired, at most.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often a thread's idle connections are checked for being closed or expired, at most (in
+/// milliseconds of the coarse clock).
+const SWEEP_EVERY_MS: u64 = 1000;
 
 /// Largest response head (status line and headers) accepted from a server.
 const MAX_HEAD: usize = 64 * 1024;
@@ -1019,13 +1020,14 @@ impl Body for UpstreamBody {
 /// An idle connection in the pool.
 struct Idle {
     conn: Conn,
-    expires: Instant,
+    /// On the coarse clock's milliseconds.
+    expires: u64,
 }
 
 impl Idle {
     /// Whether the connection can take a request: not expired, and the server has neither closed
     /// it nor sent anything unasked.
-    fn usable(&mut self, now: Instant) -> bool {
+    fn usable(&mut self, now: u64) -> bool {
         if now >= self.expires {
             return false;
         }
@@ -1048,12 +1050,12 @@ type Pool = rustc_hash::FxHashMap<Arc<str>, Vec<Idle>>;
 
 thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
-    static LAST_SWEEP: Cell<Option<Instant>> = const { Cell::new(None) };
+    static LAST_SWEEP: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 /// The most recently used idle connection to `address` that is still usable.
 fn checkout(address: &str) -> Option<Conn> {
-    let now = platform::coarse_timer::now();
+    let now = platform::coarse_timer::millis();
     POOL.with_borrow_mut(|pool| {
         let idle = pool.get_mut(address)?;
         while let Some(mut candidate) = idle.pop() {
@@ -1066,19 +1068,20 @@ fn checkout(address: &str) -> Option<Conn> {
 }
 
 fn checkin(address: &Arc<str>, conn: Conn, idle_timeout: Duration) {
-    let now = platform::coarse_timer::now();
+    let now = platform::coarse_timer::millis();
+    let idle_timeout = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
     POOL.with_borrow_mut(|pool| {
         let idle = pool.entry(Arc::clone(address)).or_default();
         if idle.len() < MAX_IDLE_PER_SERVER {
             idle.push(Idle {
                 conn,
-                expires: now + idle_timeout,
+                expires: now.saturating_add(idle_timeout),
             });
         }
     });
     if LAST_SWEEP
         .get()
-        .is_none_or(|last| now - last >= SWEEP_EVERY)
+        .is_none_or(|last| now.saturating_sub(last) >= SWEEP_EVERY_MS)
     {
         LAST_SWEEP.set(Some(now));
         sweep();
@@ -1087,7 +1090,7 @@ fn checkin(address: &Arc<str>, conn: Conn, idle_timeout: Duration) {
 
 /// Closes this thread's idle connections that have expired or that their server has closed.
 pub(crate) fn sweep() {
-    let now = platform::coarse_timer::now();
+    let now = platform::coarse_timer::millis();
     POOL.with_borrow_mut(|pool| {
         for idle in pool.values_mut() {
             idle.retain_mut(|candidate| candidate.usable(now));
@@ -1246,9 +1249,12 @@ mod tests {
         // The server shuts down (closing its idle keep-alive connections) and another takes
         // its port.
         stop.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(&*address).await.is_ok() {
-            assert!(Instant::now() < deadline, "the server did not stop");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let error = client()

@@ -13,7 +13,7 @@
 //! takes over from the old one for every address both have, so nothing resets on a rebuild.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -451,11 +451,7 @@ impl Server {
 /// Milliseconds on the coarse clock (read without a clock call), starting at 1 so that 0 can
 /// mean "never".
 fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let now = platform::coarse_timer::now();
-    now.saturating_duration_since(*START.get_or_init(|| now))
-        .as_millis() as u64
-        + 1
+    platform::coarse_timer::millis() + 1
 }
 
 #[cfg(test)]

@@ -49,6 +49,12 @@ pub fn now() -> Instant {
     clock().now()
 }
 
+/// Milliseconds since the coarse clock started, as of its last tick: [`now`] as a number, for
+/// stamps and deadlines that compare and add without `Instant` arithmetic.
+pub fn millis() -> u64 {
+    clock().millis()
+}
+
 /// Seconds since the Unix epoch on the coarse clock: at most a [`TICK`] behind, read without a
 /// clock call. For the `Date` header and log timestamps, which show whole seconds.
 pub fn unix_seconds() -> u64 {
@@ -148,17 +154,15 @@ impl hyper::rt::Sleep for CoarseSleep {}
 impl CoarseSleep {
     /// A sleep that ends `duration` from now.
     pub fn after(duration: Duration) -> Self {
-        let clock = clock();
         CoarseSleep {
-            deadline: clock.millis_at(clock.now() + duration),
+            deadline: deadline_after(duration),
             waiting: None,
         }
     }
 
     /// Moves the deadline to `duration` from now: cheaper than a new sleep once this one waits.
     pub fn reset_after(&mut self, duration: Duration) {
-        let clock = clock();
-        self.reset(clock.millis_at(clock.now() + duration));
+        self.reset(deadline_after(duration));
     }
 
     fn reset(&mut self, deadline: u64) {
@@ -204,6 +208,12 @@ impl Drop for CoarseSleep {
             clock().shards.lock(shard).remove(key);
         }
     }
+}
+
+/// The clock's reading `duration` from now.
+fn deadline_after(duration: Duration) -> u64 {
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    clock().millis().saturating_add(millis)
 }
 
 /// The timer's clock (milliseconds since it started, advanced by the ticker) and waiting sleeps.
