@@ -9,8 +9,9 @@
 # (todonginx's `gzip on`, the gateway's GZIP default) and log every request to a file in the seeds'
 # JSON format: todonginx's `log_format json`, whose fields the gateway's access log writes too
 # (plus three). Runs are interleaved (direct, gateway, nginx, combined,
-# direct, ...) so machine noise hits all alike; the table shows the median run of each. Appends
-# the table to docs/benchmarks.md.
+# direct, ...) so machine noise hits all alike; the table shows the median run of each, and a line
+# under it compares the gateway with nginx run by run (req/s ratio, p99s, their medians). Appends
+# both to docs/benchmarks.md.
 #
 #   bench/gateway.sh [--duration 20] [--connections 64] [--runs 3] [--no-record]
 #
@@ -139,7 +140,25 @@ table=$(cat <<EOF
 | same nginx, default \`combined\` log line | $c_rps | $c_min–$c_max | $c_p50 | $c_p99 | (same processes) |
 EOF
 )
+# Each run's gateway/nginx pair side by side, measured within seconds of each other: the ratio of
+# their req/s and their p99s, and the median of each over the runs (the table's p99 is only the
+# median run's).
+by_run=$(paste "$work/gateway.runs" "$work/nginx.runs" | awk '
+  function ms(t) { return t ~ /us$/ ? t / 1000 : t ~ /ms$/ ? t + 0 : t * 1000 }
+  function med(a, n,   i, j, t) {
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+  }
+  { ratio[NR] = 100 * $1 / $4; gp[NR] = ms($3); np[NR] = ms($6)
+    ratios = ratios (NR > 1 ? ", " : "") sprintf("%.0f%%", ratio[NR])
+    p99s = p99s (NR > 1 ? ", " : "") sprintf("%.2f/%.2f", gp[NR], np[NR])
+    lower += gp[NR] <= np[NR] }
+  END {
+    printf "Gateway vs nginx by run: req/s %s (median %.0f%%); p99 ms %s; ", ratios, med(ratio, NR), p99s
+    printf "median p99 %.2f vs %.2f ms; gateway p99 no higher in %d of %d runs.\n", med(gp, NR), med(np, NR), lower, NR }')
 echo "$table"
+echo
+echo "$by_run"
 
 if [ "$record" = 1 ]; then
   {
@@ -154,6 +173,8 @@ if [ "$record" = 1 ]; then
     echo "Everything (wrk, proxy, backend) shares the same 2 cores."
     echo
     echo "$table"
+    echo
+    echo "$by_run"
   } >>docs/benchmarks.md
   echo "appended to docs/benchmarks.md"
 fi
