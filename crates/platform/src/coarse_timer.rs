@@ -43,14 +43,9 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
     Timeout { future, deadline }
 }
 
-/// The time of the coarse clock's last tick: at most a [`TICK`] behind, and read without a clock
-/// call. For stamps that only need to be that precise, such as when an idle connection expires.
-pub fn now() -> Instant {
-    clock().now()
-}
-
-/// Milliseconds since the coarse clock started, as of its last tick: [`now`] as a number, for
-/// stamps and deadlines that compare and add without `Instant` arithmetic.
+/// Milliseconds since the coarse clock started, as of its last tick: at most a [`TICK`] behind,
+/// and read without a clock call. For stamps that only need to be that precise, such as when an
+/// idle connection expires; as a number, they compare and add without `Instant` arithmetic.
 pub fn millis() -> u64 {
     clock().millis()
 }

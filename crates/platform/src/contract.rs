@@ -119,10 +119,9 @@ impl<H: Handler> WithRequestLayers<H> {
     /// boxed for hyper.
     fn layered(
         &mut self,
-        request: http::Request<axum::body::Body>,
+        mut request: http::Request<axum::body::Body>,
     ) -> impl Future<Output = Response> + Send + 'static {
         use futures_util::FutureExt;
-        let mut request = request;
         let request_id = match request.headers().get(crate::observe::REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
