@@ -1,19 +1,25 @@
-//! Bodies on their way through: the client's request body (kept when small, so a request can be
-//! retried; streamed otherwise) and the upstream's response body (streamed, counting the request
-//! as in flight on its server until the body ends).
+//! The client's request body on its way upstream: kept when small, so a request can be retried;
+//! streamed otherwise; or, on a route with `request_buffering`, read whole before a server is
+//! chosen (in memory, spilling to a temporary file past the retry buffer), so that a slow upload
+//! holds no server connection.
 
+use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, StreamBody};
+use tokio::io::AsyncWriteExt;
 use tower_http::timeout::TimeoutBody;
 
 use crate::client::{BoxError, Payload, ProxyBody};
-use crate::proxy::InFlight;
+
+/// Largest body a buffering route keeps when it sets no `max_body_size`.
+pub(crate) const MAX_BUFFERED: u64 = 1 << 30;
 
 /// An error reading the client's request body, told apart from upstream errors when it comes
 /// back through the client library.
@@ -25,6 +31,9 @@ pub(crate) enum ClientBodyError {
     TooLarge,
     #[error("the request body ended early: {0}")]
     Broken(BoxError),
+    /// The temporary file of a buffered body failed (the gateway's fault, not the client's).
+    #[error("temporary file: {0}")]
+    Spill(io::Error),
 }
 
 impl ClientBodyError {
@@ -65,54 +74,70 @@ fn over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// How a request body is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    /// Bodies up to this size are kept in memory (and can be sent again on a retry).
+    pub(crate) keep: usize,
+    /// Longest pause between two reads (the client body timeout).
+    pub(crate) idle: Duration,
+    /// Largest body (the route's `max_body_size`).
+    pub(crate) max: Option<u64>,
+}
+
 /// The request body, ready to send once or many times.
 pub(crate) enum RequestBody {
     /// Whole and small: can be sent again on a retry.
     Replayable(Bytes),
+    /// Whole, in a temporary file (deleted when the last user lets go): can be sent again.
+    Spilled(Arc<tempfile::NamedTempFile>, u64),
     /// Too large, or of unknown size and still coming: sent once.
     Streaming(ProxyBody),
 }
 
+/// The client's body under the route's limits: largest size and longest pause.
+fn limited(body: Body, limits: BodyLimits) -> ProxyBody {
+    let body = match limits.max {
+        Some(max) => Body::new(http_body_util::Limited::new(
+            body,
+            usize::try_from(max).unwrap_or(usize::MAX),
+        )),
+        None => body,
+    };
+    TimeoutBody::new(limits.idle, body)
+        .map_err(|e| BoxError::from(ClientBodyError::from_box(e)))
+        .boxed_unsync()
+}
+
+/// The client body error carried by `error`.
+fn body_error(error: BoxError) -> ClientBodyError {
+    match error.downcast::<ClientBodyError>() {
+        Ok(error) => *error,
+        Err(other) => ClientBodyError::Broken(other),
+    }
+}
+
 impl RequestBody {
-    /// Reads up to `limit` bytes; a body that ends within it becomes replayable. `idle` bounds the
-    /// pause between two reads; a body over `max` bytes fails with [`ClientBodyError::TooLarge`].
-    pub(crate) async fn prepare(
-        body: Body,
-        limit: usize,
-        idle: Duration,
-        max: Option<u64>,
-    ) -> Result<Self, ClientBodyError> {
-        let body = match max {
-            Some(max) => Body::new(http_body_util::Limited::new(
-                body,
-                usize::try_from(max).unwrap_or(usize::MAX),
-            )),
-            None => body,
-        };
+    /// Reads up to `limits.keep` bytes; a body that ends within it becomes replayable, a longer
+    /// one streams on as it comes.
+    pub(crate) async fn prepare(body: Body, limits: BodyLimits) -> Result<Self, ClientBodyError> {
         let hint = body.size_hint();
         if hint.exact() == Some(0) {
             return Ok(RequestBody::Replayable(Bytes::new()));
         }
-        let mut body = TimeoutBody::new(idle, body)
-            .map_err(|e| BoxError::from(ClientBodyError::from_box(e)))
-            .boxed_unsync();
-        if hint.lower() > limit as u64 {
+        let mut body = limited(body, limits);
+        if hint.lower() > limits.keep as u64 {
             return Ok(RequestBody::Streaming(body));
         }
         let mut buffered = BytesMut::new();
         loop {
             match body.frame().await {
                 None => return Ok(RequestBody::Replayable(buffered.freeze())),
-                Some(Err(error)) => {
-                    return Err(match error.downcast::<ClientBodyError>() {
-                        Ok(error) => *error,
-                        Err(other) => ClientBodyError::Broken(other),
-                    });
-                }
+                Some(Err(error)) => return Err(body_error(error)),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         buffered.extend_from_slice(&data);
-                        if buffered.len() > limit {
+                        if buffered.len() > limits.keep {
                             // Too big to keep: send what came so far, then the rest as it comes.
                             let head = futures_util::stream::once(async move {
                                 Ok::<_, BoxError>(Frame::data(buffered.freeze()))
@@ -130,15 +155,77 @@ impl RequestBody {
         }
     }
 
+    /// Reads the whole body before it is sent: in memory up to `limits.keep`, then in a
+    /// temporary file; at most `limits.max` (or [`MAX_BUFFERED`]) bytes.
+    pub(crate) async fn buffer(body: Body, limits: BodyLimits) -> Result<Self, ClientBodyError> {
+        let limits = BodyLimits {
+            max: Some(limits.max.unwrap_or(MAX_BUFFERED)),
+            ..limits
+        };
+        let mut body = limited(body, limits);
+        let mut memory = BytesMut::new();
+        let mut file: Option<(tempfile::NamedTempFile, tokio::fs::File)> = None;
+        let mut len = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(body_error)?.into_data() else {
+                continue;
+            };
+            len += data.len() as u64;
+            match &mut file {
+                None if memory.len() + data.len() <= limits.keep => {
+                    memory.extend_from_slice(&data);
+                }
+                None => {
+                    let spilled = tempfile::NamedTempFile::new().map_err(ClientBodyError::Spill)?;
+                    let mut writer = tokio::fs::File::from_std(
+                        spilled.reopen().map_err(ClientBodyError::Spill)?,
+                    );
+                    writer
+                        .write_all(&memory)
+                        .await
+                        .map_err(ClientBodyError::Spill)?;
+                    writer
+                        .write_all(&data)
+                        .await
+                        .map_err(ClientBodyError::Spill)?;
+                    memory = BytesMut::new();
+                    file = Some((spilled, writer));
+                }
+                Some((_, writer)) => writer
+                    .write_all(&data)
+                    .await
+                    .map_err(ClientBodyError::Spill)?,
+            }
+        }
+        match file {
+            None => Ok(RequestBody::Replayable(memory.freeze())),
+            Some((spilled, mut writer)) => {
+                writer.flush().await.map_err(ClientBodyError::Spill)?;
+                Ok(RequestBody::Spilled(Arc::new(spilled), len))
+            }
+        }
+    }
+
     /// The body for one attempt, and whether another attempt could send it again.
-    pub(crate) fn take(&mut self) -> (Payload, bool) {
-        match self {
+    pub(crate) fn take(&mut self) -> Result<(Payload, bool), crate::error::ProxyError> {
+        Ok(match self {
             RequestBody::Replayable(bytes) => (Payload::Whole(bytes.clone()), true),
+            RequestBody::Spilled(file, len) => {
+                let reader = file.reopen().map_err(|e| {
+                    crate::error::ProxyError::Internal(format!("request buffering: {e}"))
+                })?;
+                let body = FileBody {
+                    stream: tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(reader)),
+                    left: *len,
+                    _file: Arc::clone(file),
+                };
+                (Payload::Stream(body.boxed_unsync()), true)
+            }
             // Whatever happens to this attempt, the body cannot be sent a second time.
             RequestBody::Streaming(body) => {
                 (Payload::Stream(std::mem::replace(body, empty())), false)
             }
-        }
+        })
     }
 }
 
@@ -146,37 +233,105 @@ fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
-/// A response body that keeps its request counted on its server until it ends or is dropped.
-pub(crate) struct Tracked<B> {
-    inner: B,
-    _in_flight: InFlight,
+/// A buffered body read back from its temporary file, of known length.
+struct FileBody {
+    stream: tokio_util::io::ReaderStream<tokio::fs::File>,
+    left: u64,
+    /// Keeps the file until every attempt is done with it.
+    _file: Arc<tempfile::NamedTempFile>,
 }
 
-impl<B> Tracked<B> {
-    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
-        Tracked {
-            inner,
-            _in_flight: in_flight,
-        }
-    }
-}
-
-impl<B: HttpBody + Unpin> HttpBody for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl HttpBody for FileBody {
+    type Data = Bytes;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use futures_util::Stream;
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
+            Some(Ok(data)) => {
+                self.left = self.left.saturating_sub(data.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Some(Err(error)) => Poll::Ready(Some(Err(error.into()))),
+            None => Poll::Ready(Some(Err(
+                "the buffered request body is shorter than read".into()
+            ))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.left == 0
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        SizeHint::with_exact(self.left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(keep: usize, max: Option<u64>) -> BodyLimits {
+        BodyLimits {
+            keep,
+            idle: Duration::from_secs(5),
+            max,
+        }
+    }
+
+    async fn read(payload: Payload) -> Bytes {
+        match payload {
+            Payload::Whole(bytes) => bytes,
+            Payload::Stream(body) => body.collect().await.unwrap().to_bytes(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_past_memory_goes_to_a_file_and_can_be_sent_twice() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let stream = futures_util::stream::iter(
+            data.chunks(7000)
+                .map(|c| Ok::<_, io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let body = Body::from_stream(stream);
+        let mut buffered = RequestBody::buffer(body, limits(10_000, None))
+            .await
+            .unwrap();
+        let path = match &buffered {
+            RequestBody::Spilled(file, len) => {
+                assert_eq!(*len, 100_000);
+                file.path().to_path_buf()
+            }
+            _ => panic!("spilled to a file"),
+        };
+        for _ in 0..2 {
+            let (payload, replayable) = buffered.take().unwrap();
+            assert!(replayable);
+            assert_eq!(read(payload).await, data);
+        }
+        drop(buffered);
+        assert!(!path.exists(), "the temporary file goes with the body");
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_over_the_limit_is_refused_and_a_small_one_stays_in_memory() {
+        let body = Body::from(vec![0u8; 5000]);
+        assert!(matches!(
+            RequestBody::buffer(body, limits(100, Some(4000))).await,
+            Err(ClientBodyError::TooLarge)
+        ));
+        let body = Body::from("small");
+        assert!(matches!(
+            RequestBody::buffer(body, limits(100, None)).await,
+            Ok(RequestBody::Replayable(bytes)) if bytes == "small"
+        ));
     }
 }

@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -39,6 +39,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::wire::head::{ResponseFraming, ResponseHead};
+use crate::wire::{self, ChunkedDecoder, Decoded};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -52,14 +55,9 @@ const MAX_IDLE_PER_SERVER: usize = 1024;
 /// milliseconds of the coarse clock).
 const SWEEP_EVERY_MS: u64 = 1000;
 
-/// Largest response head (status line and headers) accepted from a server.
+/// Largest response head (status line and headers), and trailer section, accepted from a
+/// server.
 const MAX_HEAD: usize = 64 * 1024;
-
-/// Most response header lines accepted from a server.
-const MAX_HEADERS: usize = 128;
-
-/// Longest chunk-size or trailer line accepted in a chunked response body.
-const MAX_LINE: usize = 4096;
 
 /// Bytes asked for per read from a server.
 const READ_SIZE: usize = 16 * 1024;
@@ -72,6 +70,8 @@ const COPY_BODY_UP_TO: usize = 4096;
 pub(crate) struct Client {
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Longest wait between two reads of a response body.
+    read_timeout: Duration,
 }
 
 /// A request body for one attempt.
@@ -176,10 +176,15 @@ impl SendError {
 }
 
 impl Client {
-    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Self {
         Client {
             connect_timeout,
             idle_timeout,
+            read_timeout,
         }
     }
 
@@ -226,14 +231,14 @@ impl Client {
                         framing,
                         keep_alive && !answered_early,
                         address,
-                        self.idle_timeout,
+                        (self.idle_timeout, self.read_timeout),
                     );
                     return Ok(Response::from_parts(head, body));
                 }
                 Err(ReadError::ClosedUnanswered(_))
                     if pooled
                         && matches!(payload, Payload::Whole(_))
-                        && crate::proxy::is_idempotent(request.method) => {}
+                        && request.method.is_idempotent() => {}
                 Err(ReadError::ClosedUnanswered(error) | ReadError::Io(error)) => {
                     return Err(SendError::Exchange(error));
                 }
@@ -354,30 +359,31 @@ fn encode_head(request: &Outgoing<'_>, payload: &Payload) -> Vec<u8> {
     head
 }
 
-/// How a response body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much of a response body is left, and how it ends.
+#[derive(Debug)]
 enum Framing {
     /// After this many more bytes.
     Length(u64),
     /// With the last chunk (RFC 9112 section 7.1).
-    Chunked(Chunk),
+    Chunked(ChunkedDecoder),
     /// When the server closes the connection.
     Close,
     /// It has ended.
     Done,
 }
 
-/// Where a chunked body's decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data, with this much left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one; this many bytes of them so far.
-    Trailers(usize),
+impl Framing {
+    fn of(framing: ResponseFraming) -> Self {
+        match framing {
+            ResponseFraming::Length(length) => Framing::Length(length),
+            ResponseFraming::Chunked => Framing::Chunked(ChunkedDecoder::new(MAX_HEAD)),
+            ResponseFraming::Close => Framing::Close,
+        }
+    }
+
+    fn ended(&self) -> bool {
+        matches!(self, Framing::Done | Framing::Length(0))
+    }
 }
 
 enum WriteError {
@@ -482,10 +488,7 @@ impl Conn {
             }
             let mut size_line = [0u8; 18];
             let (size_line, crlf): (&[u8], &[u8]) = if chunked {
-                (
-                    platform::http1::chunk_size_line(data.len(), &mut size_line),
-                    b"\r\n",
-                )
+                (wire::chunk_size_line(data.len(), &mut size_line), b"\r\n")
             } else {
                 (b"", b"")
             };
@@ -536,16 +539,18 @@ impl Conn {
     async fn read_head(
         &mut self,
         head_only: bool,
-    ) -> Result<(http::response::Parts, Framing, bool), ReadError> {
+    ) -> Result<(http::response::Parts, ResponseFraming, bool), ReadError> {
         let mut received = !self.buf.is_empty();
         loop {
             if !self.buf.is_empty() {
-                match parse_head(&mut self.buf, head_only).map_err(ReadError::Io)? {
-                    Parsed::Complete(parts, framing, keep_alive) => {
+                let parsed = wire::head::parse_response(&mut self.buf, head_only, MAX_HEAD)
+                    .map_err(|e| ReadError::Io(invalid(e.0)))?;
+                match parsed {
+                    ResponseHead::Complete(parts, framing, keep_alive) => {
                         return Ok((parts, framing, keep_alive));
                     }
-                    Parsed::Interim => continue,
-                    Parsed::Partial => {}
+                    ResponseHead::Interim => continue,
+                    ResponseHead::Partial => {}
                 }
             }
             let read = std::future::poll_fn(|cx| self.poll_read_more(cx)).await;
@@ -610,154 +615,6 @@ async fn write_all(
     Ok(())
 }
 
-/// `{size in hex}\r\n` in `buf`.
-enum Parsed {
-    Complete(http::response::Parts, Framing, bool),
-    /// An interim response, consumed.
-    Interim,
-    Partial,
-}
-
-/// A header name; the request id's is shared rather than allocated for each response (the other
-/// common ones are standard names, which never are).
-fn header_name(bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-    if bytes == b"x-request-id" {
-        return Ok(platform::observe::REQUEST_ID);
-    }
-    HeaderName::from_bytes(bytes)
-}
-
-/// Parses a response head from the front of `buf`, taking it off when complete.
-fn parse_head(buf: &mut BytesMut, head_only: bool) -> io::Result<Parsed> {
-    // Uninitialised: zeroing room for 128 headers costs more than parsing the usual five.
-    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        &buf[..],
-        &mut headers,
-    );
-    let len = match parsed {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(invalid("the response head is larger than 64 KiB"));
-        }
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(error) => return Err(invalid(format!("invalid response head: {error}"))),
-    };
-    let code = response
-        .code
-        .expect("a complete response has a status code");
-    let status =
-        StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
-    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-        buf.advance(len);
-        return Ok(Parsed::Interim);
-    }
-    let version = match response.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    // Where each name and value sits in the head, to share the head's bytes rather than copy them.
-    let base = buf.as_ptr() as usize;
-    // Filled in place: collected, the vector would be built elsewhere and copied here.
-    let mut places = smallvec::SmallVec::<[_; 16]>::new();
-    places.extend(response.headers.iter().map(|h| {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        (name..name + h.name.len(), value..value + h.value.len())
-    }));
-    let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(places.len());
-    // What frames the body, gathered on the way rather than looked up after.
-    let (mut says_close, mut says_keep_alive) = (false, false);
-    let mut length: Option<u64> = None;
-    // Whether there is a Transfer-Encoding, and whether its last coding is chunked.
-    let (mut transfer_encoding, mut chunked) = (false, false);
-    for (name, value) in places {
-        let name =
-            header_name(&head[name]).map_err(|_| invalid("invalid header name in the response"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value))
-            .map_err(|_| invalid(format!("invalid value of the response header {name}")))?;
-        if name == header::CONTENT_LENGTH {
-            length = Some(content_length(&value, length)?);
-        } else if name == header::TRANSFER_ENCODING {
-            transfer_encoding = true;
-            // The last coding of all is the one that counts.
-            if let Some(last) = value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .rfind(|t| !t.is_empty())
-            {
-                chunked = last.eq_ignore_ascii_case(b"chunked");
-            }
-        } else if name == header::CONNECTION {
-            for token in value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-            {
-                says_close |= token.eq_ignore_ascii_case(b"close");
-                says_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        }
-        map.append(name, value);
-    }
-
-    let mut keep_alive = match version {
-        Version::HTTP_10 => says_keep_alive,
-        _ => !says_close,
-    };
-    let framing = if head_only
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || status == StatusCode::SWITCHING_PROTOCOLS
-    {
-        keep_alive &= status != StatusCode::SWITCHING_PROTOCOLS;
-        Framing::Length(0)
-    } else if transfer_encoding {
-        // With both, Transfer-Encoding wins (the length goes: it would misframe the answer to
-        // the client), and the connection is not to be trusted again.
-        keep_alive &= map.remove(header::CONTENT_LENGTH).is_none();
-        if chunked {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            Framing::Close
-        }
-    } else if let Some(length) = length {
-        Framing::Length(length)
-    } else {
-        Framing::Close
-    };
-    if framing == Framing::Close {
-        keep_alive = false;
-    }
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    parts.version = version;
-    parts.headers = map;
-    Ok(Parsed::Complete(parts, framing, keep_alive))
-}
-
-/// The length a `Content-Length` value gives, after `earlier` ones: several different ones, or
-/// one that is not a number, make the response invalid.
-fn content_length(value: &HeaderValue, earlier: Option<u64>) -> io::Result<u64> {
-    let mut length = earlier;
-    for part in value.as_bytes().split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        let parsed = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
-            .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
-            .flatten()
-            .ok_or_else(|| invalid("invalid Content-Length in the response"))?;
-        if length.is_some_and(|l| l != parsed) {
-            return Err(invalid("conflicting Content-Lengths in the response"));
-        }
-        length = Some(parsed);
-    }
-    length.ok_or_else(|| invalid("invalid Content-Length in the response"))
-}
-
 /// A response body from upstream. Its end puts the connection back in the pool; dropped before
 /// its end, it closes the connection.
 pub(crate) struct UpstreamBody(Inner);
@@ -775,6 +632,10 @@ struct RawBody {
     keep_alive: bool,
     address: Arc<str>,
     idle_timeout: Duration,
+    /// Longest wait for the next bytes of the body.
+    read_timeout: Duration,
+    /// While waiting for bytes: when the wait fails.
+    deadline: Option<platform::coarse_timer::CoarseSleep>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -793,19 +654,22 @@ impl std::fmt::Debug for UpstreamBody {
 impl UpstreamBody {
     fn raw(
         conn: Conn,
-        framing: Framing,
+        framing: ResponseFraming,
         keep_alive: bool,
         address: &Arc<str>,
-        idle_timeout: Duration,
+        timeouts: (Duration, Duration),
     ) -> Self {
+        let (idle_timeout, read_timeout) = timeouts;
         let mut raw = RawBody {
             conn: Some(conn),
-            framing,
+            framing: Framing::of(framing),
             keep_alive,
             address: Arc::clone(address),
             idle_timeout,
+            read_timeout,
+            deadline: None,
         };
-        if framing == Framing::Length(0) {
+        if raw.framing.ended() {
             // Nothing to read: the connection is free now.
             raw.end();
         }
@@ -838,6 +702,7 @@ impl RawBody {
     /// The body has ended: the connection goes back to the pool if it can be used again.
     fn end(&mut self) {
         self.framing = Framing::Done;
+        self.deadline = None;
         if let Some(conn) = self.conn.take()
             && self.keep_alive
             // Bytes beyond the response: the server is out of step.
@@ -850,6 +715,7 @@ impl RawBody {
     fn fail(&mut self, error: io::Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.framing = Framing::Done;
         self.conn = None;
+        self.deadline = None;
         Poll::Ready(Some(Err(error.into())))
     }
 
@@ -860,32 +726,43 @@ impl RawBody {
             };
             match decode(&mut self.framing, &mut conn.buf) {
                 Ok(Some(data)) => {
-                    if matches!(self.framing, Framing::Done | Framing::Length(0)) {
+                    if self.framing.ended() {
                         self.end();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Ok(None) if self.framing == Framing::Done || self.framing == Framing::Length(0) => {
+                Ok(None) if self.framing.ended() => {
                     self.end();
                     return Poll::Ready(None);
                 }
                 Ok(None) => {}
                 Err(error) => return self.fail(error),
             }
-            match ready!(conn.poll_read_more(cx)) {
-                Ok(0) if self.framing == Framing::Close => {
+            match conn.poll_read_more(cx) {
+                Poll::Ready(Ok(0)) if matches!(self.framing, Framing::Close) => {
                     self.keep_alive = false;
                     self.end();
                     return Poll::Ready(None);
                 }
-                Ok(0) => {
+                Poll::Ready(Ok(0)) => {
                     return self.fail(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection before the end of the response body",
                     ));
                 }
-                Ok(_) => {}
-                Err(error) => return self.fail(error),
+                Poll::Ready(Ok(_)) => self.deadline = None,
+                Poll::Ready(Err(error)) => return self.fail(error),
+                Poll::Pending => {
+                    let read_timeout = self.read_timeout;
+                    let deadline = self.deadline.get_or_insert_with(|| {
+                        platform::coarse_timer::CoarseSleep::after(read_timeout)
+                    });
+                    ready!(Pin::new(deadline).poll(cx));
+                    return self.fail(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no bytes of the response body within {read_timeout:?}"),
+                    ));
+                }
             }
         }
     }
@@ -894,94 +771,25 @@ impl RawBody {
 /// Takes the next piece of body data off `buf`, advancing `framing`; `None` when more bytes are
 /// needed, or the body has ended.
 fn decode(framing: &mut Framing, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
-    loop {
-        match framing {
-            Framing::Done | Framing::Length(0) => return Ok(None),
-            _ if buf.is_empty() => return Ok(None),
-            Framing::Length(left) => {
-                let take = (*left).min(buf.len() as u64) as usize;
-                *left -= take as u64;
-                return Ok(Some(buf.split_to(take).freeze()));
-            }
-            Framing::Close => return Ok(Some(buf.split().freeze())),
-            Framing::Chunked(Chunk::Data(left)) => {
-                let take = (*left).min(buf.len() as u64) as usize;
-                *left -= take as u64;
-                if *left == 0 {
-                    *framing = Framing::Chunked(Chunk::DataEnd);
-                }
-                return Ok(Some(buf.split_to(take).freeze()));
-            }
-            Framing::Chunked(Chunk::DataEnd) => {
-                if buf.len() < 2 {
-                    return Ok(None);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(invalid(
-                        "a chunk of the response body does not end with CRLF",
-                    ));
-                }
-                buf.advance(2);
-                *framing = Framing::Chunked(Chunk::Size);
-            }
-            Framing::Chunked(Chunk::Size) => {
-                let Some(line) = take_line(buf)? else {
-                    return Ok(None);
-                };
-                let size = parse_chunk_size(&line)?;
-                *framing = Framing::Chunked(if size == 0 {
-                    Chunk::Trailers(0)
-                } else {
-                    Chunk::Data(size)
-                });
-            }
-            Framing::Chunked(Chunk::Trailers(seen)) => {
-                let Some(line) = take_line(buf)? else {
-                    return Ok(None);
-                };
-                if line.is_empty() {
-                    *framing = Framing::Done;
-                    return Ok(None);
-                }
-                // Trailers are not passed on.
-                *seen += line.len() + 2;
-                if *seen > MAX_HEAD {
-                    return Err(invalid("the response trailers are larger than 64 KiB"));
-                }
-            }
+    match framing {
+        Framing::Done | Framing::Length(0) => Ok(None),
+        _ if buf.is_empty() => Ok(None),
+        Framing::Length(left) => {
+            let take = (*left).min(buf.len() as u64) as usize;
+            *left -= take as u64;
+            Ok(Some(buf.split_to(take).freeze()))
         }
+        Framing::Close => Ok(Some(buf.split().freeze())),
+        Framing::Chunked(decoder) => match decoder.decode(buf) {
+            Ok(Decoded::Data(data)) => Ok(Some(data)),
+            Ok(Decoded::More) => Ok(None),
+            Ok(Decoded::End) => {
+                *framing = Framing::Done;
+                Ok(None)
+            }
+            Err(error) => Err(invalid(format!("{error} in the response"))),
+        },
     }
-}
-
-/// Takes a CRLF-ended line off `buf` (without the CRLF).
-fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
-    match buf.iter().position(|&b| b == b'\n') {
-        Some(end) if end > 0 && buf[end - 1] == b'\r' => {
-            let mut line = buf.split_to(end + 1);
-            line.truncate(end - 1);
-            Ok(Some(line))
-        }
-        Some(_) => Err(invalid(
-            "a line of the chunked response body does not end with CRLF",
-        )),
-        None if buf.len() > MAX_LINE => {
-            Err(invalid("a line of the chunked response body is too long"))
-        }
-        None => Ok(None),
-    }
-}
-
-/// `1a;name=value` → 26.
-fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
-    let digits = line
-        .iter()
-        .position(|&b| b == b';' || b == b' ' || b == b'\t')
-        .map_or(line, |end| &line[..end]);
-    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(invalid("invalid chunk size in the response body"));
-    }
-    let digits = std::str::from_utf8(digits).expect("hex digits are ASCII");
-    u64::from_str_radix(digits, 16).map_err(|_| invalid("invalid chunk size in the response body"))
 }
 
 impl Body for UpstreamBody {
@@ -1000,15 +808,15 @@ impl Body for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Inner::Raw(raw) => matches!(raw.framing, Framing::Done | Framing::Length(0)),
+            Inner::Raw(raw) => raw.framing.ended(),
             Inner::Hyper(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Inner::Raw(raw) => match raw.framing {
-                Framing::Length(left) => SizeHint::with_exact(left),
+            Inner::Raw(raw) => match &raw.framing {
+                Framing::Length(left) => SizeHint::with_exact(*left),
                 Framing::Done => SizeHint::with_exact(0),
                 _ => SizeHint::default(),
             },
@@ -1126,7 +934,11 @@ mod tests {
     }
 
     fn client() -> Client {
-        Client::new(Duration::from_secs(1), Duration::from_secs(60))
+        Client::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
     }
 
     async fn body_of(response: Response<UpstreamBody>) -> Result<Bytes, BoxError> {
@@ -1269,7 +1081,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn expired_connections_are_swept() {
         let (address, _stop) = echo_server().await;
-        let client = Client::new(Duration::from_secs(1), Duration::from_millis(1));
+        let client = Client::new(
+            Duration::from_secs(1),
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        );
         let response = client
             .send_request(&address, get("/"), false)
             .await
@@ -1363,7 +1179,7 @@ mod tests {
             .send_request(&address, get("/"), false)
             .await
             .unwrap();
-        assert_eq!(response.version(), Version::HTTP_10);
+        assert_eq!(response.version(), http::Version::HTTP_10);
         assert_eq!(body_of(response).await.unwrap(), "until the end");
         assert_eq!(
             idle_count(&address),

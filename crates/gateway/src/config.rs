@@ -81,6 +81,10 @@ pub struct Listener {
     /// Largest request head; larger ones get 431.
     #[serde(default = "default_max_header_size")]
     pub max_header_size: usize,
+    /// Longest wait for a client to take more of a response (between two writes), as nginx's
+    /// `send_timeout`; a client that takes nothing for longer is disconnected.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: Dur,
     /// Terminate TLS here, HTTP/2 or HTTP/1.1 by ALPN; the files are read again on reload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
@@ -115,6 +119,19 @@ pub struct Route {
     /// Compress answers with brotli, zstd or gzip as the client accepts (see `compress`).
     #[serde(default)]
     pub compress: bool,
+    /// Pass TRACE requests on; refused with 405 otherwise (as nginx does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_trace: bool,
+    /// Send the client's `Authorization` header upstream on a route with `basic_auth_file`
+    /// (it is removed by default: the credentials were for the gateway).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_authorization: bool,
+    /// Read the whole request body before a server is chosen (in memory up to the upstream's
+    /// `retry_buffer`, then in a temporary file), as nginx's `proxy_request_buffering`: a slow
+    /// upload then holds no server connection, and the request can be retried. Bounded by
+    /// `max_body_size` when set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub request_buffering: bool,
     /// Ask for a user of this htpasswd file (bcrypt, `{SHA}` or `$apr1$` entries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth_file: Option<Spanned<String>>,
@@ -157,6 +174,10 @@ pub struct Upstream {
     /// How long a server may take to send its response head.
     #[serde(default = "default_response_timeout")]
     pub response_timeout: Dur,
+    /// Longest wait between two reads of a response body (nginx's `proxy_read_timeout`), and
+    /// the longest a tunnel (a WebSocket) stays open with no byte either way.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Dur,
     /// How long an idle pooled connection to a server is kept.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
@@ -269,6 +290,9 @@ fn default_max_connections() -> usize {
 fn default_keepalive() -> Dur {
     Dur::secs(65)
 }
+fn default_send_timeout() -> Dur {
+    Dur(crate::server::DEFAULT_SEND_TIMEOUT)
+}
 fn default_client_body_timeout() -> Dur {
     Dur::secs(60)
 }
@@ -282,6 +306,9 @@ fn default_connect_timeout() -> Dur {
     Dur::secs(3)
 }
 fn default_response_timeout() -> Dur {
+    Dur::secs(60)
+}
+fn default_read_timeout() -> Dur {
     Dur::secs(60)
 }
 fn default_idle_timeout() -> Dur {

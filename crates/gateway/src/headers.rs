@@ -68,13 +68,15 @@ pub(crate) type Extra = smallvec::SmallVec<[(HeaderName, HeaderValue); 5]>;
 
 /// The forwarding headers that tell the upstream about the original request: `X-Forwarded-For`
 /// (the client appended to what came before), `X-Real-IP`, `X-Forwarded-Proto`,
-/// `X-Forwarded-Host`, and `Host` when the request had none (HTTP/2) or several. The client's own headers of
+/// `X-Forwarded-Host`, and `host` (the normalised host, see `target`) as `Host` when the
+/// request's own differs (`replace_host`) or is missing (HTTP/2). The client's own headers of
 /// that family are taken out of `headers`. They are returned rather than inserted: they go
 /// straight into the upstream request's head, and inserting five names into the map would hash
 /// each of them for nothing.
 pub(crate) fn forwarded(
     headers: &mut HeaderMap,
     host: &HeaderValue,
+    replace_host: bool,
     client: IpAddr,
     proto: &'static str,
 ) -> Extra {
@@ -116,8 +118,8 @@ pub(crate) fn forwarded(
     extra.push((X_REAL_IP, client_value));
     extra.push((X_FORWARDED_PROTO, HeaderValue::from_static(proto)));
     extra.push((X_FORWARDED_HOST, host.clone()));
-    // One Host, the one routed on: a second one could name another site to the upstream.
-    if hosts != 1 {
+    // One Host, the one routed on.
+    if hosts != 1 || replace_host {
         headers.remove(header::HOST);
         extra.push((header::HOST, host.clone()));
     }
@@ -189,7 +191,13 @@ mod tests {
             ("accept", "*/*"),
         ]);
         let host = HeaderValue::from_static("todo.example");
-        let extra = forwarded(&mut headers, &host, "127.0.0.2".parse().unwrap(), "http");
+        let extra = forwarded(
+            &mut headers,
+            &host,
+            false,
+            "127.0.0.2".parse().unwrap(),
+            "http",
+        );
         let extra: Vec<(&str, &str)> = extra
             .iter()
             .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
@@ -214,12 +222,24 @@ mod tests {
     fn a_request_with_a_host_keeps_it_and_one_with_two_sends_one() {
         let mut headers = map(&[("host", "todo.example")]);
         let host = HeaderValue::from_static("todo.example");
-        let extra = forwarded(&mut headers, &host, "127.0.0.2".parse().unwrap(), "http");
+        let extra = forwarded(
+            &mut headers,
+            &host,
+            false,
+            "127.0.0.2".parse().unwrap(),
+            "http",
+        );
         assert!(extra.iter().all(|(name, _)| name != header::HOST));
         assert_eq!(headers["host"], "todo.example");
 
         let mut headers = map(&[("host", "todo.example"), ("host", "admin.example")]);
-        let extra = forwarded(&mut headers, &host, "127.0.0.2".parse().unwrap(), "http");
+        let extra = forwarded(
+            &mut headers,
+            &host,
+            false,
+            "127.0.0.2".parse().unwrap(),
+            "http",
+        );
         assert!(!headers.contains_key(header::HOST));
         let hosts: Vec<_> = extra
             .iter()

@@ -26,9 +26,9 @@
 //! - `static_files`: routes that serve a directory.
 //! - `status`: the admin listener's `/status` (JSON) and status page.
 //!
-//! Connections are served on the platform's [`platform::Workers`] (one thread per core, as nginx's
-//! worker processes); the main thread accepts them and runs health checks, lookups, reloads and
-//! the admin listener. The request path is the platform's contract layers (request id, metrics,
+//! Connections are served on worker threads of the gateway's own (`server`: one thread per core,
+//! as nginx's worker processes); the main thread accepts them and runs health checks, lookups,
+//! reloads and the admin listener. The request path is the platform's contract layers (request id, metrics,
 //! panics: [`platform::WithRequestLayers`]) around one handler, `proxy::Proxy`; the edge features
 //! (rate limits, auth, static files, compression, the access log) are steps of that handler.
 
@@ -46,12 +46,16 @@ mod discovery;
 mod headers;
 mod health_check;
 mod limits;
+mod normalize;
 mod proxy;
 mod routing;
+mod server;
 mod static_files;
 mod status;
+mod target;
 mod upstream;
 mod validate;
+mod wire;
 
 use std::future::Future;
 use std::io;
@@ -59,7 +63,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use platform::{CommonConfig, ConfigError, ErrorStyle, Readiness, ServeOptions, Source};
+use platform::{CommonConfig, ConfigError, ErrorStyle, Readiness, Source};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -168,7 +172,7 @@ pub struct Bound {
 struct Shared {
     live: Arc<LiveRoutes>,
     access_log: Arc<access_log::AccessLog>,
-    workers: platform::Workers,
+    workers: server::workers::Workers,
     common: CommonConfig,
 }
 
@@ -176,7 +180,7 @@ struct Shared {
 struct PublicListener {
     addr: SocketAddr,
     listener: TcpListener,
-    options: ServeOptions,
+    options: server::Options,
     service: platform::WithRequestLayers<proxy::Proxy>,
 }
 
@@ -204,14 +208,20 @@ impl Shared {
             scheme: if tls.is_some() { "https" } else { "http" },
         });
         let service = platform::WithRequestLayers(proxy::Proxy::new(state));
-        let options = ServeOptions {
-            drain_timeout: self.common.drain_timeout,
-            shutdown_delay: self.common.shutdown_delay,
-            header_read_timeout: config.keepalive_timeout.0,
-            max_connections: config.max_connections,
+        let options = server::Options {
+            listen: platform::server::listener::ListenOptions {
+                max_connections: config.max_connections,
+                drain_timeout: self.common.drain_timeout,
+                shutdown_delay: self.common.shutdown_delay,
+            },
+            timeouts: platform::server::hyper_conn::Timeouts {
+                first_request: config.keepalive_timeout.0,
+                idle: config.keepalive_timeout.0,
+                send: config.send_timeout.0,
+            },
             max_header_size: config.max_header_size,
             tls,
-            workers: Some(self.workers.clone()),
+            workers: self.workers.clone(),
         };
         Ok(PublicListener {
             addr,
@@ -313,7 +323,7 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     let threads = config
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let workers = platform::Workers::start(threads, "gateway-worker", || async {
+    let workers = server::workers::Workers::start(threads, "gateway-worker", || async {
         // Idle upstream connections are this thread's: close those that expired or that their
         // server closed, even when no request comes to notice.
         let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -483,7 +493,7 @@ impl Listeners {
         // removes must not make the whole gateway unready.
         let readiness = Readiness::new();
         self.tasks.spawn(async move {
-            let result = platform::serve(
+            let result = server::serve(
                 public.listener,
                 public.service,
                 public.options,

@@ -1,5 +1,11 @@
-//! The request path: route, rewrite headers, pick a server, send, retry on another server when
+//! The request path: check and normalise the target (`target`), route, apply the route's
+//! limits and authentication, rewrite headers, pick a server, send, retry on another server when
 //! that is safe, stream the answer back.
+//!
+//! Order of the steps, and why: the target is normalised before anything looks at it, so that
+//! routing, limits, authentication and the request sent upstream all see one path and one host.
+//! CONNECT, and TRACE on a route that does not allow it, get 405. The rate limit comes before
+//! authentication, so that guessing passwords is rate limited too (and costs no bcrypt past it).
 //!
 //! Retry rules. A request that never reached a server (connection refused, reset before it was
 //! sent) is retried whatever its method. An idempotent request (GET, HEAD, OPTIONS, PUT, DELETE,
@@ -18,20 +24,23 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderValue};
-use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Version};
-use hyper_util::rt::TokioIo;
 use platform::observe::RouteLabel;
 
-use crate::access_log::{AccessLog, Address, Entry, Logged};
-use crate::body::{ClientBodyError, RequestBody, Tracked};
+use crate::access_log::{AccessLog, Address, Logged};
+use crate::body::{ClientBodyError, RequestBody};
 use crate::client::{Outgoing, UpstreamBody};
 use crate::compress;
 use crate::error::ProxyError;
 use crate::headers;
-use crate::routing::RouteTable;
+use crate::routing::{Lookup, Route, RouteTable};
+use crate::server::tunnel::UpstreamUpgrade;
+use crate::server::zero_copy::ZeroCopy;
+use crate::target::Target;
 use crate::upstream::Upstream;
-use platform::zero_copy::ZeroCopy;
+
+mod log_entry;
+mod response;
 
 /// What a listener's requests share.
 pub(crate) struct ListenerState {
@@ -181,55 +190,47 @@ impl platform::Handler for Proxy {
 }
 
 async fn handle(proxy: Proxy, request: Request, started: Instant) -> (Response, RouteLabel) {
-    let (state, routes) = (&*proxy.0.listener, &proxy.0.routes);
-    let route = routes.find(host_of(&request), request.uri().path());
+    let routes = &proxy.0.routes;
+    let request_id = request
+        .headers()
+        .get(platform::observe::REQUEST_ID)
+        .cloned();
+    let target = if request.method() == Method::CONNECT {
+        Err(ProxyError::MethodNotAllowed)
+    } else {
+        Target::of(&request).map_err(|refused| ProxyError::BadRequest(refused.0))
+    };
+    let lookup = match &target {
+        Ok(target) => routes.lookup(target.host_name(), target.path()),
+        Err(_) => Lookup::None,
+    };
+    let route = match lookup {
+        Lookup::Route(route) => Some(route),
+        _ => None,
+    };
     let mut label = route.map_or_else(unmatched, |r| r.label);
-    let entry = state
+    let entry = proxy
+        .0
+        .listener
         .access_log
         .enabled()
-        .then(|| entry_for(&request, &label, started));
+        .then(|| log_entry::entry_for(&request, &label, started));
     let mut upstreamed = Upstreamed::default();
-    let mut response = match route {
-        None => {
-            let host = host_of(&request).unwrap_or("").to_string();
-            let path = request.uri().path().to_string();
-            ProxyError::NoRoute { host, path }.into_response()
-        }
-        Some(route) if let Err(seconds) = rate_allowed(route, &request) => {
-            ProxyError::RateLimited(seconds).into_response()
-        }
-        Some(route) if !authorized(route, request.headers()).await => {
-            let (_, challenge) = route.auth.as_ref().expect("only routes with auth refuse");
-            ProxyError::Unauthorized(challenge.clone()).into_response()
-        }
-        Some(route) => {
-            let encoding = route
-                .compress
-                .then(|| compress::negotiate(request.method(), request.headers()))
-                .flatten();
-            let outcome = match &route.files {
-                Some(files) => {
-                    let rest = route.rest_of(request.uri().path());
-                    let served = files.serve(request.method(), rest, request.headers()).await;
-                    // Zero copy only for a body that reaches the client as it is.
-                    let (status, headers) = served.head();
-                    let compressed =
-                        route.compress && compress::compresses(encoding, status, headers);
-                    let zero_copy = ZeroCopy::of(&request).filter(|_| !compressed);
-                    Ok(served.into_response(zero_copy))
-                }
-                None => forward(&proxy, route, request, &mut upstreamed).await,
-            };
-            match outcome {
-                Ok(response) if route.compress => compress::apply(response, encoding),
-                Ok(response) => response,
-                Err(error) => error.into_response(),
-            }
+    let outcome = match (target, lookup) {
+        (Err(error), _) => Err(error),
+        (Ok(target), Lookup::Redirect) => Ok(with_slash(&target)),
+        (Ok(target), Lookup::None) => Err(ProxyError::NoRoute {
+            host: target.host_name().unwrap_or("").to_string(),
+            path: target.path().to_string(),
+        }),
+        (Ok(target), Lookup::Route(route)) => {
+            serve(&proxy, route, target, request, &mut upstreamed).await
         }
     };
+    let mut response = outcome.unwrap_or_else(|error| error.into_response_for(request_id.as_ref()));
     if let Some(mut entry) = entry {
         entry.status = response.status().as_u16();
-        entry.head_bytes = head_bytes(&response);
+        entry.head_bytes = log_entry::head_bytes(&response);
         entry.upstream_addr = upstreamed.server;
         entry.upstream_response_time = upstreamed.head_time;
         let log = proxy.clone();
@@ -244,8 +245,79 @@ fn unmatched() -> RouteLabel {
     *UNMATCHED.get_or_init(|| RouteLabel::new("unmatched"))
 }
 
+/// 301 to the target's path with a slash added (its query kept), as nginx answers a request for
+/// `/x` that only a location `/x/` would take.
+fn with_slash(target: &Target) -> Response {
+    let location = match target.query() {
+        Some(query) => format!("{}/?{query}", target.path()),
+        None => format!("{}/", target.path()),
+    };
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// A request on its route: the route's checks, then its files or its upstream.
+async fn serve(
+    proxy: &Proxy,
+    route: &Route,
+    target: Target,
+    request: Request,
+    upstreamed: &mut Upstreamed,
+) -> Result<Response, ProxyError> {
+    // A server that decodes %2F may see other segments than the gateway routed on: the request
+    // must lead to the same route either way.
+    if let Some(decoded) = &target.slashes_decoded {
+        let same_route = decoded.as_ref().is_ok_and(|path| {
+            proxy
+                .0
+                .routes
+                .find(target.host_name(), path)
+                .map(|r| r.index)
+                == Some(route.index)
+        });
+        if !same_route {
+            return Err(ProxyError::BadRequest(
+                "an encoded slash in the path makes it ambiguous",
+            ));
+        }
+    }
+    if request.method() == Method::TRACE && !route.allow_trace {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    rate_allowed(route, &request).map_err(ProxyError::RateLimited)?;
+    if let Some((users, challenge)) = &route.auth
+        && !users.allows(request.headers()).await
+    {
+        return Err(ProxyError::Unauthorized(challenge.clone()));
+    }
+    let encoding = route
+        .compress
+        .then(|| compress::negotiate(request.method(), request.headers()))
+        .flatten();
+    let response = match &route.files {
+        Some(files) => {
+            let rest = route.rest_of(target.path());
+            let served = files.serve(request.method(), rest, request.headers()).await;
+            // Zero copy only for a body that reaches the client as it is.
+            let (status, headers) = served.head();
+            let compressed = route.compress && compress::compresses(encoding, status, headers);
+            let zero_copy = ZeroCopy::of(&request).filter(|_| !compressed);
+            served.into_response(zero_copy)
+        }
+        None => forward(proxy, route, target, request, upstreamed).await?,
+    };
+    Ok(if route.compress {
+        compress::apply(response, encoding)
+    } else {
+        response
+    })
+}
+
 /// The route's rate limit for the client's address: `Err(seconds to wait)` when over it.
-fn rate_allowed(route: &crate::routing::Route, request: &Request) -> Result<(), u64> {
+fn rate_allowed(route: &Route, request: &Request) -> Result<(), u64> {
     let Some(limiter) = &route.rate_limit else {
         return Ok(());
     };
@@ -256,137 +328,51 @@ fn rate_allowed(route: &crate::routing::Route, request: &Request) -> Result<(), 
     limiter.check(client)
 }
 
-/// Whether the route lets the request through: no authentication, or a user of its file.
-async fn authorized(route: &crate::routing::Route, headers: &http::HeaderMap) -> bool {
-    match &route.auth {
-        None => true,
-        Some((users, _)) => users.allows(headers).await,
-    }
-}
-
-/// The access log's view of a request, taken before the request is forwarded.
-fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
-    // One pass over the headers finds the logged ones and their size on the wire, where a lookup
-    // for each would hash its name.
-    let (mut referer, mut user_agent, mut forwarded_for, mut request_id) = (None, None, None, None);
-    let (mut body_len, mut wire_len) = (0, 0);
-    for (name, value) in request.headers() {
-        wire_len += name.as_str().len() + value.len() + 4;
-        let slot = if name == header::REFERER {
-            &mut referer
-        } else if name == header::USER_AGENT {
-            &mut user_agent
-        } else if name == headers::X_FORWARDED_FOR {
-            &mut forwarded_for
-        } else if name == platform::observe::REQUEST_ID {
-            &mut request_id
-        } else {
-            if name == header::CONTENT_LENGTH && body_len == 0 {
-                body_len = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-            continue;
-        };
-        if slot.is_none() {
-            *slot = Some(value.clone());
-        }
-    }
-    let request_uri = request.uri().path_and_query().cloned();
-    let uri_len = request_uri.as_ref().map_or(1, |p| p.as_str().len());
-    let version = match request.version() {
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
-    };
-    Entry {
-        started,
-        remote_addr: request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip()),
-        method: request.method().clone(),
-        request_length: (request.method().as_str().len() + uri_len + 12 + wire_len + 2) as u64
-            + body_len,
-        request_uri,
-        version,
-        referer,
-        user_agent,
-        forwarded_for,
-        request_id,
-        route: route.name,
-        status: 0,
-        head_bytes: 0,
-        upstream_addr: None,
-        upstream_response_time: None,
-    }
-}
-
-/// Bytes the header lines take on the wire (`name: value\r\n`).
-fn wire_len(headers: &http::HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum()
-}
-
-/// About how many bytes the response head takes on the wire.
-fn head_bytes(response: &Response) -> u64 {
-    let headers = wire_len(response.headers());
-    // Status line, Date and Content-Length or chunked framing that hyper adds, final CRLF.
-    (headers + 17 + 37 + 2) as u64
-}
-
-fn host_of(request: &Request) -> Option<&str> {
-    request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
-}
-
 async fn forward(
     proxy: &Proxy,
-    route: &crate::routing::Route,
-    mut request: Request,
+    route: &Route,
+    target: Target,
+    request: Request,
     upstreamed: &mut Upstreamed,
 ) -> Result<Response, ProxyError> {
     let state = &*proxy.0.listener;
-    // Request smuggling: conflicting Content-Lengths, a Transfer-Encoding whose last coding is
-    // not chunked, Transfer-Encoding in HTTP/1.0, and Transfer-Encoding with Content-Length are
-    // answered 400 before a request gets here (hyper's parser and `platform::framing`). The
-    // request sent upstream is framed anew either way, so no bytes of one request can become
-    // another.
-    let headers_in = request.headers();
-    let host = match headers_in.get(header::HOST) {
-        Some(host) => host.clone(),
-        // HTTP/2 carries the host in the URI.
-        None => request
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .ok_or(ProxyError::NoHost)?,
-    };
+    // Request smuggling: the connection loop (`server::http1`, on `wire`'s grammar) and hyper's
+    // HTTP/2 frame every request before it gets here, refusing conflicting framing. The request
+    // sent upstream is framed anew, so no bytes of one request can become another.
+    let host = target.host_value().cloned().ok_or(ProxyError::NoHost)?;
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
-    let upgrade = headers::upgrade_of(request.headers());
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    // Only HTTP/1.1 switches protocols (HTTP/2 has no `Upgrade`).
+    let upgrade = if request.version() == Version::HTTP_11 {
+        headers::upgrade_of(request.headers())
+    } else {
+        None
+    };
 
     let (mut parts, body) = request.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    let forwarded = headers::forwarded(&mut parts.headers, &host, peer, state.scheme);
-    let path = match parts.uri.path_and_query() {
-        // Unchanged, the path shares the request's bytes rather than being parsed again.
-        Some(path) if !route.strip_prefix => path.clone(),
-        path => route
-            .upstream_path(path.map_or("/", PathAndQuery::as_str))
+    if route.auth.is_some() && !route.pass_authorization {
+        // The credentials were for the gateway.
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    let forwarded = headers::forwarded(
+        &mut parts.headers,
+        &host,
+        target.host_changed,
+        peer,
+        state.scheme,
+    );
+    let path = if route.strip_prefix {
+        route
+            .upstream_path(target.path_and_query.as_str())
             .parse()
-            .map_err(|e| ProxyError::Internal(format!("path: {e}")))?,
+            .map_err(|e| ProxyError::Internal(format!("path: {e}")))?
+    } else {
+        // Unchanged, the path shares the request's bytes rather than being parsed again.
+        target.path_and_query
     };
 
     let upstream = route
@@ -402,28 +388,31 @@ async fn forward(
             return Err(ProxyError::BodyTooLarge(max));
         }
     }
-    let mut body = RequestBody::prepare(
-        body,
-        upstream.retry_buffer,
-        state.client_body_timeout,
-        route.max_body_size,
-    )
-    .await
+    let limits = crate::body::BodyLimits {
+        keep: upstream.retry_buffer,
+        idle: state.client_body_timeout,
+        max: route.max_body_size,
+    };
+    let mut body = if route.request_buffering {
+        RequestBody::buffer(body, limits).await
+    } else {
+        RequestBody::prepare(body, limits).await
+    }
     .map_err(|e| client_body_error(e, route.max_body_size))?;
-    let idempotent = is_idempotent(&parts.method);
+    let idempotent = parts.method.is_idempotent();
     upstream.budget.deposit();
 
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last_error: Option<ProxyError> = None;
     loop {
         let Some(index) = upstream.pick(&tried) else {
-            return Err(last_error.unwrap_or_else(|| ProxyError::NoServer(upstream.name.clone())));
+            return Err(last_error.unwrap_or(ProxyError::NoServer));
         };
         tried.push(index);
         let server = &upstream.servers[index];
         let in_flight = InFlight::begin(proxy, route.index, index);
 
-        let (attempt_body, replayable) = body.take();
+        let (attempt_body, replayable) = body.take()?;
         let outgoing = Outgoing {
             method: &parts.method,
             path: path.as_str(),
@@ -441,12 +430,10 @@ async fn forward(
             retry
         };
         let started = Instant::now();
-        let sending = upstream.client.send(
-            &server.address,
-            outgoing,
-            attempt_body,
-            client_upgrade.is_some(),
-        );
+        let sending =
+            upstream
+                .client
+                .send(&server.address, outgoing, attempt_body, upgrade.is_some());
         let sent = platform::coarse_timer::timeout(upstream.response_timeout, sending).await;
         upstreamed.server = Some(Address::of(&server.address));
         let head_time = started.elapsed();
@@ -474,13 +461,13 @@ async fn forward(
                     upstream.record_success(index, head_time);
                 }
                 if status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Ok(switch_protocols(response, client_upgrade));
+                    return switch_protocols(response, upgrade.is_some(), upstream);
                 }
                 headers::remove_hop_by_hop(response.headers_mut(), None);
-                return Ok(match pass_on(response, in_flight) {
+                return Ok(match response::pass_on(response, in_flight) {
                     Ok(response) => response,
                     // Boxed: rare, and its future would make every request's larger.
-                    Err(unread) => Box::pin(collect_small(*unread)).await,
+                    Err(unread) => Box::pin(response::collect_small(*unread)).await,
                 });
             }
             Ok(Err(error)) => {
@@ -491,6 +478,7 @@ async fn forward(
                             ProxyError::BodyTooLarge(route.max_body_size.unwrap_or_default())
                         }
                         ClientBodyError::Broken(_) => ProxyError::ClientBodyBroken,
+                        ClientBodyError::Spill(_) => ProxyError::Internal(error.to_string()),
                     });
                 }
                 let never_sent = error.never_sent();
@@ -523,55 +511,6 @@ async fn forward(
     }
 }
 
-/// Bodies up to this size with a known length are read whole before the response is passed on
-/// (as nginx's proxy buffering does): the client then gets head and body in one write instead of
-/// two, and the upstream connection is free for the next request sooner.
-const BUFFER_RESPONSES_UP_TO: u64 = 16 * 1024;
-
-/// Turns the upstream's response into the client's: small bodies whole, others streamed. A small
-/// body that did not come with the head is handed back, to be read by [`collect_small`].
-fn pass_on(
-    response: http::Response<UpstreamBody>,
-    in_flight: InFlight,
-) -> Result<Response, Box<Unread>> {
-    use http_body::Body as _;
-    let small = response
-        .body()
-        .size_hint()
-        .exact()
-        .is_some_and(|len| len <= BUFFER_RESPONSES_UP_TO);
-    let (parts, mut body) = response.into_parts();
-    if !small {
-        return Ok(Response::from_parts(
-            parts,
-            Body::new(Tracked::new(body, in_flight)),
-        ));
-    }
-    // Usually it came with the head.
-    match body.take_whole() {
-        Some(whole) => {
-            drop(in_flight);
-            Ok(Response::from_parts(parts, Body::from(whole)))
-        }
-        None => Err(Box::new((parts, body, in_flight))),
-    }
-}
-
-/// A response whose small body has yet to arrive.
-type Unread = (http::response::Parts, UpstreamBody, InFlight);
-
-/// Reads a body of known small length that is still arriving; an upstream that stalls it fails
-/// the request like any broken body would.
-async fn collect_small((parts, body, in_flight): Unread) -> Response {
-    match http_body_util::BodyExt::collect(body).await {
-        Ok(collected) => {
-            drop(in_flight);
-            Response::from_parts(parts, Body::from(collected.to_bytes()))
-        }
-        Err(error) => ProxyError::BrokenResponse(error.to_string()).into_response(),
-    }
-}
-
 fn client_body_error(error: ClientBodyError, max: Option<u64>) -> ProxyError {
     match error {
         ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
@@ -580,41 +519,31 @@ fn client_body_error(error: ClientBodyError, max: Option<u64>) -> ProxyError {
             tracing::debug!(%cause, "request body ended early");
             ProxyError::ClientBodyBroken
         }
+        ClientBodyError::Spill(cause) => {
+            ProxyError::Internal(format!("request buffering: {cause}"))
+        }
     }
 }
 
-pub(crate) fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// The upstream agreed to switch protocols (a WebSocket): answer 101 to the client, then copy
-/// bytes both ways until either side closes.
+/// The upstream agreed to switch protocols (a WebSocket): the `101` goes to the client with the
+/// upstream's end of the new protocol, which the client's connection joins to its own
+/// (`server::tunnel`). A `101` to a request that did not ask for one cannot be passed on.
 fn switch_protocols(
     mut upstream_response: http::Response<UpstreamBody>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response {
-    let Some(client_upgrade) = client_upgrade else {
-        // A 101 nobody asked for cannot be passed on.
-        return ProxyError::Internal("upstream switched protocols unasked".into()).into_response();
+    asked: bool,
+    upstream: &Upstream,
+) -> Result<Response, ProxyError> {
+    if !asked {
+        return Err(ProxyError::UnaskedSwitch(upstream.name.clone()));
+    }
+    let upgrade = UpstreamUpgrade {
+        upgrade: hyper::upgrade::on(&mut upstream_response),
+        idle_timeout: upstream.read_timeout,
     };
-    let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
-    tokio::spawn(async move {
-        match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok((client, upstream)) => {
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                {
-                    tracing::debug!(%error, "upgraded connection ended with an error");
-                }
-            }
-            Err(error) => tracing::debug!(%error, "upgrade failed"),
-        }
-    });
     let (parts, _) = upstream_response.into_parts();
-    Response::from_parts(parts, Body::empty())
+    let mut response = Response::from_parts(parts, Body::empty());
+    response.extensions_mut().insert(upgrade);
+    Ok(response)
 }
 
 /// An error and its causes on one line.

@@ -16,6 +16,12 @@ pub(crate) struct Route {
     prefix: String,
     pub(crate) strip_prefix: bool,
     pub(crate) compress: bool,
+    /// Pass TRACE requests on (refused with 405 otherwise).
+    pub(crate) allow_trace: bool,
+    /// Send the client's `Authorization` upstream even though this route checked it.
+    pub(crate) pass_authorization: bool,
+    /// Read the whole request body before choosing a server (`limits::Buffered`).
+    pub(crate) request_buffering: bool,
     pub(crate) max_body_size: Option<u64>,
     pub(crate) rate_limit: Option<crate::limits::RateLimiter>,
     /// Users allowed through, and the realm to name; `None`: no authentication.
@@ -47,10 +53,16 @@ impl RouteTable {
                 Route {
                     index: 0,
                     label: RouteLabel::new(&label),
-                    host: route.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    host: route
+                        .host
+                        .as_ref()
+                        .map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
                     prefix,
                     strip_prefix: route.strip_prefix,
                     compress: route.compress,
+                    allow_trace: route.allow_trace,
+                    pass_authorization: route.pass_authorization,
+                    request_buffering: route.request_buffering,
                     max_body_size: route.max_body_size.map(|s| s.0),
                     rate_limit: route.rate_limit.map(crate::limits::RateLimiter::new),
                     auth: route.htpasswd.clone().map(|users| {
@@ -130,21 +142,53 @@ impl RouteTable {
         &self.routes[index]
     }
 
-    /// The route for a request; `host` may carry a port.
+    /// The route for a request's normalised host name (no port) and path.
     pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        let host = host.map(strip_port);
-        self.routes.iter().find(|route| {
-            path.starts_with(&route.prefix)
-                && match (&route.host, host) {
-                    (None, _) => true,
-                    (Some(want), Some(have)) => want.eq_ignore_ascii_case(have),
-                    (Some(_), None) => false,
-                }
-        })
+        self.routes
+            .iter()
+            .find(|route| route.serves(host) && path.starts_with(&route.prefix))
+    }
+
+    /// What a request's normalised host name and path lead to: a route, or (as nginx answers
+    /// `/x` when only a location `/x/` would take it) a redirect to the path with a slash.
+    pub(crate) fn lookup(&self, host: Option<&str>, path: &str) -> Lookup<'_> {
+        let found = self.find(host, path);
+        if !path.ends_with('/') && found.is_none_or(|r| r.prefix.len() < path.len()) {
+            let with_slash = self.routes.iter().any(|route| {
+                route.prefix.len() == path.len() + 1
+                    && route.prefix.ends_with('/')
+                    && route.prefix.starts_with(path)
+                    && route.serves(host)
+            });
+            if with_slash {
+                return Lookup::Redirect;
+            }
+        }
+        match found {
+            Some(route) => Lookup::Route(route),
+            None => Lookup::None,
+        }
     }
 }
 
+/// What a request leads to.
+pub(crate) enum Lookup<'a> {
+    Route(&'a Route),
+    /// To the same path with a slash added.
+    Redirect,
+    None,
+}
+
 impl Route {
+    /// Whether the route takes requests for `host` (a normalised name).
+    fn serves(&self, host: Option<&str>) -> bool {
+        match (&self.host, host) {
+            (None, _) => true,
+            (Some(want), Some(have)) => want == have,
+            (Some(_), None) => false,
+        }
+    }
+
     /// The path after the route's prefix (the file a static route serves).
     pub(crate) fn rest_of<'a>(&self, path: &'a str) -> &'a str {
         path.get(self.prefix.len()..).unwrap_or("")
@@ -162,14 +206,6 @@ impl Route {
             format!("/{rest}").into()
         }
     }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 #[cfg(test)]
@@ -222,7 +258,7 @@ upstream = "b"
         );
         assert_eq!(target(&table, Some("x"), "/apix"), Some("a /apix".into()));
         assert_eq!(
-            target(&table, Some("ADMIN.example:8080"), "/"),
+            target(&table, Some("admin.example"), "/"),
             Some("b /".into())
         );
         // Each route knows its place in the sorted table.
@@ -230,6 +266,18 @@ upstream = "b"
             assert_eq!(route.index, index);
             assert!(std::ptr::eq(table.route(index), route));
         }
+    }
+
+    #[test]
+    fn a_path_one_slash_short_of_a_route_is_redirected() {
+        let table = table(
+            "[[route]]\nupstream = \"a\"\n[[route]]\npath = \"/auth/\"\nupstream = \"b\"\n[[route]]\npath = \"/exact/\"\nupstream = \"b\"\n[[route]]\npath = \"/exact\"\nupstream = \"a\"\n",
+        );
+        assert!(matches!(table.lookup(None, "/auth"), Lookup::Redirect));
+        assert!(matches!(table.lookup(None, "/auth/"), Lookup::Route(r) if r.prefix == "/auth/"));
+        assert!(matches!(table.lookup(None, "/authx"), Lookup::Route(r) if r.prefix == "/"));
+        // A route for the path itself wins over the redirect.
+        assert!(matches!(table.lookup(None, "/exact"), Lookup::Route(r) if r.prefix == "/exact"));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! - Files up to 64 KiB are kept in memory, per worker thread, and checked against the disk at
 //!   most once a second: a change to such a file is served within a second of it. Larger files
 //!   are opened for every request and, on plain HTTP/1 connections, sent with `sendfile(2)`
-//!   (`platform::zero_copy`): the bytes go from the page cache to the socket without passing
+//!   (`server::zero_copy`): the bytes go from the page cache to the socket without passing
 //!   through the gateway. Elsewhere (TLS, HTTP/2, compressed on the fly) they are read in 64 KiB
 //!   chunks as the client takes them.
 
@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::server::zero_copy::ZeroCopy;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
-use platform::zero_copy::ZeroCopy;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 

@@ -40,6 +40,8 @@ pub(crate) struct Upstream {
     single: bool,
     pub(crate) client: Client,
     pub(crate) response_timeout: Duration,
+    /// Longest wait between two reads of a response body, and the longest a tunnel stays quiet.
+    pub(crate) read_timeout: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) retry_buffer: usize,
     pub(crate) budget: RetryBudget,
@@ -190,8 +192,13 @@ impl Upstream {
             servers,
             policy: config.policy,
             cursor: AtomicUsize::new(0),
-            client: Client::new(config.connect_timeout.0, config.idle_timeout.0),
+            client: Client::new(
+                config.connect_timeout.0,
+                config.idle_timeout.0,
+                config.read_timeout.0,
+            ),
             response_timeout: config.response_timeout.0,
+            read_timeout: config.read_timeout.0,
             max_attempts: config.max_attempts,
             retry_buffer: config.retry_buffer,
             budget: RetryBudget::new(config.min_retries_per_second, config.retry_budget),

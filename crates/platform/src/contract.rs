@@ -115,9 +115,9 @@ pub trait Handler: Clone + Send + Sync + 'static {
 pub struct WithRequestLayers<H>(pub H);
 
 impl<H: Handler> WithRequestLayers<H> {
-    /// The request's future, which owns what it needs: awaited in place by the lean HTTP/1 loop,
-    /// boxed for hyper.
-    fn layered(
+    /// The request's future, which owns what it needs: awaited in place by a connection loop
+    /// of the caller's (the gateway's HTTP/1 loop), boxed for hyper.
+    pub fn call_layered(
         &mut self,
         mut request: http::Request<axum::body::Body>,
     ) -> impl Future<Output = Response> + Send + 'static {
@@ -178,49 +178,9 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         use futures_util::FutureExt;
         // `map`, not an `async` block around it: that would hold the future twice.
-        Box::pin(self.layered(request.map(axum::body::Body::new)).map(Ok))
-    }
-}
-
-/// A service as the lean HTTP/1 loop ([`crate::http1`]) calls it: one request at a time, its
-/// future awaited inside the connection's own task. A tower service's future has to be a type
-/// of its own, so a handler's `async` one is boxed: allocated and copied (kilobytes, for a
-/// proxy) on every request. This one is not.
-pub trait LeanService: Send + 'static {
-    /// The response body.
-    type Body: http_body::Body<Data = bytes::Bytes> + Send + 'static;
-
-    fn call_lean(
-        &mut self,
-        request: http::Request<axum::body::Body>,
-    ) -> impl Future<Output = Response<Self::Body>> + Send;
-}
-
-impl LeanService for Router {
-    type Body = axum::body::Body;
-
-    fn call_lean(
-        &mut self,
-        request: http::Request<axum::body::Body>,
-    ) -> impl Future<Output = Response> + Send {
-        // A router is always ready: it does not need `poll_ready` before a call.
-        let future = tower::Service::call(self, request);
-        async move {
-            match future.await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }
-    }
-}
-
-impl<H: Handler> LeanService for WithRequestLayers<H> {
-    type Body = axum::body::Body;
-
-    fn call_lean(
-        &mut self,
-        request: http::Request<axum::body::Body>,
-    ) -> impl Future<Output = Response> + Send {
-        self.layered(request)
+        Box::pin(
+            self.call_layered(request.map(axum::body::Body::new))
+                .map(Ok),
+        )
     }
 }

@@ -12,12 +12,10 @@
 //! - [`contract`]: the router every service is wrapped in.
 //! - [`observe`]: per-request log line and metrics.
 //! - [`errors`]: the JSON error body of the JSON APIs.
-//! - [`server`]: HTTP/1.1 + HTTP/2 server with limits and graceful shutdown, on the runtime or
-//!   on worker threads of its own; plain HTTP/1 requests on a lean loop of its own ([`http1`]),
-//!   everything else on hyper.
-//! - [`framing`]: refuses HTTP/1 requests framed by both `Transfer-Encoding` and `Content-Length`.
+//! - [`server`]: HTTP/1.1 + HTTP/2 server on hyper with limits (connection cap with recycling,
+//!   first-request, idle and send timeouts) and graceful shutdown; its parts also serve the
+//!   gateway's listeners.
 //! - [`circuit`]: a circuit breaker for calls to other services.
-//! - [`zero_copy`]: file bodies sent with `sendfile(2)` on plain HTTP/1 connections.
 //! - [`coarse_timer`]: a cheap timer for deadlines seconds away (header read and response
 //!   timeouts).
 //! - [`per_thread`]: state in per-thread slots that another thread visits now and then.
@@ -29,28 +27,24 @@ pub mod coarse_timer;
 pub mod config;
 pub mod contract;
 pub mod errors;
-pub mod framing;
 pub mod health;
 pub mod hot_metrics;
-pub mod http1;
 pub mod observe;
 pub mod per_thread;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
-pub mod zero_copy;
 
 use std::time::Duration;
 
 pub use circuit::{BreakerSettings, CallError, CircuitBreaker, CircuitState};
 pub use config::{ConfigError, Setting, Source};
 pub use contract::{
-    ErrorStyle, Handler, LeanService, WithRequestLayers, contract_openapi, contract_router,
-    with_request_layers,
+    ErrorStyle, Handler, WithRequestLayers, contract_openapi, contract_router, with_request_layers,
 };
 pub use errors::{ErrorBody, error_response};
 pub use health::{Phase, Readiness};
-pub use server::{ServeOptions, Workers, bind, serve, shutdown_signal};
+pub use server::{ServeOptions, bind, serve, shutdown_signal};
 pub use telemetry::{LogConfig, init_logging};
 
 /// The settings every service has: how it logs and how it shuts down.

@@ -1,37 +1,37 @@
 //! The HTTP server every service runs on: HTTP/1.1 with keep-alive and HTTP/2 (h2c prior
-//! knowledge) on one port, a connection limit, a header read timeout, and graceful shutdown.
-//! Plain HTTP/1 connections start on the lean loop of [`crate::http1`]; hyper serves TLS
-//! connections, HTTP/2, and an HTTP/1 connection from its first request the loop does not take.
+//! knowledge) on one port, served by hyper, within limits: a connection cap (at which
+//! connections waiting for a request head are recycled), a time for the first request, an idle
+//! timeout, a send timeout, the largest head; and graceful shutdown.
 //!
 //! Shutdown follows the service contract: when the shutdown future resolves, readiness turns 503;
 //! for `shutdown_delay` the service keeps serving normally, so load balancers that check `/ready`
 //! stop sending to it first; then the listener closes (new connections are refused), idle
 //! keep-alive connections are closed, requests in flight run to completion, and after
-//! `drain_timeout` whatever is left is dropped.
+//! `drain_timeout` whatever is left is closed.
 //!
 //! The server never marks the service ready: the service does, once its own startup (opening a
 //! database, say) is done. Until then `/ready` answers 503 `starting`.
+//!
+//! Layout: [`listener`] (accepting, the cap, draining), [`detect`] (HTTP/1 or HTTP/2),
+//! [`hyper_conn`] (connections on hyper, watched for their time bounds). The gateway serves its
+//! listeners with these same parts and an HTTP/1 loop of its own.
 
-use std::convert::Infallible;
+pub mod detect;
+pub mod hyper_conn;
+pub mod listener;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tower::{Service, ServiceExt};
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpListener;
 
-use crate::framing::Guarded;
-use crate::health::{Phase, Readiness};
-use crate::zero_copy::{Socket, ZeroCopy};
+use crate::health::Readiness;
+use detect::{Prefixed, Protocol};
+use hyper_conn::{ConnService, Timeouts};
+use listener::{Connection, ListenOptions};
 
 /// Connection handling limits.
 #[derive(Debug, Clone)]
@@ -43,14 +43,13 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// A client must send a request head within this time; it also bounds idle keep-alive.
     pub header_read_timeout: Duration,
-    /// Open connections beyond this wait in the kernel's accept queue.
+    /// A request in flight that makes no progress (no body frame either way) for this long is
+    /// dropped with its connection.
+    pub send_timeout: Duration,
+    /// Open connections at most; see [`listener`] for what happens at the cap.
     pub max_connections: usize,
     /// Largest request head accepted; larger ones get 431.
     pub max_header_size: usize,
-    /// Terminate TLS on this listener (HTTP/2 or HTTP/1.1 by ALPN); plain HTTP when `None`.
-    pub tls: Option<crate::tls::Tls>,
-    /// Serve connections on these worker threads instead of the runtime that accepts them.
-    pub workers: Option<Workers>,
 }
 
 impl Default for ServeOptions {
@@ -59,10 +58,29 @@ impl Default for ServeOptions {
             drain_timeout: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
             header_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_header_size: 32 * 1024,
-            tls: None,
-            workers: None,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// The options for [`listener::accept_loop`].
+    pub fn listen_options(&self) -> ListenOptions {
+        ListenOptions {
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+            shutdown_delay: self.shutdown_delay,
+        }
+    }
+
+    /// The time bounds of each connection.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            first_request: self.header_read_timeout,
+            idle: self.header_read_timeout,
+            send: self.send_timeout,
         }
     }
 }
@@ -84,351 +102,73 @@ pub async fn serve<S, B>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + crate::contract::LeanService<Body = B>
-        + Clone
-        + Send
-        + 'static,
-    <S as Service<Request<Incoming>>>::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let local = listener.local_addr()?;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // Armed once per request on a keep-alive connection, and almost never reached.
-        .timer(crate::coarse_timer::CoarseTimer)
-        .header_read_timeout(options.header_read_timeout)
-        // hyper answers 431 when a request head does not fit the read buffer.
-        .max_buf_size(options.max_header_size.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(options.max_header_size as u32)
-        .enable_connect_protocol();
-    let builder = Arc::new(builder);
-    // `true` once draining starts; every connection holds a receiver until it ends.
-    let (drain, draining) = tokio::sync::watch::channel(false);
-    let limits = crate::http1::Limits {
-        header_read_timeout: options.header_read_timeout,
-        // Positions in a head are kept as u32.
-        max_header_size: options.max_header_size.clamp(8192, u32::MAX as usize),
-    };
-    let permits = Arc::new(Semaphore::new(options.max_connections));
-
-    tracing::info!(address = %local, "listening");
-    crate::telemetry::metrics_handle();
-    let open_connections =
-        metrics::gauge!("http_connections_open", "listener" => local.to_string());
-
-    // Resolves when the listener should close: the shutdown signal, then the shutdown delay
-    // (during which readiness already says "draining").
-    let stop_accepting = async {
-        shutdown.await;
-        readiness.set_phase(Phase::Draining);
-        if !options.shutdown_delay.is_zero() {
-            tracing::info!(delay = ?options.shutdown_delay, "unready; still serving during the shutdown delay");
-            tokio::time::sleep(options.shutdown_delay).await;
-        }
-    };
-    let mut shutdown = std::pin::pin!(stop_accepting);
-    loop {
-        // Waiting for a permit before accepting keeps excess connections in the accept queue, as
-        // nginx does at worker_connections, instead of accepting and dropping them.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        // Plain TCP connections can send files with sendfile(2); TLS ones copy.
-        let transport = match &options.tls {
-            None => Transport::Plain(ZeroCopy::new()),
-            Some(tls) => Transport::Tls(tls.acceptor()),
-        };
-        let service = service.clone();
-        let open = open_connections.clone();
-        open.increment(1.0);
-        let (builder, mut draining) = (Arc::clone(&builder), draining.clone());
-        // Also the time a TLS client has for its handshake.
-        let head_timeout = options.header_read_timeout;
-        let (stream, spawn_on) = match &options.workers {
-            None => (Accepted::Here(stream), None),
-            Some(workers) => match stream.into_std() {
-                Ok(stream) => (Accepted::Moving(stream), Some(workers.next())),
-                Err(error) => {
-                    tracing::debug!(%peer, %error, "cannot hand the connection to a worker");
-                    open.decrement(1.0);
-                    continue;
-                }
-            },
-        };
-        let serve_connection = async move {
-            let stream = match stream {
-                Accepted::Here(stream) => stream,
-                Accepted::Moving(stream) => match TcpStream::from_std(stream) {
-                    Ok(stream) => stream,
-                    Err(error) => {
-                        tracing::debug!(%peer, %error, "worker cannot take the connection");
-                        open.decrement(1.0);
-                        return;
-                    }
-                },
-            };
-            let outcome = match transport {
-                Transport::Plain(offer) => {
-                    let mut socket = Socket::new(stream, &offer);
-                    // Plain requests on the lean loop; the connection goes to hyper at the first
-                    // request that is not.
-                    let served = crate::http1::serve(
-                        &mut socket,
-                        peer,
-                        Some(&offer),
-                        service.clone(),
-                        limits,
-                        &draining,
-                    )
-                    .await;
-                    match served {
-                        Ok(crate::http1::Ended::Closed) => Ok(()),
-                        Ok(crate::http1::Ended::HandOver(read)) => {
-                            let io = Guarded::with_first_head_timeout(socket, head_timeout)
-                                .with_read(&read);
-                            let service = with_connection(service, peer, Some(offer));
-                            let connection = builder
-                                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                                .into_owned();
-                            until_drained(connection, &mut draining).await
-                        }
-                        Err(error) => Err(error.into()),
-                    }
-                }
-                Transport::Tls(acceptor) => {
-                    match tokio::time::timeout(head_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let service = with_connection(service, peer, None);
-                            let connection = builder
-                                .serve_connection_with_upgrades(
-                                    TokioIo::new(Guarded::with_first_head_timeout(
-                                        stream,
-                                        head_timeout,
-                                    )),
-                                    service,
-                                )
-                                .into_owned();
-                            until_drained(connection, &mut draining).await
-                        }
-                        Ok(Err(error)) => Err(format!("TLS handshake failed: {error}").into()),
-                        Err(_) => Err("no TLS handshake within the header read timeout".into()),
-                    }
-                }
-            };
-            drop(draining);
-            if let Err(error) = outcome {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
-            }
-            open.decrement(1.0);
-            drop(permit);
-        };
-        match spawn_on {
-            None => tokio::spawn(serve_connection),
-            Some(worker) => worker.spawn(serve_connection),
-        };
-    }
-
-    drop(listener);
-    drop(draining);
-    let open = drain.receiver_count();
-    tracing::info!(address = %local, open_connections = open, "shutting down, draining");
-    let _ = drain.send(true);
-    match tokio::time::timeout(options.drain_timeout, drain.closed()).await {
-        Ok(()) => tracing::info!("drained"),
-        Err(_) => tracing::warn!(
-            timeout = ?options.drain_timeout,
-            "drain timeout reached; dropping the requests still in flight"
-        ),
-    }
-    Ok(())
-}
-
-/// `service` for hyper, with the connection's peer address and zero-copy offer in every
-/// request's extensions (the lean loop puts them there itself).
-fn with_connection<S>(
-    service: S,
-    peer: SocketAddr,
-    offer: Option<ZeroCopy>,
-) -> TowerToHyperService<
-    tower::util::MapRequest<S, impl FnMut(Request<Incoming>) -> Request<Incoming> + Clone>,
->
-where
-    S: Service<Request<Incoming>>,
-{
-    TowerToHyperService::new(service.map_request(move |mut request: Request<Incoming>| {
-        let extensions = request.extensions_mut();
-        extensions.insert(ConnectInfo(peer));
-        if let Some(offer) = &offer {
-            extensions.insert(offer.clone());
-        }
-        request
-    }))
-}
-
-/// Serves `connection` to its end; once draining starts, it finishes the request in flight and
-/// closes.
-async fn until_drained<I, S, B>(
-    connection: auto::UpgradeableConnection<'static, I, S, TokioExecutor>,
-    draining: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S: ConnService<B>,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        served = connection.as_mut() => return served,
-        // Also when the server is gone.
-        _ = draining.wait_for(|d| *d) => {}
-    }
-    connection.as_mut().graceful_shutdown();
-    connection.await
-}
-
-/// How a connection's bytes travel.
-enum Transport {
-    Plain(ZeroCopy),
-    Tls(tokio_rustls::TlsAcceptor),
-}
-
-/// A connection just accepted: served on this runtime, or on the way to a worker's.
-enum Accepted {
-    Here(TcpStream),
-    Moving(std::net::TcpStream),
-}
-
-/// Threads that each run a single-threaded runtime, for serving connections as nginx's worker
-/// processes do: a connection stays on one thread from accept to close, and everything its
-/// requests use (tasks, timers, sockets to other servers, per-thread pools) stays there too,
-/// without the cross-thread wake-ups and locks of a work-stealing runtime. New connections go to
-/// the worker with the fewest open connections.
-///
-/// Cheap to clone; the threads stop when the last clone is dropped (dropping what they still
-/// run).
-#[derive(Clone)]
-pub struct Workers(Arc<WorkerSet>);
-
-struct WorkerSet {
-    workers: Vec<Worker>,
-    /// Dropped with the set: the workers' runtimes stop.
-    _stop: tokio::sync::watch::Sender<()>,
-}
-
-struct Worker {
-    handle: tokio::runtime::Handle,
-    open: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// A connection counted on its worker until it ends.
-struct OnWorker(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for OnWorker {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// A worker picked for a connection.
-pub struct WorkerSlot<'a>(&'a Worker);
-
-impl WorkerSlot<'_> {
-    /// Runs `future` on this worker, counted as one of its connections.
-    pub fn spawn<F>(self, future: F) -> tokio::task::JoinHandle<()>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.0
-            .open
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let counted = OnWorker(Arc::clone(&self.0.open));
-        self.0.handle.spawn(async move {
-            let _counted = counted;
-            future.await;
-        })
-    }
-}
-
-impl std::fmt::Debug for Workers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Workers")
-            .field("threads", &self.0.workers.len())
-            .finish()
-    }
-}
-
-impl Workers {
-    /// Starts `threads` workers (at least one), named `{name}-{i}`. `on_start` runs on each
-    /// worker's runtime once it is up (a worker's own housekeeping, say).
-    pub fn start<F, Fut>(threads: usize, name: &str, on_start: F) -> io::Result<Self>
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + 'static,
-    {
-        let (stop, stopped) = tokio::sync::watch::channel(());
-        let on_start = Arc::new(on_start);
-        let mut workers = Vec::new();
-        for i in 0..threads.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = runtime.handle().clone();
-            let mut stopped = stopped.clone();
-            let on_start = Arc::clone(&on_start);
-            std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || {
-                    let local = tokio::task::LocalSet::new();
-                    local.block_on(&runtime, async move {
-                        tokio::task::spawn_local(on_start());
-                        // Ends when every sender is gone.
-                        while stopped.changed().await.is_ok() {}
-                    });
-                })?;
-            workers.push(Worker {
-                handle,
-                open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    let timeouts = options.timeouts();
+    let max_header_size = options.max_header_size;
+    listener::accept_loop(
+        listener,
+        options.listen_options(),
+        readiness,
+        shutdown,
+        move |connection| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let Connection {
+                    mut stream,
+                    peer,
+                    control,
+                } = connection;
+                let mut read = BytesMut::new();
+                let outcome = match first_bytes(&mut stream, &mut read, timeouts, &control).await {
+                    Some(Protocol::Http1) => {
+                        hyper_conn::serve_http1(
+                            Prefixed::new(read, stream),
+                            peer,
+                            service,
+                            max_header_size,
+                            timeouts,
+                            &control,
+                        )
+                        .await
+                    }
+                    Some(Protocol::Http2) => {
+                        hyper_conn::serve_h2(
+                            Prefixed::new(read, stream),
+                            peer,
+                            service,
+                            max_header_size as u32,
+                            timeouts,
+                            &control,
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                };
+                if let Err(error) = outcome {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
             });
-        }
-        Ok(Workers(Arc::new(WorkerSet {
-            workers,
-            _stop: stop,
-        })))
-    }
+        },
+    )
+    .await
+}
 
-    /// The worker with the fewest open connections.
-    pub fn next(&self) -> WorkerSlot<'_> {
-        let least = self
-            .0
-            .workers
-            .iter()
-            .min_by_key(|w| w.open.load(std::sync::atomic::Ordering::Relaxed))
-            .expect("there is at least one worker");
-        WorkerSlot(least)
+/// Reads a new connection's first bytes until its protocol is known (see [`detect`]); `None`
+/// when it sent too little in time, closed, was recycled or the server is closing.
+pub async fn first_bytes<T: tokio::io::AsyncRead + Unpin>(
+    io: &mut T,
+    read: &mut BytesMut,
+    timeouts: Timeouts,
+    control: &listener::Control,
+) -> Option<Protocol> {
+    tokio::select! {
+        detected = detect::detect(io, read, timeouts.first_request) => detected.ok().flatten(),
+        () = control.recycled() => None,
+        () = control.closing() => None,
     }
 }
 
@@ -549,71 +289,5 @@ mod tests {
         }
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
-    }
-
-    fn thread_name() -> String {
-        std::thread::current().name().unwrap_or("").to_string()
-    }
-
-    #[tokio::test]
-    async fn connections_go_to_the_least_busy_worker_and_workers_stop_when_dropped() {
-        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-        let workers = Workers::start(2, "test-worker", move || {
-            let started_tx = started_tx.clone();
-            async move {
-                let _ = started_tx.send(thread_name());
-            }
-        })
-        .unwrap();
-        let mut names = vec![started.recv().await.unwrap(), started.recv().await.unwrap()];
-        names.sort();
-        assert_eq!(names, ["test-worker-0", "test-worker-1"]);
-
-        // Two long connections land on different workers; a third goes where one has ended.
-        let (end_first, first_ends) = tokio::sync::oneshot::channel::<()>();
-        let (end_second, second_ends) = tokio::sync::oneshot::channel::<()>();
-        let (tx, mut ran_on) = tokio::sync::mpsc::unbounded_channel();
-        for (i, ends) in [first_ends, second_ends].into_iter().enumerate() {
-            let tx = tx.clone();
-            workers.next().spawn(async move {
-                let _ = tx.send((i, thread_name()));
-                let _ = ends.await;
-            });
-        }
-        let mut on = [ran_on.recv().await.unwrap(), ran_on.recv().await.unwrap()];
-        on.sort();
-        let (a, b) = (on[0].1.clone(), on[1].1.clone());
-        assert_ne!(a, b, "each worker takes one connection");
-        end_first.send(()).unwrap();
-        // The first connection's worker frees up.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let third = loop {
-            let slot = workers.next();
-            let counts: Vec<usize> = workers
-                .0
-                .workers
-                .iter()
-                .map(|w| w.open.load(std::sync::atomic::Ordering::Relaxed))
-                .collect();
-            if counts.contains(&0) {
-                let tx = tx.clone();
-                slot.spawn(async move {
-                    let _ = tx.send((2, thread_name()));
-                });
-                break ran_on.recv().await.unwrap().1;
-            }
-            assert!(std::time::Instant::now() < deadline, "{counts:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        assert_eq!(third, a, "the worker whose connection ended takes the next");
-
-        // Dropping the workers stops their runtimes, and with them what they still run.
-        drop(workers);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while tx.strong_count() > 1 {
-            assert!(std::time::Instant::now() < deadline, "a worker still runs");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        drop(end_second);
     }
 }

@@ -32,7 +32,7 @@ impl Tls {
         Ok(())
     }
 
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }

@@ -139,17 +139,36 @@ async fn the_retry_budget_caps_retries_at_its_fraction_of_requests() {
 }
 
 #[tokio::test]
-async fn when_every_server_is_down_the_answer_is_quick_and_names_the_upstream() {
+async fn when_every_server_is_down_the_answer_is_quick_and_names_nothing_internal() {
     let (dead_a, dead_b) = (closed_port().await, closed_port().await);
     let gateway = spawn_gateway(&one_upstream(&[server(dead_a, ""), server(dead_b, "")], "")).await;
     // The first request finds both dead (502, after trying each); then both are out (503).
+    // The answers say what happened in general terms, with the request id to find the details
+    // in the log; never the upstream's name, a server's address or a system error.
     let first = gateway.get("/").await;
     assert_eq!(first.status(), 502);
     assert_eq!(first.headers()["x-flotilla-error"], "upstream");
+    let id = first.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["message"], "bad gateway");
+    assert_eq!(body["request_id"], id.as_str());
+    let text = body.to_string();
+    for internal in [
+        "app",
+        &dead_a.to_string(),
+        &dead_b.to_string(),
+        "refused",
+        "os error",
+    ] {
+        assert!(!text.contains(internal), "{internal} in {text}");
+    }
     let second = gateway.get("/").await;
     assert_eq!(second.status(), 503);
     let body: Value = second.json().await.unwrap();
-    assert_eq!(body["message"], "upstream \"app\" has no available server");
+    assert_eq!(body["message"], "no server is available");
 }
 
 #[tokio::test]
@@ -163,10 +182,7 @@ async fn a_server_slower_than_the_response_timeout_gets_504() {
     let response = gateway.get("/slow/3000").await;
     assert_eq!(response.status(), 504);
     let body: Value = response.json().await.unwrap();
-    assert!(
-        body["message"].as_str().unwrap().contains("200ms"),
-        "{body}"
-    );
+    assert_eq!(body["message"], "upstream timed out", "{body}");
     assert_eq!(gateway.get("/slow/10").await.status(), 200);
 }
 

@@ -59,7 +59,7 @@ type Queue = Arc<Mutex<VecDeque<Range>>>;
 
 /// A connection's offer of zero-copy bodies, found in the extensions of its requests.
 #[derive(Debug, Clone)]
-pub struct ZeroCopy(Queue);
+pub(crate) struct ZeroCopy(Queue);
 
 impl ZeroCopy {
     /// An offer for one connection, to pair with its [`Socket`].
@@ -67,12 +67,12 @@ impl ZeroCopy {
         clippy::new_without_default,
         reason = "one per connection, made on purpose"
     )]
-    pub fn new() -> ZeroCopy {
+    pub(crate) fn new() -> ZeroCopy {
         ZeroCopy(Queue::default())
     }
 
     /// The offer for `request`: only on a connection that can take it and only over HTTP/1.
-    pub fn of<B>(request: &http::Request<B>) -> Option<ZeroCopy> {
+    pub(crate) fn of<B>(request: &http::Request<B>) -> Option<ZeroCopy> {
         let http1 = request.version() <= http::Version::HTTP_11;
         http1
             .then(|| request.extensions().get::<ZeroCopy>().cloned())
@@ -81,7 +81,7 @@ impl ZeroCopy {
 
     /// A body of `count` bytes of `file` from `start`. The response carrying it must reach the
     /// client unchanged (see the module docs).
-    pub fn body(self, file: File, start: u64, count: u64) -> FileBody {
+    pub(crate) fn body(self, file: File, start: u64, count: u64) -> FileBody {
         FileBody {
             queue: self.0,
             file: Arc::new(file),
@@ -93,7 +93,7 @@ impl ZeroCopy {
 
 /// A response body that sends a file range with `sendfile(2)`.
 #[derive(Debug)]
-pub struct FileBody {
+pub(crate) struct FileBody {
     queue: Queue,
     file: Arc<File>,
     next: u64,
@@ -139,7 +139,7 @@ fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, VecDeque<Range>> {
 
 /// A plain TCP connection that sends placeholder writes as file ranges.
 #[derive(Debug)]
-pub struct Socket {
+pub(crate) struct Socket {
     stream: TcpStream,
     queue: Queue,
 }
@@ -147,7 +147,7 @@ pub struct Socket {
 impl Socket {
     /// The socket for `stream` that takes the bodies `offer` (to put in the extensions of the
     /// connection's requests) makes.
-    pub fn new(stream: TcpStream, offer: &ZeroCopy) -> Socket {
+    pub(crate) fn new(stream: TcpStream, offer: &ZeroCopy) -> Socket {
         Socket {
             stream,
             queue: Arc::clone(&offer.0),

@@ -1,0 +1,373 @@
+//! Accepting connections: a cap on open connections, recycling at the cap, and draining.
+//!
+//! At most `max_connections` connections are open. When one more arrives at the cap, the
+//! connection that has waited longest for a request head (an idle keep-alive connection, or one
+//! whose head is only partly in) is closed to make room, as nginx reuses its "reusable"
+//! connections when `worker_connections` runs out: a flood of connections that send half a head
+//! (slowloris) then only ever displaces itself, and a client that sends a whole request gets a
+//! place at once. A connection that is handling a request is never closed for this; when every
+//! connection is busy, the new one waits until one ends.
+//!
+//! Shutdown: the listener closes, every connection is told to drain (finish what it is doing,
+//! take no new request), and after `drain_timeout` the ones still open are told to close at
+//! once, tunnels included.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::health::{Phase, Readiness};
+
+/// How a listener takes and lets go of connections.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Open connections at most; see the module docs for what happens at the cap.
+    pub max_connections: usize,
+    /// How long connections may take to finish once draining starts.
+    pub drain_timeout: Duration,
+    /// How long to keep serving, unready, after shutdown is requested and before the listener
+    /// closes.
+    pub shutdown_delay: Duration,
+}
+
+/// Where the listener is in its life, as its connections see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Serving,
+    /// Finish the request in flight, take no other.
+    Draining,
+    /// The drain timeout has passed: close now.
+    Closing,
+}
+
+/// A connection just accepted, and its line to the listener.
+pub struct Connection {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub control: Control,
+}
+
+/// A connection's line to its listener. While it lives the connection holds its place under the
+/// cap; dropping it gives the place back.
+pub struct Control {
+    slot: Arc<Slot>,
+    stage: watch::Receiver<Stage>,
+    registry: Arc<Registry>,
+    key: usize,
+    open: metrics::Gauge,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("stage", &*self.stage.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// The connection waits for a request head: from now on it may be recycled.
+    pub fn waiting(&self) {
+        self.slot.waiting();
+    }
+
+    /// The connection has a request to handle: it is not recycled until it waits again. `false`
+    /// when it was recycled already, and must close without handling the request.
+    pub fn busy(&self) -> bool {
+        self.slot.busy()
+    }
+
+    /// Resolves when the listener recycles the connection (only while it waits).
+    pub fn recycled(&self) -> impl Future<Output = ()> + Send + 'static {
+        let slot = Arc::clone(&self.slot);
+        async move { slot.recycled.notified().await }
+    }
+
+    /// A handle that marks the connection busy or waiting, for whatever serves its requests.
+    pub fn presence(&self) -> Presence {
+        Presence(Arc::clone(&self.slot))
+    }
+
+    /// Whether draining (or closing) has started. Cheap: no lock is taken unless it has.
+    pub fn is_draining(&self) -> bool {
+        !matches!(self.stage.has_changed(), Ok(false))
+    }
+
+    /// Resolves when draining starts (or the listener is gone).
+    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.stage_reached(Stage::Draining)
+    }
+
+    /// Resolves when the drain timeout has passed (or the listener is gone): close now.
+    pub fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.stage_reached(Stage::Closing)
+    }
+
+    fn stage_reached(&self, stage: Stage) -> impl Future<Output = ()> + Send + 'static {
+        let mut receiver = self.stage.clone();
+        async move {
+            let _ = receiver.wait_for(|s| *s >= stage).await;
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.registry.remove(self.key);
+        self.open.decrement(1.0);
+    }
+}
+
+/// Marks a connection busy or waiting (see [`Control::busy`] and [`Control::waiting`]).
+#[derive(Clone)]
+pub struct Presence(Arc<Slot>);
+
+impl Presence {
+    pub fn waiting(&self) {
+        self.0.waiting();
+    }
+
+    pub fn busy(&self) -> bool {
+        self.0.busy()
+    }
+}
+
+/// A connection's state as the listener sees it: busy, recycled, or waiting since a time.
+struct Slot {
+    /// [`BUSY`], [`RECYCLED`], or the coarse clock's milliseconds when it began waiting.
+    state: AtomicU64,
+    recycled: Notify,
+}
+
+const BUSY: u64 = u64::MAX;
+const RECYCLED: u64 = u64::MAX - 1;
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            state: AtomicU64::new(crate::coarse_timer::millis()),
+            recycled: Notify::new(),
+        }
+    }
+
+    fn waiting(&self) {
+        // Only from busy: a recycled connection stays recycled.
+        let _ = self.state.compare_exchange(
+            BUSY,
+            crate::coarse_timer::millis(),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn busy(&self) -> bool {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            match current {
+                BUSY => return true,
+                RECYCLED => return false,
+                since => match self.state.compare_exchange(
+                    since,
+                    BUSY,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return true,
+                    Err(now) => current = now,
+                },
+            }
+        }
+    }
+
+    /// Recycles the slot if it still waits since `since`.
+    fn recycle(&self, since: u64) -> bool {
+        let recycled = self
+            .state
+            .compare_exchange(since, RECYCLED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if recycled {
+            // A permit is kept when nobody waits yet: the connection sees it when it looks.
+            self.recycled.notify_one();
+        }
+        recycled
+    }
+}
+
+/// Every open connection's slot.
+#[derive(Default)]
+struct Registry {
+    slots: Mutex<slab::Slab<Arc<Slot>>>,
+}
+
+impl Registry {
+    fn insert(&self, slot: Arc<Slot>) -> usize {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slot)
+    }
+
+    fn remove(&self, key: usize) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.contains(key) {
+            slots.remove(key);
+        }
+    }
+
+    /// Recycles the connection that has waited longest for a head; whether there was one.
+    fn recycle_oldest(&self) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let oldest = slots
+                .iter()
+                .filter_map(|(_, slot)| {
+                    let since = slot.state.load(Ordering::Acquire);
+                    (since < RECYCLED).then_some((since, slot))
+                })
+                .min_by_key(|(since, _)| *since);
+            match oldest {
+                None => return false,
+                Some((since, slot)) if slot.recycle(since) => return true,
+                // It turned busy meanwhile: look again.
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// How often a listener at its cap looks again for a connection to recycle, while every
+/// connection is busy.
+const RECYCLE_RETRY: Duration = Duration::from_millis(50);
+
+/// Accepts connections on `listener` and hands each to `serve` (which runs it wherever it
+/// likes, holding its [`Control`] until it ends) until `shutdown` resolves; then drains.
+pub async fn accept_loop(
+    listener: TcpListener,
+    options: ListenOptions,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(Connection),
+) -> io::Result<()> {
+    let local = listener.local_addr()?;
+    let registry = Arc::new(Registry::default());
+    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let (stage, stage_rx) = watch::channel(Stage::Serving);
+    tracing::info!(address = %local, "listening");
+    crate::telemetry::metrics_handle();
+    let open = metrics::gauge!("http_connections_open", "listener" => local.to_string());
+
+    // Resolves when the listener should close: the shutdown signal, then the shutdown delay
+    // (during which readiness already says "draining").
+    let stop_accepting = async {
+        shutdown.await;
+        readiness.set_phase(Phase::Draining);
+        if !options.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?options.shutdown_delay, "unready; still serving during the shutdown delay");
+            tokio::time::sleep(options.shutdown_delay).await;
+        }
+    };
+    let mut shutdown = std::pin::pin!(stop_accepting);
+    'accepting: loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => loop {
+                // At the cap: make room, then wait for the place to free up.
+                if registry.recycle_oldest() {
+                    tracing::debug!(%peer, "at the connection cap; recycled a waiting connection");
+                }
+                tokio::select! {
+                    permit = Arc::clone(&permits).acquire_owned() => {
+                        break permit.expect("the semaphore is never closed");
+                    }
+                    () = tokio::time::sleep(RECYCLE_RETRY) => {}
+                    () = &mut shutdown => break 'accepting,
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = Arc::new(Slot::new());
+        let key = registry.insert(Arc::clone(&slot));
+        open.increment(1.0);
+        serve(Connection {
+            stream,
+            peer,
+            control: Control {
+                slot,
+                stage: stage_rx.clone(),
+                registry: Arc::clone(&registry),
+                key,
+                open: open.clone(),
+                _permit: permit,
+            },
+        });
+    }
+
+    drop(listener);
+    drop(stage_rx);
+    let open_connections = stage.receiver_count();
+    tracing::info!(address = %local, open_connections, "shutting down, draining");
+    let _ = stage.send(Stage::Draining);
+    match tokio::time::timeout(options.drain_timeout, stage.closed()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => {
+            tracing::warn!(
+                timeout = ?options.drain_timeout,
+                open_connections = stage.receiver_count(),
+                "drain timeout reached; closing the connections still open"
+            );
+            let _ = stage.send(Stage::Closing);
+            // Closing is immediate; this only bounds a connection that ignores it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), stage.closed()).await;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_waiting_connection_is_recycled_and_busy_ones_never() {
+        let registry = Registry::default();
+        let slots: Vec<Arc<Slot>> = (0..3).map(|_| Arc::new(Slot::new())).collect();
+        for (i, slot) in slots.iter().enumerate() {
+            slot.state.store(100 + i as u64, Ordering::Relaxed);
+            registry.insert(Arc::clone(slot));
+        }
+        assert!(slots[0].busy());
+        assert!(registry.recycle_oldest());
+        assert_eq!(slots[1].state.load(Ordering::Relaxed), RECYCLED);
+        assert!(!slots[1].busy(), "a recycled connection takes no request");
+        slots[1].waiting();
+        assert_eq!(
+            slots[1].state.load(Ordering::Relaxed),
+            RECYCLED,
+            "and stays recycled"
+        );
+        assert!(registry.recycle_oldest());
+        assert_eq!(slots[2].state.load(Ordering::Relaxed), RECYCLED);
+        assert!(!registry.recycle_oldest(), "the busy one is never taken");
+        slots[0].waiting();
+        assert!(registry.recycle_oldest());
+    }
+}
