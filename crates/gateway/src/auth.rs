@@ -4,12 +4,18 @@
 //!
 //! The file is read when the config is loaded (so on every reload too); an unreadable file, or an
 //! entry in a format nobody should use any more (crypt DES, plain text), is a config error rather
-//! than a user who can never log in. Passwords are compared in constant time; bcrypt, slow by
-//! design, runs on the blocking pool so it never stalls other requests. Credentials are never
-//! logged.
+//! than a user who can never log in. Passwords are compared in constant time, and a user who is
+//! not in the file costs the same verification as one who is (against another entry's hash), so
+//! the time of an answer does not tell which users exist. bcrypt, slow by design, runs on the
+//! blocking pool so it never stalls other requests; a successful bcrypt verification is
+//! remembered (a salted digest of user and password, for [`CACHE_FOR`], at most
+//! [`CACHE_ENTRIES`]) so a client that sends the same credentials on every request pays for it
+//! once, not per request. Credentials are never logged.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -17,9 +23,20 @@ use http::HeaderMap;
 use md5::{Digest, Md5};
 use sha1::Sha1;
 
+/// How long a successful bcrypt verification is remembered.
+const CACHE_FOR: Duration = Duration::from_secs(300);
+
+/// Verifications remembered at most.
+const CACHE_ENTRIES: usize = 1024;
+
 /// The users of one htpasswd file.
 pub(crate) struct Htpasswd {
     users: HashMap<String, Hash>,
+    /// Verified against for users not in the file: the costliest entry's hash.
+    dummy: Option<Hash>,
+    /// Salted digests of recently verified `user:password` pairs, and when they were verified.
+    verified: Mutex<HashMap<[u8; 20], Instant>>,
+    salt: [u8; 16],
 }
 
 impl fmt::Debug for Htpasswd {
@@ -80,7 +97,22 @@ impl Htpasswd {
                 };
             users.insert(user.to_string(), hash);
         }
-        Ok(Htpasswd { users })
+        let dummy = users
+            .values()
+            .max_by_key(|hash| match hash {
+                Hash::Bcrypt(_) => 2,
+                Hash::Apr1 { .. } => 1,
+                Hash::Sha1(_) => 0,
+            })
+            .cloned();
+        let mut salt = [0u8; 16];
+        salt.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        Ok(Htpasswd {
+            users,
+            dummy,
+            verified: Mutex::new(HashMap::new()),
+            salt,
+        })
     }
 
     /// Whether the request's `Authorization: Basic` credentials match a user of the file.
@@ -88,21 +120,66 @@ impl Htpasswd {
         let Some((user, password)) = credentials(headers) else {
             return false;
         };
-        let Some(hash) = self.users.get(&user).cloned() else {
-            return false;
+        let (hash, known) = match self.users.get(&user) {
+            Some(hash) => (hash.clone(), true),
+            // The same work as for a user of the file, and a refusal whatever the outcome.
+            None => match &self.dummy {
+                Some(dummy) => (dummy.clone(), false),
+                None => return false,
+            },
         };
-        match hash {
-            Hash::Bcrypt(hash) => tokio::task::spawn_blocking(move || {
-                bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false)
-            })
-            .await
-            .unwrap_or(false),
-            Hash::Sha1(digest) => constant_time_eq(&Sha1::digest(password.as_bytes()), &digest),
-            Hash::Apr1 { salt, encoded } => constant_time_eq(
-                apr1(password.as_bytes(), salt.as_bytes()).as_bytes(),
-                encoded.as_bytes(),
-            ),
+        let key = self.key(&user, &password);
+        if known && matches!(hash, Hash::Bcrypt(_)) && self.remembers(&key) {
+            return true;
         }
+        let matched = verify(hash, password).await;
+        if known && matched {
+            self.remember(key);
+        }
+        known && matched
+    }
+
+    /// A salted digest of `user:password`: what the cache keeps instead of the password.
+    fn key(&self, user: &str, password: &str) -> [u8; 20] {
+        Sha1::new()
+            .chain_update(self.salt)
+            .chain_update(user.as_bytes())
+            .chain_update([0u8])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into()
+    }
+
+    fn remembers(&self, key: &[u8; 20]) -> bool {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified.get(key).is_some_and(|at| at.elapsed() < CACHE_FOR)
+    }
+
+    fn remember(&self, key: [u8; 20]) {
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= CACHE_ENTRIES {
+            verified.retain(|_, at| at.elapsed() < CACHE_FOR);
+            if verified.len() >= CACHE_ENTRIES {
+                verified.clear();
+            }
+        }
+        verified.insert(key, Instant::now());
+    }
+}
+
+/// Whether `password` matches `hash`.
+async fn verify(hash: Hash, password: String) -> bool {
+    match hash {
+        Hash::Bcrypt(hash) => tokio::task::spawn_blocking(move || {
+            bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false),
+        Hash::Sha1(digest) => constant_time_eq(&Sha1::digest(password.as_bytes()), &digest),
+        Hash::Apr1 { salt, encoded } => constant_time_eq(
+            apr1(password.as_bytes(), salt.as_bytes()).as_bytes(),
+            encoded.as_bytes(),
+        ),
     }
 }
 
@@ -237,6 +314,27 @@ mod tests {
         let mut garbage = HeaderMap::new();
         garbage.insert(http::header::AUTHORIZATION, "Basic !!!".parse().unwrap());
         assert!(!file.allows(&garbage).await);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_a_verification_and_a_known_one_is_remembered() {
+        let file = Htpasswd::parse(FILE).unwrap();
+        // The dummy is the costliest entry: bcrypt.
+        assert!(matches!(file.dummy, Some(Hash::Bcrypt(_))));
+        // An unknown user with the dummy's own password is still refused.
+        assert!(!file.allows(&basic("mallory", "s3cret")).await);
+        assert!(file.verified.lock().unwrap().is_empty());
+        assert!(file.allows(&basic("alice", "s3cret")).await);
+        assert_eq!(file.verified.lock().unwrap().len(), 1, "remembered");
+        // The cache holds digests, never the password, and a wrong password misses it.
+        let key = file.key("alice", "s3cret");
+        assert!(file.remembers(&key));
+        assert!(!file.remembers(&file.key("alice", "S3cret")));
+        assert!(!file.allows(&basic("alice", "S3cret")).await);
+        // Another file (a reload) remembers nothing, and salts differently.
+        let reloaded = Htpasswd::parse(FILE).unwrap();
+        assert!(!reloaded.remembers(&key));
+        assert_ne!(reloaded.key("alice", "s3cret"), key);
     }
 
     #[test]

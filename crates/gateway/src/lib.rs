@@ -131,9 +131,10 @@ impl Config {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let (status, body) = runtime.block_on(platform::health::call(
+        let (status, body) = runtime.block_on(platform::health::call_with(
             http::Method::POST,
             &url,
+            &[(status::ADMIN_HEADER, "1")],
             std::time::Duration::from_secs(30),
         ))?;
         if status.is_success() {
@@ -607,6 +608,7 @@ async fn maintain(
 ) -> io::Result<()> {
     let live = Arc::clone(&listeners.shared.live);
     let mut gauges = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     let next_lookup = |file: &FileConfig| {
         discovery::interval(file).map(|interval| tokio::time::Instant::now() + interval)
     };
@@ -615,6 +617,11 @@ async fn maintain(
         let trigger = tokio::select! {
             _ = gauges.tick() => {
                 status::update_gauges(&live);
+                ticks += 1;
+                if ticks % 10 == 0 {
+                    // Off the request path: rate limiters forget clients back at their burst.
+                    live.current().sweep_rate_limits();
+                }
                 continue;
             }
             Some(()) = async { hangups.as_mut()?.recv().await } => Trigger::Signal,

@@ -104,6 +104,15 @@ impl RouteTable {
         })
     }
 
+    /// Drops rate-limit state of clients back at their full burst.
+    pub(crate) fn sweep_rate_limits(&self) {
+        for route in &self.routes {
+            if let Some(limiter) = &route.rate_limit {
+                limiter.sweep();
+            }
+        }
+    }
+
     /// The routes as `/status` shows them, in match order.
     pub(crate) fn status(&self) -> serde_json::Value {
         self.routes

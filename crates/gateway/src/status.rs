@@ -1,7 +1,12 @@
 //! The admin listener's view of the gateway: `GET /status` (JSON: every route, every upstream
 //! server with its state, requests in flight, failures and latency average) and the same as a
-//! small HTML page at `GET /` (`/status.html`), refreshed every 2 seconds. Also keeps the
-//! `gateway_upstream_servers{upstream,state}` gauges current.
+//! small HTML page at `GET /` (`/status.html`), refreshed every 2 seconds; `POST /reload`. Also
+//! keeps the `gateway_upstream_servers{upstream,state}` gauges current.
+//!
+//! A web page the admin's browser shows must not be able to use these routes: their `Host` must
+//! be an IP address or `localhost` (a DNS rebinding page comes with its own name), and
+//! `POST /reload` needs the [`ADMIN_HEADER`] header (which a page cannot send to another origin
+//! without a preflight this listener never allows) and no `Origin` but the listener's own.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -26,6 +31,9 @@ struct Admin {
     reloads: tokio::sync::mpsc::Sender<ReloadReply>,
 }
 
+/// The header `POST /reload` must carry (`flotilla gateway --reload` sends it).
+pub(crate) const ADMIN_HEADER: &str = "x-flotilla-admin";
+
 /// The admin routes beyond the service contract.
 pub(crate) fn router(
     live: Arc<LiveRoutes>,
@@ -36,12 +44,60 @@ pub(crate) fn router(
         .route("/", get(status_html))
         .route("/status.html", get(status_html))
         .route("/reload", post(reload))
+        .layer(axum::middleware::from_fn(local_only))
         .with_state(Admin { live, reloads })
 }
 
+/// Refuses (403) a request whose `Host` is a name other than `localhost`.
+async fn local_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .map(|h| h.to_str().unwrap_or("?"));
+    if host.is_some_and(|host| !is_local_name(host)) {
+        return platform::error_response(
+            StatusCode::FORBIDDEN,
+            "the admin listener answers only requests for an IP address or localhost",
+        );
+    }
+    next.run(request).await
+}
+
+/// Whether `host` (`name[:port]`) is an IP address or `localhost`.
+fn is_local_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split_once(']')
+                .is_some_and(|(a, _)| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 /// `POST /reload`: reads the config again, as SIGHUP does; 200 with a summary, or 422 with the
-/// error (the running config stays).
-async fn reload(State(admin): State<Admin>) -> Response {
+/// error (the running config stays). Refused (403) without [`ADMIN_HEADER`], or from a page of
+/// another origin.
+async fn reload(State(admin): State<Admin>, headers: http::HeaderMap) -> Response {
+    if !headers.contains_key(ADMIN_HEADER) {
+        return platform::error_response(
+            StatusCode::FORBIDDEN,
+            format!("POST /reload needs the header {ADMIN_HEADER}: 1"),
+        );
+    }
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        let own = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|host| format!("http://{host}"));
+        if own.as_deref() != origin.to_str().ok() {
+            return platform::error_response(
+                StatusCode::FORBIDDEN,
+                "POST /reload is refused from another origin",
+            );
+        }
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     if admin.reloads.send(tx).await.is_err() {
         return platform::error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
@@ -161,6 +217,34 @@ pub(crate) fn update_gauges(live: &LiveRoutes) {
         for (state, count) in [("up", up), ("backup", backups), ("down", down)] {
             metrics::gauge!("gateway_upstream_servers", "upstream" => upstream.name.to_string(), "state" => state)
                 .set(count as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ip_addresses_and_localhost_are_local_names() {
+        for local in [
+            "127.0.0.1:9901",
+            "10.0.0.7",
+            "[::1]:9901",
+            "[fe80::1]",
+            "localhost:9901",
+            "LOCALHOST",
+        ] {
+            assert!(is_local_name(local), "{local}");
+        }
+        for foreign in [
+            "evil.example:9901",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io",
+            "[::1",
+            "[zz]:1",
+        ] {
+            assert!(!is_local_name(foreign), "{foreign}");
         }
     }
 }

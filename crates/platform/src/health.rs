@@ -194,6 +194,16 @@ pub async fn call(
     url: &str,
     timeout: Duration,
 ) -> Result<(StatusCode, String), String> {
+    call_with(method, url, &[], timeout).await
+}
+
+/// [`call`], with `headers` added to the request.
+pub async fn call_with(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(StatusCode, String), String> {
     use http_body_util::BodyExt;
     let uri: http::Uri = url
         .parse()
@@ -216,11 +226,15 @@ pub async fn call(
                 .map_err(|e| format!("{authority}: {e}"))?;
         tokio::spawn(connection);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .method(method)
             .uri(path)
             .header(http::header::HOST, authority.as_str())
-            .header(http::header::USER_AGENT, "flotilla")
+            .header(http::header::USER_AGENT, "flotilla");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .map_err(|e| e.to_string())?;
         let response = sender

@@ -493,6 +493,7 @@ fn ten_reloads_with_changing_upstreams_under_load_lose_no_request() {
     assert!(stderr.contains("gateway.toml:"), "{stderr}");
     let refused = reqwest::blocking::Client::new()
         .post(format!("http://127.0.0.1:{admin}/reload"))
+        .header("x-flotilla-admin", "1")
         .send()
         .unwrap();
     assert_eq!(refused.status(), 422);

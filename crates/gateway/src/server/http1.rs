@@ -637,3 +637,6 @@ fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         f(&text[..])
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -694,6 +694,7 @@ async fn a_reload_adds_and_drains_listeners_and_a_listener_that_cannot_bind_keep
         let response = gateway
             .client
             .post(format!("http://{}/reload", gateway.admin))
+            .header("x-flotilla-admin", "1")
             .send()
             .await
             .unwrap();

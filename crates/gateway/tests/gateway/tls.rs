@@ -148,6 +148,7 @@ async fn a_reload_serves_the_new_certificate_to_new_connections() {
         gateway
             .client
             .post(format!("http://{}/reload", gateway.admin))
+            .header("x-flotilla-admin", "1")
             .send()
     };
     assert_eq!(reload(&gateway).await.unwrap().status(), 200);

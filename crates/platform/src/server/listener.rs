@@ -242,6 +242,51 @@ impl Registry {
     }
 }
 
+/// A connection's [`Control`] without a listener, for serving a connection on its own (tests,
+/// fuzzing): it drains, closes and is recycled only when told.
+pub struct Standalone {
+    stage: watch::Sender<Stage>,
+    registry: Arc<Registry>,
+}
+
+impl Standalone {
+    pub fn new() -> (Standalone, Control) {
+        let (stage, stage_rx) = watch::channel(Stage::Serving);
+        let registry = Arc::new(Registry::default());
+        let slot = Arc::new(Slot::new());
+        let key = registry.insert(Arc::clone(&slot));
+        let permit = Arc::new(Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a fresh semaphore has a permit");
+        let open = metrics::gauge!("http_connections_open", "listener" => "standalone");
+        open.increment(1.0);
+        let control = Control {
+            slot,
+            stage: stage_rx,
+            registry: Arc::clone(&registry),
+            key,
+            open,
+            _permit: permit,
+        };
+        (Standalone { stage, registry }, control)
+    }
+
+    /// Tells the connection to drain.
+    pub fn drain(&self) {
+        let _ = self.stage.send(Stage::Draining);
+    }
+
+    /// Tells the connection to close now.
+    pub fn close(&self) {
+        let _ = self.stage.send(Stage::Closing);
+    }
+
+    /// Recycles the connection if it waits for a head; whether it did.
+    pub fn recycle(&self) -> bool {
+        self.registry.recycle_oldest()
+    }
+}
+
 /// How often a listener at its cap looks again for a connection to recycle, while every
 /// connection is busy.
 const RECYCLE_RETRY: Duration = Duration::from_millis(50);
