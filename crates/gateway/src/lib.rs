@@ -618,7 +618,7 @@ async fn maintain(
             _ = gauges.tick() => {
                 status::update_gauges(&live);
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     // Off the request path: rate limiters forget clients back at their burst.
                     live.current().sweep_rate_limits();
                 }
