@@ -792,6 +792,23 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> io::Result<Option<Bytes>
     }
 }
 
+/// The whole body of a response framed so, from `buf` followed by the end of the stream, as
+/// [`UpstreamBody`] reads it: `None` when it is malformed or cut short. For the differential
+/// tests (`crate::fuzzing`).
+pub(crate) fn decode_all(framing: ResponseFraming, mut buf: BytesMut) -> Option<Bytes> {
+    let mut framing = Framing::of(framing);
+    let mut body = BytesMut::new();
+    loop {
+        match decode(&mut framing, &mut buf) {
+            Ok(Some(data)) => body.extend_from_slice(&data),
+            Ok(None) if framing.ended() => return Some(body.freeze()),
+            // More is needed, and the stream has ended: complete only if the end frames it.
+            Ok(None) => return matches!(framing, Framing::Close).then(|| body.freeze()),
+            Err(_) => return None,
+        }
+    }
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;

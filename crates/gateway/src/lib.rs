@@ -43,6 +43,8 @@ mod budget;
 mod client;
 mod compress;
 mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod health_check;
 mod limits;

@@ -112,6 +112,8 @@ where
             match wire::parse_request(&buf, limits.max_header_size, &mut head) {
                 Ok(true) => break,
                 Ok(false) => {}
+                // HTTP/2's preface after HTTP/1 requests: not a request to answer (as hyper).
+                Err(_) if buf.starts_with(platform::server::detect::H2_PREFACE) => return Ok(()),
                 Err(error) => return refuse(io, &mut out, error, limits.send_timeout).await,
             }
             if !armed {

@@ -143,10 +143,14 @@ pub(crate) fn parse_request(
         if name.eq_ignore_ascii_case(b"content-length") {
             let value = content_length_value(h.value)
                 .ok_or(HeadError::Invalid("invalid Content-Length"))?;
-            if length.is_some_and(|earlier| earlier != value) {
-                return Err(HeadError::Invalid("conflicting Content-Length"));
+            match length {
+                Some(earlier) if earlier != value => {
+                    return Err(HeadError::Invalid("conflicting Content-Length"));
+                }
+                // The same length again says nothing new: kept once (as hyper does).
+                Some(_) => continue,
+                None => length = Some(value),
             }
-            length = Some(value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if !http11 {
                 return Err(HeadError::Invalid(
@@ -216,8 +220,15 @@ fn content_length_value(value: &[u8]) -> Option<u64> {
     })
 }
 
-/// Whether the last coding a `Transfer-Encoding` value lists is `chunked`.
+/// Whether the last coding a `Transfer-Encoding` value lists is `chunked`. A value with bytes
+/// outside visible ASCII lists no coding this reads (as hyper has it).
 fn last_coding_is_chunked(value: &[u8]) -> bool {
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return false;
+    }
     value
         .rsplit(|&b| b == b',')
         .next()
@@ -305,6 +316,10 @@ pub(crate) fn parse_response(
         (name..name + h.name.len(), value..value + h.value.len())
     }));
     let head = buf.split_to(len).freeze();
+    let bodiless = head_only
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status == StatusCode::SWITCHING_PROTOCOLS;
     let mut map = HeaderMap::with_capacity(places.len());
     let (mut says_close, mut says_keep_alive) = (false, false);
     let mut length: Option<u64> = None;
@@ -314,8 +329,10 @@ pub(crate) fn parse_response(
             header_name(&head[name]).map_err(|_| invalid("invalid header name in the response"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| InvalidResponse(format!("invalid value of the response header {name}")))?;
-        if name == header::CONTENT_LENGTH {
-            // A response may list one length several times (RFC 9110 section 8.6).
+        if name == header::CONTENT_LENGTH && !bodiless {
+            // A response may list one length several times (RFC 9110 section 8.6). A response
+            // that has no body whatever its headers say (to HEAD, 204, 304) is not framed by
+            // it, and its length goes on as it is (as hyper's client does).
             for part in value.as_bytes().split(|&b| b == b',') {
                 let part = content_length_value(part.trim_ascii())
                     .ok_or_else(|| invalid("invalid Content-Length in the response"))?;
@@ -325,6 +342,10 @@ pub(crate) fn parse_response(
                 length = Some(part);
             }
         } else if name == header::TRANSFER_ENCODING {
+            // HTTP/1.0 has no transfer codings: its framing is faulty (RFC 9112 section 6.1).
+            if version == Version::HTTP_10 && !bodiless {
+                return Err(invalid("Transfer-Encoding in an HTTP/1.0 response"));
+            }
             transfer_encoding = true;
             chunked = last_coding_is_chunked(value.as_bytes());
         } else if name == header::CONNECTION {
@@ -338,11 +359,7 @@ pub(crate) fn parse_response(
         Version::HTTP_10 => says_keep_alive && !says_close,
         _ => !says_close,
     };
-    let framing = if head_only
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || status == StatusCode::SWITCHING_PROTOCOLS
-    {
+    let framing = if bodiless {
         keep_alive &= status != StatusCode::SWITCHING_PROTOCOLS;
         ResponseFraming::Length(0)
     } else if transfer_encoding {

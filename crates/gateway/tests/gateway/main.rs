@@ -2,6 +2,7 @@
 
 mod balancing;
 mod edge;
+mod grammar;
 mod helpers;
 mod proxying;
 mod tls;
