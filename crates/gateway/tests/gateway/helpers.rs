@@ -23,6 +23,8 @@ use tokio::sync::oneshot;
 pub(crate) struct Backend {
     pub(crate) addr: SocketAddr,
     pub(crate) hits: Arc<AtomicUsize>,
+    /// Requests to `/hang` whose handling was dropped (the gateway cancelled them).
+    pub(crate) cancelled: Arc<AtomicUsize>,
     name: String,
     fail_with: Option<u16>,
     stop: Option<oneshot::Sender<()>>,
@@ -33,6 +35,7 @@ pub(crate) struct Backend {
 struct BackendState {
     name: Arc<str>,
     hits: Arc<AtomicUsize>,
+    cancelled: Arc<AtomicUsize>,
     /// Answer every request with this status instead.
     fail_with: Option<u16>,
 }
@@ -61,9 +64,11 @@ impl Backend {
     ) -> Backend {
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().unwrap();
+        let cancelled = Arc::new(AtomicUsize::new(0));
         let state = BackendState {
             name: Arc::from(name),
             hits: hits.clone(),
+            cancelled: Arc::clone(&cancelled),
             fail_with,
         };
         let router = Router::new()
@@ -72,6 +77,7 @@ impl Backend {
             .route("/download/{bytes}", get(download))
             .route("/text/{bytes}", get(text))
             .route("/upgrade", get(upgrade))
+            .route("/hang", get(hang))
             .fallback(inspect)
             .with_state(state);
         let (tx, rx) = oneshot::channel::<()>();
@@ -93,6 +99,7 @@ impl Backend {
         Backend {
             addr,
             hits,
+            cancelled,
             name: name.to_string(),
             fail_with,
             stop: Some(tx),
@@ -229,6 +236,20 @@ async fn text(Path(bytes): Path<usize>) -> Response {
         .into_response()
 }
 
+/// Never answers; counts in `cancelled` when its handling is dropped.
+async fn hang(State(state): State<BackendState>) -> String {
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let _counted = Counted(state.cancelled);
+    std::future::pending::<()>().await;
+    unreachable!()
+}
+
 /// Switches to a protocol that echoes every byte back, upper-cased.
 async fn upgrade(mut request: Request) -> Response {
     let Some(protocol) = request.headers().get("upgrade").cloned() else {
@@ -302,6 +323,20 @@ pub(crate) async fn spawn_gateway_logging(
     start_gateway(config).await
 }
 
+/// Starts a gateway from a parsed config (which must have an admin listener).
+pub(crate) async fn spawn_gateway_config(file: gateway::FileConfig) -> TestGateway {
+    let config = gateway::Config {
+        file,
+        origin: "test".into(),
+        reload_source: None,
+        worker_threads: None,
+        print_config: false,
+        reload: false,
+        common: CommonConfig::from_source(&Source::default()).unwrap(),
+    };
+    start_gateway(config).await
+}
+
 /// Starts a gateway from a config file, as `flotilla gateway --config` does, so that it can
 /// reload it (`POST /reload` on its admin listener).
 pub(crate) async fn spawn_gateway_from_file(path: &str) -> TestGateway {
@@ -309,7 +344,7 @@ pub(crate) async fn spawn_gateway_from_file(path: &str) -> TestGateway {
     start_gateway(gateway::Config::from_source(&source).expect("valid config")).await
 }
 
-async fn start_gateway(config: gateway::Config) -> TestGateway {
+pub(crate) async fn start_gateway(config: gateway::Config) -> TestGateway {
     let bound = gateway::bind(&config).await.expect("bind gateway");
     let addr = bound.addresses()[0];
     let admin = bound.admin_address().unwrap();

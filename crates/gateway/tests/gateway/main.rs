@@ -4,5 +4,6 @@ mod balancing;
 mod edge;
 mod grammar;
 mod helpers;
+mod hostile;
 mod proxying;
 mod tls;

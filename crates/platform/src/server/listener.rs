@@ -144,6 +144,9 @@ struct Slot {
     /// [`BUSY`], [`RECYCLED`], or the coarse clock's milliseconds when it began waiting.
     state: AtomicU64,
     recycled: Notify,
+    /// The order of its connection's accept: among connections that began waiting within the
+    /// same tick of the coarse clock, the one accepted first goes first.
+    accepted: AtomicU64,
 }
 
 const BUSY: u64 = u64::MAX;
@@ -154,6 +157,7 @@ impl Slot {
         Slot {
             state: AtomicU64::new(crate::coarse_timer::millis()),
             recycled: Notify::new(),
+            accepted: AtomicU64::new(0),
         }
     }
 
@@ -204,10 +208,14 @@ impl Slot {
 #[derive(Default)]
 struct Registry {
     slots: Mutex<slab::Slab<Arc<Slot>>>,
+    /// Connections accepted so far.
+    accepted: AtomicU64,
 }
 
 impl Registry {
     fn insert(&self, slot: Arc<Slot>) -> usize {
+        let order = self.accepted.fetch_add(1, Ordering::Relaxed);
+        slot.accepted.store(order, Ordering::Relaxed);
         self.slots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -231,7 +239,7 @@ impl Registry {
                     let since = slot.state.load(Ordering::Acquire);
                     (since < RECYCLED).then_some((since, slot))
                 })
-                .min_by_key(|(since, _)| *since);
+                .min_by_key(|(since, slot)| (*since, slot.accepted.load(Ordering::Relaxed)));
             match oldest {
                 None => return false,
                 Some((since, slot)) if slot.recycle(since) => return true,
@@ -390,6 +398,30 @@ pub async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn among_connections_waiting_since_the_same_tick_the_first_accepted_goes_first() {
+        let registry = Registry::default();
+        let slots: Vec<Arc<Slot>> = (0..3).map(|_| Arc::new(Slot::new())).collect();
+        let keys: Vec<usize> = slots
+            .iter()
+            .map(|s| registry.insert(Arc::clone(s)))
+            .collect();
+        for slot in &slots {
+            slot.state.store(7, Ordering::Relaxed);
+        }
+        assert!(registry.recycle_oldest());
+        assert_eq!(slots[0].state.load(Ordering::Relaxed), RECYCLED);
+        // The first one's place goes to a newcomer waiting since the same tick: the second
+        // one, accepted before it, goes next.
+        registry.remove(keys[0]);
+        let newcomer = Arc::new(Slot::new());
+        registry.insert(Arc::clone(&newcomer));
+        newcomer.state.store(7, Ordering::Relaxed);
+        assert!(registry.recycle_oldest());
+        assert_eq!(slots[1].state.load(Ordering::Relaxed), RECYCLED);
+        assert_eq!(newcomer.state.load(Ordering::Relaxed), 7);
+    }
 
     #[test]
     fn the_longest_waiting_connection_is_recycled_and_busy_ones_never() {
