@@ -43,8 +43,7 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     /// A client must send a request head within this time; it also bounds idle keep-alive.
     pub header_read_timeout: Duration,
-    /// A request in flight that makes no progress (no body frame either way) for this long is
-    /// dropped with its connection.
+    /// A client that takes nothing of an answer for this long is disconnected.
     pub send_timeout: Duration,
     /// Open connections at most; see [`listener`] for what happens at the cap.
     pub max_connections: usize,

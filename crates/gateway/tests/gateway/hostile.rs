@@ -483,3 +483,48 @@ async fn the_admin_listener_refuses_foreign_hosts_and_reloads_a_browser_page_cou
     .await;
     assert_eq!(status, [422], "{answer}");
 }
+
+#[tokio::test]
+async fn an_http2_client_that_stops_reading_is_dropped_but_a_slow_upstream_is_waited_for() {
+    let backend = Backend::start("app").await;
+    let gateway = hostile_gateway(backend.addr, "send_timeout = \"1s\"", "").await;
+    let connect = || async {
+        let stream = TcpStream::connect(gateway.addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        (sender, tokio::spawn(connection))
+    };
+    let ask = |path: &str| {
+        http::Request::builder()
+            .uri(format!("http://public.example{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    // An answer slower than the send timeout is not the client's doing: it is waited for.
+    let (mut sender, _connection) = connect().await;
+    let slow = sender.send_request(ask("/slow/2500")).await.unwrap();
+    assert_eq!(slow.status(), 200);
+
+    // A client that takes nothing of a large answer: its flow-control window fills, and after
+    // the send timeout its connection is closed.
+    let (mut sender, connection) = connect().await;
+    let large = sender
+        .send_request(ask("/download/20000000"))
+        .await
+        .unwrap();
+    assert_eq!(large.status(), 200);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(15), connection).await;
+    assert!(ended.is_ok(), "the stalled connection was kept");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(large);
+}

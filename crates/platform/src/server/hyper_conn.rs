@@ -7,8 +7,10 @@
 //! - no request within the first-request timeout, or none for the idle timeout after the last
 //!   one ended: the connection is shut down gracefully (HTTP/2: GOAWAY), then closed if it does
 //!   not go within a second;
-//! - requests in flight but no progress (no body frame either way) for the send timeout: a
-//!   client that stopped reading, or stopped sending: closed;
+//! - an answer that the client has stopped taking (its body has a frame out and is not asked
+//!   for the next) with no progress on the connection for the send timeout: closed. A request
+//!   waiting on its handler, or a body waiting for data, is not the client's doing and is left
+//!   to the handler's own timeouts;
 //! - recycling at the listener's cap (when no request is in flight), draining, and closing at
 //!   the end of the drain timeout.
 
@@ -39,7 +41,7 @@ pub struct Timeouts {
     pub first_request: Duration,
     /// A connection with no request in flight is closed after this time.
     pub idle: Duration,
-    /// A request in flight must make progress (a body frame either way) within this time.
+    /// A client must take more of an answer within this time.
     pub send: Duration,
 }
 
@@ -201,8 +203,8 @@ async fn supervise<C: Graceful>(
                     crate::coarse_timer::millis().saturating_sub(activity.last.load(Ordering::Relaxed)),
                 );
                 if activity.active.load(Ordering::Acquire) > 0 {
-                    if quiet >= timeouts.send {
-                        tracing::debug!(?quiet, "no progress on the requests in flight; closing");
+                    if activity.blocked.load(Ordering::Acquire) > 0 && quiet >= timeouts.send {
+                        tracing::debug!(?quiet, "the client takes nothing of its answers; closing");
                         return Ok(());
                     }
                 } else if ending.is_none() {
@@ -230,6 +232,9 @@ struct Activity {
     last: AtomicU64,
     /// Whether any request has begun.
     served: AtomicBool,
+    /// Answers whose body has handed out a frame and not been asked for the next: waiting on
+    /// the client.
+    blocked: AtomicUsize,
     presence: super::listener::Presence,
 }
 
@@ -239,6 +244,7 @@ impl Activity {
             active: AtomicUsize::new(0),
             last: AtomicU64::new(crate::coarse_timer::millis()),
             served: AtomicBool::new(false),
+            blocked: AtomicUsize::new(0),
             presence: control.presence(),
         }
     }
@@ -302,7 +308,8 @@ where
             axum::body::Body::new(Progress {
                 inner: body,
                 activity: Arc::clone(&activity),
-                _in_flight: None,
+                in_flight: None,
+                handed_out: false,
             })
         });
         request.extensions_mut().insert(ConnectInfo(self.peer));
@@ -312,19 +319,32 @@ where
             Ok(response.map(|inner| Progress {
                 inner,
                 activity,
-                _in_flight: Some(in_flight),
+                in_flight: Some(in_flight),
+                handed_out: false,
             }))
         })
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A body whose frames count as progress; a response's also keeps its request in flight.
+    /// A body whose frames count as progress; a response's also keeps its request in flight,
+    /// and counts as blocked on the client between handing out a frame and being asked for the
+    /// next.
     struct Progress<B> {
         #[pin]
         inner: B,
         activity: Arc<Activity>,
-        _in_flight: Option<InFlight>,
+        in_flight: Option<InFlight>,
+        handed_out: bool,
+    }
+
+    impl<B> PinnedDrop for Progress<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.handed_out {
+                this.activity.blocked.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 }
 
@@ -337,9 +357,16 @@ impl<B: Body> Body for Progress<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        if std::mem::take(this.handed_out) {
+            this.activity.blocked.fetch_sub(1, Ordering::AcqRel);
+        }
         let frame = this.inner.poll_frame(cx);
         if frame.is_ready() {
             this.activity.progress();
+        }
+        if this.in_flight.is_some() && matches!(frame, Poll::Ready(Some(Ok(_)))) {
+            *this.handed_out = true;
+            this.activity.blocked.fetch_add(1, Ordering::AcqRel);
         }
         frame
     }
