@@ -48,3 +48,7 @@ done | awk '/^events/ {n = split($0, names); next}
   END {for (i = 2; i <= n; i++) printf "%s %d\n", names[i], sum[i]}')
 echo "requests $requests; per request (I1mr, D1mr, D1mw: misses in callgrind's cache model):"
 echo "$totals" | awk -v n="$requests" '{printf "  %-5s %8.0f\n", $1, $2 / n}'
+# FLOTILLA_CALLGRIND_KEEP=DIR keeps the dumps there, for callgrind_annotate.
+if [ -n "${FLOTILLA_CALLGRIND_KEEP:-}" ]; then
+  mkdir -p "$FLOTILLA_CALLGRIND_KEEP" && cp "$work"/callgrind.out.* "$FLOTILLA_CALLGRIND_KEEP"/
+fi

@@ -33,7 +33,8 @@ pub(crate) fn path(path: &str) -> Result<Cow<'_, str>, Refused> {
 /// `path` read with `%2F` and `%5C` as separators, when it holds either: what a server that
 /// decodes them would see. `None` when it holds neither.
 pub(crate) fn path_with_encoded_slashes(path: &str) -> Option<Result<String, Refused>> {
-    let has_encoded_slash = contains_ignore_case(path, "%2f") || contains_ignore_case(path, "%5c");
+    let has_encoded_slash = path.as_bytes().contains(&b'%')
+        && (contains_ignore_case(path, "%2f") || contains_ignore_case(path, "%5c"));
     has_encoded_slash.then(|| normalize_path(path, true).map(Cow::into_owned))
 }
 
@@ -160,24 +161,77 @@ pub(crate) struct Host<'a> {
     pub(crate) value: Cow<'a, str>,
 }
 
-/// The normalised form of a `Host` value (or a target's authority).
+/// The normalised form of a `Host` value (or a target's authority), in one pass over its bytes.
 pub(crate) fn host(value: &str) -> Result<Host<'_>, Refused> {
     let invalid = Refused("invalid host");
-    let (name, port) = if value.starts_with('[') {
-        let end = value.find(']').ok_or(invalid)?;
-        let literal = &value[1..end];
-        literal.parse::<std::net::Ipv6Addr>().map_err(|_| invalid)?;
-        let rest = &value[end + 1..];
-        let port = match rest {
-            "" => None,
-            rest => Some(rest.strip_prefix(':').ok_or(invalid)?),
-        };
-        (&value[..end + 1], port)
-    } else {
-        match value.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (value, None),
+    let bytes = value.as_bytes();
+    if bytes.first() == Some(&b'[') {
+        return ip_literal(value);
+    }
+    // The name: labels of letters, digits, `-`, `_`, `~`, between single dots.
+    let mut name_end = bytes.len();
+    let mut upper = false;
+    let mut label_len = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => label_len += 1,
+            b'A'..=b'Z' => {
+                upper = true;
+                label_len += 1;
+            }
+            b'.' if label_len > 0 => label_len = 0,
+            b':' => {
+                name_end = i;
+                break;
+            }
+            _ => return Err(invalid),
         }
+    }
+    let name = &value[..name_end];
+    let trailing_dot = name.ends_with('.');
+    // An empty name, or an empty label other than the last (one trailing dot).
+    if name.is_empty() || (label_len == 0 && !trailing_dot) || name == "." {
+        return Err(invalid);
+    }
+    let port = match bytes.get(name_end + 1..) {
+        None => None,
+        Some(port) => {
+            if port.len() > 5
+                || !port.iter().all(u8::is_ascii_digit)
+                || port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) > 65535
+            {
+                return Err(invalid);
+            }
+            Some(&value[name_end + 1..])
+        }
+    };
+    if !upper && !trailing_dot && port != Some("") {
+        return Ok(Host {
+            name: Cow::Borrowed(name),
+            value: Cow::Borrowed(value),
+        });
+    }
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let value = match port {
+        Some(port) if !port.is_empty() => format!("{name}:{port}"),
+        _ => name.clone(),
+    };
+    Ok(Host {
+        name: Cow::Owned(name),
+        value: Cow::Owned(value),
+    })
+}
+
+/// An IPv6 literal (`[::1]`), with an optional port.
+fn ip_literal(value: &str) -> Result<Host<'_>, Refused> {
+    let invalid = Refused("invalid host");
+    let end = value.find(']').ok_or(invalid)?;
+    value[1..end]
+        .parse::<std::net::Ipv6Addr>()
+        .map_err(|_| invalid)?;
+    let port = match &value[end + 1..] {
+        "" => None,
+        rest => Some(rest.strip_prefix(':').ok_or(invalid)?),
     };
     if let Some(port) = port
         && (port.len() > 5
@@ -186,36 +240,16 @@ pub(crate) fn host(value: &str) -> Result<Host<'_>, Refused> {
     {
         return Err(invalid);
     }
-    let name_only = name.strip_suffix('.').unwrap_or(name);
-    if !name.starts_with('[') {
-        let labels_ok = !name_only.is_empty()
-            && name_only.split('.').all(|label| {
-                !label.is_empty()
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~'))
-            });
-        if !labels_ok {
-            return Err(invalid);
-        }
-    }
-    let already = name_only.len() == name.len()
-        && !name.bytes().any(|b| b.is_ascii_uppercase())
-        && port != Some("");
-    if already {
+    let name = &value[..end + 1];
+    if port == Some("") {
         return Ok(Host {
             name: Cow::Borrowed(name),
-            value: Cow::Borrowed(value),
+            value: Cow::Borrowed(name),
         });
     }
-    let name = name_only.to_ascii_lowercase();
-    let value = match port {
-        Some(port) if !port.is_empty() => format!("{name}:{port}"),
-        _ => name.clone(),
-    };
     Ok(Host {
-        name: Cow::Owned(name),
-        value: Cow::Owned(value),
+        name: Cow::Borrowed(name),
+        value: Cow::Borrowed(value),
     })
 }
 

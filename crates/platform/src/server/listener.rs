@@ -15,12 +15,15 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::health::{Phase, Readiness};
 
@@ -36,15 +39,12 @@ pub struct ListenOptions {
     pub shutdown_delay: Duration,
 }
 
-/// Where the listener is in its life, as its connections see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stage {
-    Serving,
-    /// Finish the request in flight, take no other.
-    Draining,
-    /// The drain timeout has passed: close now.
-    Closing,
-}
+/// What the listener tells a connection, as bits of [`Slot::signals`]: recycled (only while
+/// waiting for a head), draining (finish the request in flight, take no other), closing (the
+/// drain timeout has passed: close now).
+const RECYCLE: u8 = 1;
+const DRAIN: u8 = 2;
+const CLOSE: u8 = 4;
 
 /// A connection just accepted, and its line to the listener.
 pub struct Connection {
@@ -55,9 +55,11 @@ pub struct Connection {
 
 /// A connection's line to its listener. While it lives the connection holds its place under the
 /// cap; dropping it gives the place back.
+///
+/// Its signals (recycled, draining, closing) are for the connection's own task: each is kept in
+/// the connection's own slot, so waiting for them touches nothing another connection uses.
 pub struct Control {
     slot: Arc<Slot>,
-    stage: watch::Receiver<Stage>,
     registry: Arc<Registry>,
     key: usize,
     open: metrics::Gauge,
@@ -67,7 +69,7 @@ pub struct Control {
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Control")
-            .field("stage", &*self.stage.borrow())
+            .field("signals", &self.slot.signals.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -85,9 +87,8 @@ impl Control {
     }
 
     /// Resolves when the listener recycles the connection (only while it waits).
-    pub fn recycled(&self) -> impl Future<Output = ()> + Send + 'static {
-        let slot = Arc::clone(&self.slot);
-        async move { slot.recycled.notified().await }
+    pub fn recycled(&self) -> Signalled {
+        self.signalled(RECYCLE)
     }
 
     /// A handle that marks the connection busy or waiting, for whatever serves its requests.
@@ -95,25 +96,50 @@ impl Control {
         Presence(Arc::clone(&self.slot))
     }
 
-    /// Whether draining (or closing) has started. Cheap: no lock is taken unless it has.
+    /// Whether draining (or closing) has started: one atomic load.
     pub fn is_draining(&self) -> bool {
-        !matches!(self.stage.has_changed(), Ok(false))
+        self.slot.signals.load(Ordering::Acquire) & (DRAIN | CLOSE) != 0
     }
 
-    /// Resolves when draining starts (or the listener is gone).
-    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.stage_reached(Stage::Draining)
+    /// Resolves when draining starts.
+    pub fn draining(&self) -> Signalled {
+        self.signalled(DRAIN | CLOSE)
     }
 
-    /// Resolves when the drain timeout has passed (or the listener is gone): close now.
-    pub fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.stage_reached(Stage::Closing)
+    /// Resolves when the drain timeout has passed: close now.
+    pub fn closing(&self) -> Signalled {
+        self.signalled(CLOSE)
     }
 
-    fn stage_reached(&self, stage: Stage) -> impl Future<Output = ()> + Send + 'static {
-        let mut receiver = self.stage.clone();
-        async move {
-            let _ = receiver.wait_for(|s| *s >= stage).await;
+    fn signalled(&self, mask: u8) -> Signalled {
+        Signalled {
+            slot: Arc::clone(&self.slot),
+            mask,
+        }
+    }
+}
+
+/// A signal from the listener to a connection (see [`Control`]), for the connection's own task.
+#[derive(Debug)]
+pub struct Signalled {
+    slot: Arc<Slot>,
+    mask: u8,
+}
+
+impl Future for Signalled {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let raised = || self.slot.signals.load(Ordering::Acquire) & self.mask != 0;
+        if raised() {
+            return Poll::Ready(());
+        }
+        self.slot.waker.register(cx.waker());
+        // A signal raised before the registration is seen here.
+        if raised() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -140,10 +166,13 @@ impl Presence {
 }
 
 /// A connection's state as the listener sees it: busy, recycled, or waiting since a time.
+#[derive(Debug)]
 struct Slot {
     /// [`BUSY`], [`RECYCLED`], or the coarse clock's milliseconds when it began waiting.
     state: AtomicU64,
-    recycled: Notify,
+    /// The listener's signals ([`RECYCLE`], [`DRAIN`], [`CLOSE`]) and the task waiting for them.
+    signals: AtomicU8,
+    waker: AtomicWaker,
     /// The order of its connection's accept: among connections that began waiting within the
     /// same tick of the coarse clock, the one accepted first goes first.
     accepted: AtomicU64,
@@ -156,7 +185,8 @@ impl Slot {
     fn new() -> Self {
         Slot {
             state: AtomicU64::new(crate::coarse_timer::millis()),
-            recycled: Notify::new(),
+            signals: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
             accepted: AtomicU64::new(0),
         }
     }
@@ -197,10 +227,14 @@ impl Slot {
             .compare_exchange(since, RECYCLED, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok();
         if recycled {
-            // A permit is kept when nobody waits yet: the connection sees it when it looks.
-            self.recycled.notify_one();
+            self.raise(RECYCLE);
         }
         recycled
+    }
+
+    fn raise(&self, signal: u8) {
+        self.signals.fetch_or(signal, Ordering::AcqRel);
+        self.waker.wake();
     }
 }
 
@@ -210,16 +244,46 @@ struct Registry {
     slots: Mutex<slab::Slab<Arc<Slot>>>,
     /// Connections accepted so far.
     accepted: AtomicU64,
+    /// The signals raised for every connection so far ([`DRAIN`], [`CLOSE`]).
+    raised: AtomicU8,
 }
 
 impl Registry {
     fn insert(&self, slot: Arc<Slot>) -> usize {
         let order = self.accepted.fetch_add(1, Ordering::Relaxed);
         slot.accepted.store(order, Ordering::Relaxed);
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(slot)
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the lock, so that a signal for every connection reaches this one too.
+        slot.signals
+            .fetch_or(self.raised.load(Ordering::Acquire), Ordering::AcqRel);
+        slots.insert(slot)
+    }
+
+    /// Raises `signal` on every connection, now and to come.
+    fn raise_all(&self, signal: u8) {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        self.raised.fetch_or(signal, Ordering::AcqRel);
+        for (_, slot) in slots.iter() {
+            slot.raise(signal);
+        }
+    }
+
+    fn open(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Waits until no connection is open, or `limit` passes: whether none is.
+    async fn all_closed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.open() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn remove(&self, key: usize) {
@@ -253,13 +317,11 @@ impl Registry {
 /// A connection's [`Control`] without a listener, for serving a connection on its own (tests,
 /// fuzzing): it drains, closes and is recycled only when told.
 pub struct Standalone {
-    stage: watch::Sender<Stage>,
     registry: Arc<Registry>,
 }
 
 impl Standalone {
     pub fn new() -> (Standalone, Control) {
-        let (stage, stage_rx) = watch::channel(Stage::Serving);
         let registry = Arc::new(Registry::default());
         let slot = Arc::new(Slot::new());
         let key = registry.insert(Arc::clone(&slot));
@@ -270,23 +332,22 @@ impl Standalone {
         open.increment(1.0);
         let control = Control {
             slot,
-            stage: stage_rx,
             registry: Arc::clone(&registry),
             key,
             open,
             _permit: permit,
         };
-        (Standalone { stage, registry }, control)
+        (Standalone { registry }, control)
     }
 
     /// Tells the connection to drain.
     pub fn drain(&self) {
-        let _ = self.stage.send(Stage::Draining);
+        self.registry.raise_all(DRAIN);
     }
 
     /// Tells the connection to close now.
     pub fn close(&self) {
-        let _ = self.stage.send(Stage::Closing);
+        self.registry.raise_all(CLOSE);
     }
 
     /// Recycles the connection if it waits for a head; whether it did.
@@ -311,7 +372,6 @@ pub async fn accept_loop(
     let local = listener.local_addr()?;
     let registry = Arc::new(Registry::default());
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let (stage, stage_rx) = watch::channel(Stage::Serving);
     tracing::info!(address = %local, "listening");
     crate::telemetry::metrics_handle();
     let open = metrics::gauge!("http_connections_open", "listener" => local.to_string());
@@ -365,7 +425,6 @@ pub async fn accept_loop(
             peer,
             control: Control {
                 slot,
-                stage: stage_rx.clone(),
                 registry: Arc::clone(&registry),
                 key,
                 open: open.clone(),
@@ -375,22 +434,20 @@ pub async fn accept_loop(
     }
 
     drop(listener);
-    drop(stage_rx);
-    let open_connections = stage.receiver_count();
+    let open_connections = registry.open();
     tracing::info!(address = %local, open_connections, "shutting down, draining");
-    let _ = stage.send(Stage::Draining);
-    match tokio::time::timeout(options.drain_timeout, stage.closed()).await {
-        Ok(()) => tracing::info!("drained"),
-        Err(_) => {
-            tracing::warn!(
-                timeout = ?options.drain_timeout,
-                open_connections = stage.receiver_count(),
-                "drain timeout reached; closing the connections still open"
-            );
-            let _ = stage.send(Stage::Closing);
-            // Closing is immediate; this only bounds a connection that ignores it.
-            let _ = tokio::time::timeout(Duration::from_secs(1), stage.closed()).await;
-        }
+    registry.raise_all(DRAIN);
+    if registry.all_closed(options.drain_timeout).await {
+        tracing::info!("drained");
+    } else {
+        tracing::warn!(
+            timeout = ?options.drain_timeout,
+            open_connections = registry.open(),
+            "drain timeout reached; closing the connections still open"
+        );
+        registry.raise_all(CLOSE);
+        // Closing is immediate; this only bounds a connection that ignores it.
+        registry.all_closed(Duration::from_secs(1)).await;
     }
     Ok(())
 }
