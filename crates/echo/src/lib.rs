@@ -19,15 +19,15 @@ use tokio::net::TcpListener;
 /// Longest delay a request may ask for, so a typo cannot hold a connection for days.
 pub const MAX_DELAY_MS: u64 = 600_000;
 
-pub const SETTINGS: &[Setting] = &[
-    Setting::bind("ECHO_BIND", "0.0.0.0:8080"),
-    Setting::new(
-        "HOSTNAME",
-        "hostname",
-        "NAME",
-        "name to answer with (default: the machine's hostname)",
-    ),
-];
+pub const BIND: Setting = Setting::bind("ECHO_BIND", "0.0.0.0:8080");
+pub const HOSTNAME: Setting = Setting::new(
+    "HOSTNAME",
+    "hostname",
+    "NAME",
+    "name to answer with (default: the machine's hostname)",
+);
+
+pub const SETTINGS: &[Setting] = &[BIND, HOSTNAME];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,13 +38,10 @@ pub struct Config {
 
 impl Config {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let [bind, hostname] = SETTINGS else {
-            unreachable!("SETTINGS lists bind and hostname")
-        };
         Ok(Config {
-            bind: source.parse_or_default(bind, platform::config::parse_bind)?,
+            bind: source.parse_or_default(&BIND, platform::config::parse_bind)?,
             hostname: source
-                .parse(hostname, |v| Ok(v.to_string()))?
+                .parse(&HOSTNAME, |v| Ok(v.to_string()))?
                 .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
             common: CommonConfig::from_source(source)?,
         })

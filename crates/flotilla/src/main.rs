@@ -77,6 +77,15 @@ fn command() -> Command {
 }
 
 fn main() -> ExitCode {
+    // A child of `flotilla up` stops when its supervisor dies, however it dies.
+    match stack::child::follow_supervisor() {
+        Ok(stack::child::Link::Orphaned) => {
+            eprintln!("flotilla: the flotilla up that started this process is gone; stopping");
+            return ExitCode::FAILURE;
+        }
+        Ok(_) => {}
+        Err(error) => eprintln!("flotilla: cannot follow the supervisor: {error}"),
+    }
     let matches = command().get_matches();
     let (name, sub) = matches.subcommand().expect("a subcommand is required");
     match name {
@@ -145,7 +154,11 @@ fn main() -> ExitCode {
             stack::Config::from_source,
             |c| &c.common,
             |_| None,
-            |config| async move { stack::run(config, platform::shutdown_signal()).await },
+            |config| async move {
+                stack::run(config, platform::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
         ),
         "ps" | "rollout" => control(name, sub),
         "healthcheck" => healthcheck(sub),
@@ -174,9 +187,11 @@ fn control(name: &str, matches: &ArgMatches) -> ExitCode {
                 let service = matches
                     .get_one::<String>("service")
                     .expect("clap requires it");
-                stack::rollout(&data_dir, service).await
+                stack::rollout(&data_dir, service)
+                    .await
+                    .map_err(anyhow::Error::from)
             } else {
-                stack::ps(&data_dir).await
+                stack::ps(&data_dir).await.map_err(anyhow::Error::from)
             }
         })
     });
@@ -320,7 +335,8 @@ impl OneShot for gateway::Config {
         if self.reload {
             return Some(
                 self.request_reload()
-                    .map(|answer| format!("{}\n", answer.trim())),
+                    .map(|answer| format!("{}\n", answer.trim()))
+                    .map_err(|e| e.to_string()),
             );
         }
         self.print_config.then(|| Ok(self.to_toml()))

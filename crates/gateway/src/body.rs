@@ -16,7 +16,8 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use tokio::io::AsyncWriteExt;
 use tower_http::timeout::TimeoutBody;
 
-use crate::client::{BoxError, Payload, ProxyBody};
+use crate::client::{BoxError, Payload, ProxyBody, SendError};
+use crate::error::ProxyError;
 
 /// Largest body a buffering route keeps when it sets no `max_body_size`.
 pub(crate) const MAX_BUFFERED: u64 = 1 << 30;
@@ -60,6 +61,25 @@ impl ClientBodyError {
         }
         None
     }
+}
+
+/// When the client's request body is what broke an exchange: the answer for the client. A body
+/// that failed while it was being sent is the client's fault whatever its cause; an exchange
+/// through hyper's client (upgrades) is, only when one of ours is among the causes.
+pub(crate) fn client_fault(error: &SendError, max: Option<u64>) -> Option<ProxyError> {
+    let cause = error.body_error()?;
+    let found = ClientBodyError::find(cause);
+    if found.is_none() && !matches!(error, SendError::Body(_)) {
+        return None;
+    }
+    Some(match found {
+        Some(ClientBodyError::Timeout) => ProxyError::ClientBodyTimeout,
+        Some(ClientBodyError::TooLarge) => ProxyError::BodyTooLarge(max.unwrap_or_default()),
+        Some(ClientBodyError::Spill(cause)) => {
+            ProxyError::Internal(format!("request buffering: {cause}"))
+        }
+        Some(ClientBodyError::Broken(_)) | None => ProxyError::ClientBodyBroken,
+    })
 }
 
 /// Whether `error`, or an error it wraps, is the body limit's.
@@ -207,13 +227,13 @@ impl RequestBody {
     }
 
     /// The body for one attempt, and whether another attempt could send it again.
-    pub(crate) fn take(&mut self) -> Result<(Payload, bool), crate::error::ProxyError> {
+    pub(crate) fn take(&mut self) -> Result<(Payload, bool), ProxyError> {
         Ok(match self {
             RequestBody::Replayable(bytes) => (Payload::Whole(bytes.clone()), true),
             RequestBody::Spilled(file, len) => {
-                let reader = file.reopen().map_err(|e| {
-                    crate::error::ProxyError::Internal(format!("request buffering: {e}"))
-                })?;
+                let reader = file
+                    .reopen()
+                    .map_err(|e| ProxyError::Internal(format!("request buffering: {e}")))?;
                 let body = FileBody {
                     stream: tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(reader)),
                     left: *len,

@@ -21,39 +21,34 @@
 //! reused only after a response that is complete, framed by length or chunks, and not marked
 //! `Connection: close`.
 
-use std::cell::{Cell, RefCell};
-use std::io::{self, IoSlice};
+mod conn;
+mod pool;
+mod response_body;
+
+use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::wire::head::{ResponseFraming, ResponseHead};
-use crate::wire::{self, ChunkedDecoder, Decoded};
+use conn::{Conn, ReadError, WriteError};
+pub(crate) use pool::sweep;
+use response_body::Inner;
+pub(crate) use response_body::{UpstreamBody, decode_all};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body on its way upstream as a stream (the client's, when too large to keep).
 pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Idle connections kept per server address on one thread at most.
-const MAX_IDLE_PER_SERVER: usize = 1024;
-
-/// How often a thread's idle connections are checked for being closed or expired, at most (in
-/// milliseconds of the coarse clock).
-const SWEEP_EVERY_MS: u64 = 1000;
 
 /// Largest response head (status line and headers), and trailer section, accepted from a
 /// server.
@@ -64,6 +59,16 @@ const READ_SIZE: usize = 16 * 1024;
 
 /// Request bodies up to this size are copied behind the head and written with it.
 const COPY_BODY_UP_TO: usize = 4096;
+
+/// A streamed request body did not match the length it announced: the client's fault, not the
+/// server's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct BodyMismatch(pub(crate) &'static str);
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
 
 /// Connects to upstream servers and sends them requests.
 #[derive(Debug, Clone, Copy)]
@@ -165,11 +170,11 @@ impl SendError {
         )
     }
 
-    /// The error of the client's request body, when that is what broke the exchange.
-    pub(crate) fn client_body(&self) -> Option<&crate::body::ClientBodyError> {
+    /// The error that broke the client's request body, when that is what broke the exchange.
+    pub(crate) fn body_error(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SendError::Body(error) => crate::body::ClientBodyError::find(&**error),
-            SendError::Http(error) => crate::body::ClientBodyError::find(error),
+            SendError::Body(error) => Some(&**error),
+            SendError::Http(error) => Some(error),
             _ => None,
         }
     }
@@ -211,7 +216,7 @@ impl Client {
         let head = encode_head(&request, &payload);
         let head_only = request.method == Method::HEAD;
         loop {
-            let (pooled, mut conn) = match checkout(address) {
+            let (pooled, mut conn) = match pool::checkout(address) {
                 Some(conn) => (true, conn),
                 None => (false, Box::pin(self.connect(address)).await?),
             };
@@ -359,580 +364,10 @@ fn encode_head(request: &Outgoing<'_>, payload: &Payload) -> Vec<u8> {
     head
 }
 
-/// How much of a response body is left, and how it ends.
-#[derive(Debug)]
-enum Framing {
-    /// After this many more bytes.
-    Length(u64),
-    /// With the last chunk (RFC 9112 section 7.1).
-    Chunked(ChunkedDecoder),
-    /// When the server closes the connection.
-    Close,
-    /// It has ended.
-    Done,
-}
-
-impl Framing {
-    fn of(framing: ResponseFraming) -> Self {
-        match framing {
-            ResponseFraming::Length(length) => Framing::Length(length),
-            ResponseFraming::Chunked => Framing::Chunked(ChunkedDecoder::new(MAX_HEAD)),
-            ResponseFraming::Close => Framing::Close,
-        }
-    }
-
-    fn ended(&self) -> bool {
-        matches!(self, Framing::Done | Framing::Length(0))
-    }
-}
-
-enum WriteError {
-    /// Nothing was written.
-    NotSent(io::Error),
-    /// Part of the request was written.
-    Io(io::Error),
-    /// The client's body failed.
-    Body(BoxError),
-}
-
-enum ReadError {
-    /// The server closed the connection (or reset it) before a byte of its answer.
-    ClosedUnanswered(io::Error),
-    Io(io::Error),
-}
-
-/// The client's body did not match what it announced: its fault, not the server's.
-fn broken_body(what: &str) -> WriteError {
-    WriteError::Body(Box::new(crate::body::ClientBodyError::Broken(what.into())))
-}
-
-fn invalid(what: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.into())
-}
-
-/// A connection to a server, with what has been read from it and not yet used.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Conn {
-    /// Writes the request. `Ok(true)` when the server answered before the body was all sent (the
-    /// rest is not sent, and the connection cannot be used again).
-    async fn write_request(
-        &mut self,
-        head: &[u8],
-        payload: &mut Payload,
-    ) -> Result<bool, WriteError> {
-        let mut written = 0;
-        let outcome = match payload {
-            Payload::Whole(bytes) if bytes.len() > COPY_BODY_UP_TO => {
-                let mut slices = [IoSlice::new(head), IoSlice::new(bytes)];
-                write_all(&self.stream, &mut &mut slices[..], &mut written).await
-            }
-            // The head holds a small body already.
-            _ => {
-                write_all(
-                    &self.stream,
-                    &mut &mut [IoSlice::new(head)][..],
-                    &mut written,
-                )
-                .await
-            }
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(error) if written == 0 => return Err(WriteError::NotSent(error)),
-            Err(error) => return Err(WriteError::Io(error)),
-        }
-        match payload {
-            Payload::Whole(_) => Ok(false),
-            // Boxed: streaming is for large bodies, and its code stays out of the usual path.
-            Payload::Stream(body) => Box::pin(self.write_stream(body, written)).await,
-        }
-    }
-
-    /// Sends a streamed body after its head (`written` bytes so far). `Ok(true)` when the server
-    /// answered before the body was all sent.
-    async fn write_stream(
-        &mut self,
-        body: &mut ProxyBody,
-        mut written: usize,
-    ) -> Result<bool, WriteError> {
-        let mut declared = body.size_hint().exact();
-        let chunked = declared.is_none();
-        loop {
-            let frame = tokio::select! {
-                biased;
-                answered = answered(&self.stream, &mut self.buf) => match answered {
-                    Ok(true) => return Ok(true),
-                    Ok(false) => continue,
-                    Err(error) => return Err(WriteError::Io(error)),
-                },
-                frame = body.frame() => frame,
-            };
-            let data = match frame {
-                None => break,
-                Some(Err(error)) => return Err(WriteError::Body(error)),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => continue,
-                    Ok(data) => data,
-                    // Trailers are not passed on.
-                    Err(_) => continue,
-                },
-            };
-            if let Some(left) = &mut declared {
-                *left = left.checked_sub(data.len() as u64).ok_or_else(|| {
-                    broken_body("the request body is longer than its Content-Length")
-                })?;
-            }
-            let mut size_line = [0u8; 18];
-            let (size_line, crlf): (&[u8], &[u8]) = if chunked {
-                (wire::chunk_size_line(data.len(), &mut size_line), b"\r\n")
-            } else {
-                (b"", b"")
-            };
-            let mut slices = [
-                IoSlice::new(size_line),
-                IoSlice::new(&data),
-                IoSlice::new(crlf),
-            ];
-            let mut slices = &mut slices[..];
-            // Until this piece is written, or the server answers.
-            loop {
-                tokio::select! {
-                    biased;
-                    answered = answered(&self.stream, &mut self.buf) => match answered {
-                        Ok(true) => return Ok(true),
-                        Ok(false) => {}
-                        Err(error) => return Err(WriteError::Io(error)),
-                    },
-                    sent = write_all(&self.stream, &mut slices, &mut written) => {
-                        sent.map_err(WriteError::Io)?;
-                        break;
-                    }
-                }
-            }
-        }
-        if declared.is_some_and(|left| left > 0) {
-            return Err(broken_body(
-                "the request body ended before its Content-Length",
-            ));
-        }
-        if chunked {
-            let mut last = [IoSlice::new(b"0\r\n\r\n")];
-            write_all(&self.stream, &mut &mut last[..], &mut written)
-                .await
-                .map_err(WriteError::Io)?;
-        }
-        Ok(false)
-    }
-
-    /// Reads more from the server into the buffer; `Ok(0)` at its end.
-    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buf.reserve(READ_SIZE);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
-    }
-
-    /// Reads the response head, skipping interim (1xx) responses: the head, how the body is
-    /// framed, and whether the connection may be used again after it.
-    async fn read_head(
-        &mut self,
-        head_only: bool,
-    ) -> Result<(http::response::Parts, ResponseFraming, bool), ReadError> {
-        let mut received = !self.buf.is_empty();
-        loop {
-            if !self.buf.is_empty() {
-                let parsed = wire::head::parse_response(&mut self.buf, head_only, MAX_HEAD)
-                    .map_err(|e| ReadError::Io(invalid(e.0)))?;
-                match parsed {
-                    ResponseHead::Complete(parts, framing, keep_alive) => {
-                        return Ok((parts, framing, keep_alive));
-                    }
-                    ResponseHead::Interim => continue,
-                    ResponseHead::Partial => {}
-                }
-            }
-            let read = std::future::poll_fn(|cx| self.poll_read_more(cx)).await;
-            match read {
-                Ok(0) | Err(_) if !received => {
-                    let error = read.err().unwrap_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the server closed the connection without answering",
-                        )
-                    });
-                    return Err(ReadError::ClosedUnanswered(error));
-                }
-                Ok(0) => {
-                    return Err(ReadError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection in the middle of the response head",
-                    )));
-                }
-                Ok(_) => received = true,
-                Err(error) => return Err(ReadError::Io(error)),
-            }
-        }
-    }
-}
-
-/// Resolves when the server has sent something (`true`, the bytes in `buf`), or when the socket
-/// was only said to be readable (`false`); fails when the server closed the connection.
-async fn answered(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<bool> {
-    stream.readable().await?;
-    buf.reserve(READ_SIZE);
-    match stream.try_read_buf(buf) {
-        Ok(0) => Err(io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "the server closed the connection while the request was being sent",
-        )),
-        Ok(_) => Ok(true),
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-/// Writes all of `slices`, taking what is written off them (so that a write cancelled between
-/// two system calls can go on where it stopped), and counting it into `written`.
-async fn write_all(
-    stream: &TcpStream,
-    slices: &mut &mut [IoSlice<'_>],
-    written: &mut usize,
-) -> io::Result<()> {
-    IoSlice::advance_slices(slices, 0);
-    while !slices.is_empty() {
-        match stream.try_write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                *written += n;
-                IoSlice::advance_slices(slices, n);
-            }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
-}
-
-/// A response body from upstream. Its end puts the connection back in the pool; dropped before
-/// its end, it closes the connection.
-pub(crate) struct UpstreamBody(Inner);
-
-enum Inner {
-    Raw(RawBody),
-    /// An upgrade's response (through hyper).
-    Hyper(Incoming),
-}
-
-struct RawBody {
-    /// `None` once the body has ended.
-    conn: Option<Conn>,
-    framing: Framing,
-    keep_alive: bool,
-    address: Arc<str>,
-    idle_timeout: Duration,
-    /// Longest wait for the next bytes of the body.
-    read_timeout: Duration,
-    /// While waiting for bytes: when the wait fails.
-    deadline: Option<platform::coarse_timer::CoarseSleep>,
-}
-
-impl std::fmt::Debug for UpstreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Inner::Raw(raw) => f
-                .debug_struct("UpstreamBody")
-                .field("address", &raw.address)
-                .field("framing", &raw.framing)
-                .finish_non_exhaustive(),
-            Inner::Hyper(_) => f.write_str("UpstreamBody(upgrade)"),
-        }
-    }
-}
-
-impl UpstreamBody {
-    fn raw(
-        conn: Conn,
-        framing: ResponseFraming,
-        keep_alive: bool,
-        address: &Arc<str>,
-        timeouts: (Duration, Duration),
-    ) -> Self {
-        let (idle_timeout, read_timeout) = timeouts;
-        let mut raw = RawBody {
-            conn: Some(conn),
-            framing: Framing::of(framing),
-            keep_alive,
-            address: Arc::clone(address),
-            idle_timeout,
-            read_timeout,
-            deadline: None,
-        };
-        if raw.framing.ended() {
-            // Nothing to read: the connection is free now.
-            raw.end();
-        }
-        UpstreamBody(Inner::Raw(raw))
-    }
-}
-
-impl UpstreamBody {
-    /// The whole body, when it has a length and all of it has arrived already (it often comes
-    /// with the head): taken without reading. The connection is free afterwards.
-    pub(crate) fn take_whole(&mut self) -> Option<Bytes> {
-        let Inner::Raw(raw) = &mut self.0 else {
-            return None;
-        };
-        let Framing::Length(length) = raw.framing else {
-            return None;
-        };
-        let conn = raw.conn.as_mut()?;
-        let length = usize::try_from(length).ok()?;
-        if conn.buf.len() < length {
-            return None;
-        }
-        let whole = conn.buf.split_to(length).freeze();
-        raw.end();
-        Some(whole)
-    }
-}
-
-impl RawBody {
-    /// The body has ended: the connection goes back to the pool if it can be used again.
-    fn end(&mut self) {
-        self.framing = Framing::Done;
-        self.deadline = None;
-        if let Some(conn) = self.conn.take()
-            && self.keep_alive
-            // Bytes beyond the response: the server is out of step.
-            && conn.buf.is_empty()
-        {
-            checkin(&self.address, conn, self.idle_timeout);
-        }
-    }
-
-    fn fail(&mut self, error: io::Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.framing = Framing::Done;
-        self.conn = None;
-        self.deadline = None;
-        Poll::Ready(Some(Err(error.into())))
-    }
-
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match decode(&mut self.framing, &mut conn.buf) {
-                Ok(Some(data)) => {
-                    if self.framing.ended() {
-                        self.end();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(None) if self.framing.ended() => {
-                    self.end();
-                    return Poll::Ready(None);
-                }
-                Ok(None) => {}
-                Err(error) => return self.fail(error),
-            }
-            match conn.poll_read_more(cx) {
-                Poll::Ready(Ok(0)) if matches!(self.framing, Framing::Close) => {
-                    self.keep_alive = false;
-                    self.end();
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Ok(0)) => {
-                    return self.fail(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection before the end of the response body",
-                    ));
-                }
-                Poll::Ready(Ok(_)) => self.deadline = None,
-                Poll::Ready(Err(error)) => return self.fail(error),
-                Poll::Pending => {
-                    let read_timeout = self.read_timeout;
-                    let deadline = self.deadline.get_or_insert_with(|| {
-                        platform::coarse_timer::CoarseSleep::after(read_timeout)
-                    });
-                    ready!(Pin::new(deadline).poll(cx));
-                    return self.fail(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no bytes of the response body within {read_timeout:?}"),
-                    ));
-                }
-            }
-        }
-    }
-}
-
-/// Takes the next piece of body data off `buf`, advancing `framing`; `None` when more bytes are
-/// needed, or the body has ended.
-fn decode(framing: &mut Framing, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
-    match framing {
-        Framing::Done | Framing::Length(0) => Ok(None),
-        _ if buf.is_empty() => Ok(None),
-        Framing::Length(left) => {
-            let take = (*left).min(buf.len() as u64) as usize;
-            *left -= take as u64;
-            Ok(Some(buf.split_to(take).freeze()))
-        }
-        Framing::Close => Ok(Some(buf.split().freeze())),
-        Framing::Chunked(decoder) => match decoder.decode(buf) {
-            Ok(Decoded::Data(data)) => Ok(Some(data)),
-            Ok(Decoded::More) => Ok(None),
-            Ok(Decoded::End) => {
-                *framing = Framing::Done;
-                Ok(None)
-            }
-            Err(error) => Err(invalid(format!("{error} in the response"))),
-        },
-    }
-}
-
-/// The whole body of a response framed so, from `buf` followed by the end of the stream, as
-/// [`UpstreamBody`] reads it: `None` when it is malformed or cut short. For the differential
-/// tests (`crate::fuzzing`).
-pub(crate) fn decode_all(framing: ResponseFraming, mut buf: BytesMut) -> Option<Bytes> {
-    let mut framing = Framing::of(framing);
-    let mut body = BytesMut::new();
-    loop {
-        match decode(&mut framing, &mut buf) {
-            Ok(Some(data)) => body.extend_from_slice(&data),
-            Ok(None) if framing.ended() => return Some(body.freeze()),
-            // More is needed, and the stream has ended: complete only if the end frames it.
-            Ok(None) => return matches!(framing, Framing::Close).then(|| body.freeze()),
-            Err(_) => return None,
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.0 {
-            Inner::Raw(raw) => raw.poll_frame(cx),
-            Inner::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Inner::Raw(raw) => raw.framing.ended(),
-            Inner::Hyper(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Inner::Raw(raw) => match &raw.framing {
-                Framing::Length(left) => SizeHint::with_exact(*left),
-                Framing::Done => SizeHint::with_exact(0),
-                _ => SizeHint::default(),
-            },
-            Inner::Hyper(body) => body.size_hint(),
-        }
-    }
-}
-
-/// An idle connection in the pool.
-struct Idle {
-    conn: Conn,
-    /// On the coarse clock's milliseconds.
-    expires: u64,
-}
-
-impl Idle {
-    /// Whether the connection can take a request: not expired, and the server has neither closed
-    /// it nor sent anything unasked.
-    fn usable(&mut self, now: u64) -> bool {
-        if now >= self.expires {
-            return false;
-        }
-        // Polling without a waker only looks.
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.conn.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut byte = [0u8; 1];
-                matches!(self.conn.stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
-    }
-}
-
-/// Idle connections by server address. The addresses come from the config, not from clients, so
-/// a fast hash that an attacker could collide does no harm.
-type Pool = rustc_hash::FxHashMap<Arc<str>, Vec<Idle>>;
-
-thread_local! {
-    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
-    static LAST_SWEEP: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-/// The most recently used idle connection to `address` that is still usable.
-fn checkout(address: &str) -> Option<Conn> {
-    let now = platform::coarse_timer::millis();
-    POOL.with_borrow_mut(|pool| {
-        let idle = pool.get_mut(address)?;
-        while let Some(mut candidate) = idle.pop() {
-            if candidate.usable(now) {
-                return Some(candidate.conn);
-            }
-        }
-        None
-    })
-}
-
-fn checkin(address: &Arc<str>, conn: Conn, idle_timeout: Duration) {
-    let now = platform::coarse_timer::millis();
-    let idle_timeout = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
-    POOL.with_borrow_mut(|pool| {
-        let idle = pool.entry(Arc::clone(address)).or_default();
-        if idle.len() < MAX_IDLE_PER_SERVER {
-            idle.push(Idle {
-                conn,
-                expires: now.saturating_add(idle_timeout),
-            });
-        }
-    });
-    if LAST_SWEEP
-        .get()
-        .is_none_or(|last| now.saturating_sub(last) >= SWEEP_EVERY_MS)
-    {
-        LAST_SWEEP.set(Some(now));
-        sweep();
-    }
-}
-
-/// Closes this thread's idle connections that have expired or that their server has closed.
-pub(crate) fn sweep() {
-    let now = platform::coarse_timer::millis();
-    POOL.with_borrow_mut(|pool| {
-        for idle in pool.values_mut() {
-            idle.retain_mut(|candidate| candidate.usable(now));
-        }
-        pool.retain(|_, idle| !idle.is_empty());
-    });
-}
-
-/// Idle connections on this thread, for tests.
-#[cfg(test)]
-fn idle_count(address: &str) -> usize {
-    POOL.with_borrow(|pool| pool.get(address).map_or(0, Vec::len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Frame;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -1047,7 +482,11 @@ mod tests {
             assert_eq!(response.status(), 200);
             let body = body_of(response).await.unwrap();
             assert!(body.starts_with(b"pooled"), "{body:?}");
-            assert_eq!(idle_count(&address), 1, "one connection, back in the pool");
+            assert_eq!(
+                pool::idle_count(&address),
+                1,
+                "one connection, back in the pool"
+            );
         }
     }
 
@@ -1063,7 +502,7 @@ mod tests {
             .await
             .unwrap();
         drop(response);
-        assert_eq!(idle_count(&address), 0);
+        assert_eq!(pool::idle_count(&address), 0);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1074,7 +513,7 @@ mod tests {
             .await
             .unwrap();
         body_of(response).await.unwrap();
-        assert_eq!(idle_count(&address), 1);
+        assert_eq!(pool::idle_count(&address), 1);
         // The server shuts down (closing its idle keep-alive connections) and another takes
         // its port.
         stop.send(()).unwrap();
@@ -1092,7 +531,7 @@ mod tests {
             .unwrap_err();
         assert!(error.never_sent(), "{error}");
         assert!(matches!(error, SendError::Connect(_)), "{error}");
-        assert_eq!(idle_count(&address), 0);
+        assert_eq!(pool::idle_count(&address), 0);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1111,7 +550,7 @@ mod tests {
         // Expiry is stamped on the coarse clock, which moves a tick at a time.
         tokio::time::sleep(platform::coarse_timer::TICK * 2 + Duration::from_millis(5)).await;
         sweep();
-        assert_eq!(idle_count(&address), 0);
+        assert_eq!(pool::idle_count(&address), 0);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1148,7 +587,7 @@ mod tests {
         assert_eq!(response.status(), 200);
         assert!(!response.headers().contains_key("x-trailer"));
         assert_eq!(body_of(response).await.unwrap(), "hello chunks");
-        assert_eq!(idle_count(&address), 1);
+        assert_eq!(pool::idle_count(&address), 1);
 
         let response = client
             .send_request(&address, get("/"), false)
@@ -1157,7 +596,7 @@ mod tests {
         assert!(!response.headers().contains_key("content-length"));
         assert_eq!(body_of(response).await.unwrap(), "both");
         assert_eq!(
-            idle_count(&address),
+            pool::idle_count(&address),
             0,
             "a connection that sent both is not kept"
         );
@@ -1166,7 +605,11 @@ mod tests {
         let response = client.send_request(&address, head, false).await.unwrap();
         assert_eq!(response.headers()["content-length"], "99");
         assert!(response.body().is_end_stream());
-        assert_eq!(idle_count(&address), 1, "back in the pool without a read");
+        assert_eq!(
+            pool::idle_count(&address),
+            1,
+            "back in the pool without a read"
+        );
 
         let response = client
             .send_request(&address, get("/"), false)
@@ -1190,7 +633,7 @@ mod tests {
         );
         assert!(body.is_end_stream());
         assert!(body.take_whole().is_none());
-        assert_eq!(idle_count(&address), 1);
+        assert_eq!(pool::idle_count(&address), 1);
 
         let response = client
             .send_request(&address, get("/"), false)
@@ -1199,7 +642,7 @@ mod tests {
         assert_eq!(response.version(), http::Version::HTTP_10);
         assert_eq!(body_of(response).await.unwrap(), "until the end");
         assert_eq!(
-            idle_count(&address),
+            pool::idle_count(&address),
             0,
             "a connection that ended is not kept"
         );
@@ -1223,7 +666,7 @@ mod tests {
             };
             let error = outcome.expect_err(&String::from_utf8_lossy(case));
             assert!(!error.to_string().is_empty());
-            assert_eq!(idle_count(&address), 0);
+            assert_eq!(pool::idle_count(&address), 0);
         }
     }
 
@@ -1272,7 +715,7 @@ mod tests {
             seen.ends_with("transfer-encoding: chunked\r\n\r\n3\r\none\r\n5\r\nthree\r\n0\r\n\r\n"),
             "{seen}"
         );
-        assert_eq!(idle_count(&address), 1);
+        assert_eq!(pool::idle_count(&address), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1347,6 +790,6 @@ mod tests {
         .unwrap();
         assert_eq!(response.status(), 413);
         assert_eq!(body_of(response).await.unwrap(), "big");
-        assert_eq!(idle_count(&address), 0);
+        assert_eq!(pool::idle_count(&address), 0);
     }
 }

@@ -18,7 +18,10 @@
 //! `${VAR}` and `${VAR:-default}` are replaced before the file is parsed (inside a double-quoted
 //! string the value is escaped; `$${` is a literal `${`). Every error names the file, the line and
 //! the key. The same structures, built from the seeds' nginx variables instead of a file, are the
-//! env mode ([`crate::env_mode`]); `--print-config` prints them back as TOML.
+//! env mode; `--print-config` prints them back as TOML.
+//!
+//! This module is the config as data, and its parsing. Checking it and opening the files it names
+//! is the load step's (`load`), which both a file and env mode go through.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -132,7 +135,8 @@ pub struct Route {
     /// `max_body_size` when set.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub request_buffering: bool,
-    /// Ask for a user of this htpasswd file (bcrypt, `{SHA}` or `$apr1$` entries).
+    /// Ask for a user of this htpasswd file (bcrypt, `{SHA}` or `$apr1$` entries), read when the
+    /// config is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth_file: Option<Spanned<String>>,
     /// The realm named in `WWW-Authenticate`.
@@ -146,21 +150,16 @@ pub struct Route {
     /// 429 with `Retry-After`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
-    /// The users of `basic_auth_file`, read when the config is loaded.
-    #[serde(skip)]
-    pub(crate) htpasswd: Option<std::sync::Arc<crate::auth::Htpasswd>>,
     /// The upstream pool to send requests to; or, instead:
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<Spanned<String>>,
-    /// ...a directory to serve files from (the path after the route's prefix names the file).
+    /// ...a directory to serve files from (the path after the route's prefix names the file),
+    /// opened when the config is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<Spanned<String>>,
     /// `Cache-Control` for files whose names are not content-hashed (those get a year, immutable).
     #[serde(default = "default_cache_control")]
     pub cache_control: String,
-    /// The directory of `root`, opened when the config is loaded.
-    #[serde(skip)]
-    pub(crate) files: Option<std::sync::Arc<crate::static_files::StaticDir>>,
 }
 
 /// A pool of servers and how requests are spread over it.
@@ -291,7 +290,7 @@ fn default_keepalive() -> Dur {
     Dur::secs(65)
 }
 fn default_send_timeout() -> Dur {
-    Dur(crate::server::DEFAULT_SEND_TIMEOUT)
+    Dur::secs(60)
 }
 fn default_client_body_timeout() -> Dur {
     Dur::secs(60)
@@ -454,57 +453,74 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Reads, expands and checks a config file.
-pub fn load(path: &str, env: &Source) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
-    parse(path, &text, env)
+/// Why a config file cannot be used; each names the file and, where it can, the line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A variable that cannot be expanded, or TOML that does not parse.
+    #[error("{at}: {message}")]
+    Syntax { at: String, message: String },
+    /// A value of the wrong type, a check that failed, a file it names that cannot be opened.
+    #[error("{at}: {key}: {message}")]
+    Invalid {
+        at: String,
+        key: String,
+        message: String,
+    },
 }
 
-/// Parses and checks config text; `file` names it in errors.
-pub fn parse(file: &str, text: &str, env: &Source) -> Result<FileConfig, String> {
-    let text = expand_env(text, env).map_err(|(line, msg)| format!("{file}:{line}: {msg}"))?;
-    let at = |span: Option<std::ops::Range<usize>>| match span {
-        Some(span) => format!("{file}:{}", line_of(&text, span.start)),
-        None => file.to_string(),
-    };
-    let deserializer = toml::Deserializer::parse(&text)
-        .map_err(|e| format!("{}: {}", at(e.span()), e.message().trim()))?;
+/// Expands and parses config text, unchecked; `name` names it in errors.
+pub fn parse(name: &str, text: &str, env: &Source) -> Result<FileConfig, ConfigFileError> {
+    parse_expanded(name, text, env).map(|(config, _)| config)
+}
+
+/// [`parse`], with the expanded text (which the spans in the config point into).
+pub(crate) fn parse_expanded(
+    name: &str,
+    text: &str,
+    env: &Source,
+) -> Result<(FileConfig, String), ConfigFileError> {
+    let text = expand_env(text, env).map_err(|(line, message)| ConfigFileError::Syntax {
+        at: format!("{name}:{line}"),
+        message,
+    })?;
+    let at = |span| location(name, Some(&text), span);
+    let deserializer = toml::Deserializer::parse(&text).map_err(|e| ConfigFileError::Syntax {
+        at: at(e.span()),
+        message: e.message().trim().to_string(),
+    })?;
     let config: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let key = if key == "." {
-            String::new()
+        let (at, message) = (at(inner.span()), inner.message().trim().to_string());
+        if key == "." {
+            ConfigFileError::Syntax { at, message }
         } else {
-            format!("{key}: ")
-        };
-        format!("{}: {key}{}", at(inner.span()), inner.message().trim())
-    })?;
-    crate::validate::check(&config).map_err(|(span, key, msg)| {
-        let span = span.or_else(|| find_table(&text, &key));
-        format!("{}: {key}: {msg}", at(span))
-    })?;
-    let mut config = config;
-    for (index, route) in config.routes.iter_mut().enumerate() {
-        if let Some(root) = &route.root {
-            let dir = crate::static_files::StaticDir::open(root.get_ref(), &route.cache_control)
-                .map_err(|msg| format!("{}: route[{index}].root: {msg}", at(Some(root.span()))))?;
-            route.files = Some(std::sync::Arc::new(dir));
+            ConfigFileError::Invalid { at, key, message }
         }
-        if let Some(path) = &route.basic_auth_file {
-            let users = crate::auth::Htpasswd::load(path.get_ref()).map_err(|msg| {
-                format!(
-                    "{}: route[{index}].basic_auth_file: {msg}",
-                    at(Some(path.span()))
-                )
-            })?;
-            route.htpasswd = Some(std::sync::Arc::new(users));
-        }
+    })?;
+    Ok((config, text))
+}
+
+/// `name:line` of `span` in `text`, or `name` alone.
+pub(crate) fn location(
+    name: &str,
+    text: Option<&str>,
+    span: Option<std::ops::Range<usize>>,
+) -> String {
+    match (text, span) {
+        (Some(text), Some(span)) => format!("{name}:{}", line_of(text, span.start)),
+        _ => name.to_string(),
     }
-    Ok(config)
 }
 
 /// Where a `[upstream.NAME]`-style table starts, for errors about a table as a whole.
-fn find_table(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+pub(crate) fn find_table(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
     let table = key.split('.').take(2).collect::<Vec<_>>().join(".");
     text.find(&format!("[{table}]"))
         .or_else(|| text.find(&format!("[[{table}]]")))
@@ -621,7 +637,7 @@ server = [{ address = "127.0.0.1:${BACKEND_PORT:-8081}" }]
     #[test]
     fn a_missing_variable_names_the_line() {
         let text = MINIMAL.replace("${PORT}", "${NOPE}");
-        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        let error = parse("gw.toml", &text, &env()).unwrap_err().to_string();
         assert!(
             error.starts_with("gw.toml:3: ${NOPE} is not set"),
             "{error}"
@@ -631,14 +647,14 @@ server = [{ address = "127.0.0.1:${BACKEND_PORT:-8081}" }]
     #[test]
     fn a_bad_value_names_file_line_and_key() {
         let text = MINIMAL.replace("address = \"127", "weight = \"heavy\", address = \"127");
-        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        let error = parse("gw.toml", &text, &env()).unwrap_err().to_string();
         assert!(
             error.starts_with("gw.toml:9: upstream.web.server[0].weight: "),
             "{error}"
         );
 
         let text = MINIMAL.replace("[upstream.web]", "[upstream.web]\npolicy = \"random\"");
-        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        let error = parse("gw.toml", &text, &env()).unwrap_err().to_string();
         assert!(
             error.starts_with("gw.toml:9: upstream.web.policy: "),
             "{error}"
@@ -646,7 +662,7 @@ server = [{ address = "127.0.0.1:${BACKEND_PORT:-8081}" }]
         assert!(error.contains("round_robin"), "{error}");
 
         let text = MINIMAL.replace("[upstream.web]", "[upstream.web]\nfail_timeout = \"soon\"");
-        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        let error = parse("gw.toml", &text, &env()).unwrap_err().to_string();
         assert!(
             error.starts_with("gw.toml:9: upstream.web.fail_timeout: "),
             "{error}"
@@ -656,16 +672,18 @@ server = [{ address = "127.0.0.1:${BACKEND_PORT:-8081}" }]
     #[test]
     fn an_unknown_upstream_is_an_error_at_the_route() {
         let text = MINIMAL.replace("upstream = \"web\"", "upstream = \"api\"");
-        let error = parse("gw.toml", &text, &env()).unwrap_err();
+        let error = crate::load::from_text("gw.toml", &text, &env()).unwrap_err();
         assert_eq!(
-            error,
+            error.to_string(),
             "gw.toml:6: route[0].upstream: no upstream named \"api\" (defined: web)"
         );
     }
 
     #[test]
     fn syntax_errors_name_the_line() {
-        let error = parse("gw.toml", "[[listener]\nbind = 1\n", &env()).unwrap_err();
+        let error = parse("gw.toml", "[[listener]\nbind = 1\n", &env())
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("gw.toml:1: "), "{error}");
     }
 

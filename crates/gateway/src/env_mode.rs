@@ -8,156 +8,204 @@ use platform::config::{parse_bind, parse_count, parse_duration};
 use platform::{ConfigError, Setting, Source};
 use toml::Spanned;
 
-use crate::config::{self, Dur, FileConfig, Listener, Policy, Route, Server, Upstream};
+use crate::config::{
+    self, ConfigFileError, Dur, FileConfig, Listener, Policy, Route, Server, Upstream,
+};
+use crate::load::{self, Loaded};
 
+pub const CONFIG: Setting = Setting::new(
+    "GATEWAY_CONFIG",
+    "config",
+    "FILE",
+    "TOML config file; without one, the nginx variables below configure the gateway",
+);
+
+pub const PRINT_CONFIG: Setting = Setting::new(
+    "GATEWAY_PRINT_CONFIG",
+    "print-config",
+    "",
+    "print the effective config as TOML and exit",
+)
+.switch();
+
+pub const RELOAD: Setting = Setting::new(
+    "GATEWAY_RELOAD",
+    "reload",
+    "",
+    "ask the running gateway (through its admin listener) to read its config again, and exit",
+)
+.switch();
+
+pub const BIND: Setting = Setting::new(
+    "GATEWAY_BIND",
+    "bind",
+    "HOST:PORT",
+    "address to listen on (default 0.0.0.0:SERVER_PORT; replaces a config file's first listener)",
+);
+
+pub const ADMIN_BIND: Setting = Setting::new(
+    "GATEWAY_ADMIN_BIND",
+    "admin-bind",
+    "HOST:PORT|off",
+    "admin listener for /hc, /ready, /metrics (default 127.0.0.1:9901)",
+);
+
+pub const WORKER_PROCESSES: Setting = Setting::new(
+    "WORKER_PROCESSES",
+    "worker-processes",
+    "N|auto",
+    "worker threads (nginx's worker processes)",
+)
+.default("auto");
+
+pub const SERVER_PORT: Setting =
+    Setting::new("SERVER_PORT", "server-port", "PORT", "port to listen on").default("80");
+
+pub const LOG_STDOUT: Setting = Setting::new(
+    "LOG_STDOUT",
+    "log-stdout",
+    "ANY",
+    "any value: the access log goes to stdout (as the seeds' nginx); unset: to GATEWAY_ACCESS_LOG",
+)
+.env_only();
+
+pub const ACCESS_LOG: Setting = Setting::new(
+    "GATEWAY_ACCESS_LOG",
+    "access-log",
+    "PATH|stdout|stderr|off",
+    "where the access log goes in env mode when LOG_STDOUT is unset",
+)
+.default("access.log");
+
+pub const GZIP: Setting = Setting::new(
+    "GZIP",
+    "gzip",
+    "on|off",
+    "compress answers (brotli, zstd or gzip, as the client accepts), as nginx's gzip",
+)
+.default("on");
+
+pub const SERVER_NAME: Setting = Setting::new(
+    "SERVER_NAME",
+    "server-name",
+    "NAME",
+    "server name (informational: every host is served)",
+)
+.default("localhost");
+
+pub const BACKEND_HOST: Setting = Setting::new(
+    "BACKEND_HOST",
+    "backend-host",
+    "HOST:PORT[,...]",
+    "upstream server(s), comma-separated; required without a config file",
+);
+
+pub const BACKEND_MAX_FAILS: Setting = Setting::new(
+    "BACKEND_MAX_FAILS",
+    "backend-max-fails",
+    "N",
+    "failures within the fail timeout that take a server out (0: never)",
+)
+.default("3");
+
+pub const BACKEND_FAIL_TIMEOUT: Setting = Setting::new(
+    "BACKEND_FAIL_TIMEOUT",
+    "backend-fail-timeout",
+    "DURATION",
+    "window for counting failures, and how long a failed server stays out",
+)
+.default("10s");
+
+pub const BACKEND_POLICY: Setting = Setting::new(
+    "BACKEND_POLICY",
+    "backend-policy",
+    "POLICY",
+    "round_robin, least_conn or p2c_ewma",
+)
+.default("round_robin");
+
+pub const BACKEND_HEALTH_PATH: Setting = Setting::new(
+    "BACKEND_HEALTH_PATH",
+    "backend-health-path",
+    "PATH",
+    "path for active health checks of each backend every 2s (off when unset)",
+);
+
+pub const KEEPALIVE_TIMEOUT: Setting = Setting::new(
+    "KEEPALIVE_TIMEOUT",
+    "keepalive-timeout",
+    "DURATION",
+    "how long an idle client connection stays open",
+)
+.default("65");
+
+pub const WORKER_CONNECTIONS: Setting = Setting::new(
+    "WORKER_CONNECTIONS",
+    "worker-connections",
+    "N",
+    "open client connections at most; more wait in the accept queue",
+)
+.default("1024");
+
+pub const BASIC_AUTH_FILE: Setting = Setting::new(
+    "BASIC_AUTH_FILE",
+    "",
+    "",
+    "htpasswd file (bcrypt, {SHA} or $apr1$ entries): every request needs one of its users, realm \"Restricted\"",
+)
+.env_only();
+
+/// Every setting of the gateway, for its flags and help.
 pub const SETTINGS: &[Setting] = &[
-    Setting::new(
-        "GATEWAY_CONFIG",
-        "config",
-        "FILE",
-        "TOML config file; without one, the nginx variables below configure the gateway",
-    ),
-    Setting::new(
-        "GATEWAY_PRINT_CONFIG",
-        "print-config",
-        "",
-        "print the effective config as TOML and exit",
-    )
-    .switch(),
-    Setting::new(
-        "GATEWAY_RELOAD",
-        "reload",
-        "",
-        "ask the running gateway (through its admin listener) to read its config again, and exit",
-    )
-    .switch(),
-    Setting::new(
-        "GATEWAY_BIND",
-        "bind",
-        "HOST:PORT",
-        "address to listen on (default 0.0.0.0:SERVER_PORT; replaces a config file's first listener)",
-    ),
-    Setting::new(
-        "GATEWAY_ADMIN_BIND",
-        "admin-bind",
-        "HOST:PORT|off",
-        "admin listener for /hc, /ready, /metrics (default 127.0.0.1:9901)",
-    ),
-    Setting::new(
-        "WORKER_PROCESSES",
-        "worker-processes",
-        "N|auto",
-        "worker threads (nginx's worker processes)",
-    )
-    .default("auto"),
-    Setting::new("SERVER_PORT", "server-port", "PORT", "port to listen on").default("80"),
-    Setting::new(
-        "LOG_STDOUT",
-        "log-stdout",
-        "ANY",
-        "any value: the access log goes to stdout (as the seeds' nginx); unset: to GATEWAY_ACCESS_LOG",
-    )
-    .env_only(),
-    Setting::new(
-        "GATEWAY_ACCESS_LOG",
-        "access-log",
-        "PATH|stdout|stderr|off",
-        "where the access log goes in env mode when LOG_STDOUT is unset",
-    )
-    .default("access.log"),
-    Setting::new(
-        "GZIP",
-        "gzip",
-        "on|off",
-        "compress answers (brotli, zstd or gzip, as the client accepts), as nginx's gzip",
-    )
-    .default("on"),
-    Setting::new(
-        "SERVER_NAME",
-        "server-name",
-        "NAME",
-        "server name (informational: every host is served)",
-    )
-    .default("localhost"),
-    Setting::new(
-        "BACKEND_HOST",
-        "backend-host",
-        "HOST:PORT[,...]",
-        "upstream server(s), comma-separated; required without a config file",
-    ),
-    Setting::new(
-        "BACKEND_MAX_FAILS",
-        "backend-max-fails",
-        "N",
-        "failures within the fail timeout that take a server out (0: never)",
-    )
-    .default("3"),
-    Setting::new(
-        "BACKEND_FAIL_TIMEOUT",
-        "backend-fail-timeout",
-        "DURATION",
-        "window for counting failures, and how long a failed server stays out",
-    )
-    .default("10s"),
-    Setting::new(
-        "BACKEND_POLICY",
-        "backend-policy",
-        "POLICY",
-        "round_robin, least_conn or p2c_ewma",
-    )
-    .default("round_robin"),
-    Setting::new(
-        "BACKEND_HEALTH_PATH",
-        "backend-health-path",
-        "PATH",
-        "path for active health checks of each backend every 2s (off when unset)",
-    ),
-    Setting::new(
-        "KEEPALIVE_TIMEOUT",
-        "keepalive-timeout",
-        "DURATION",
-        "how long an idle client connection stays open",
-    )
-    .default("65"),
-    Setting::new(
-        "WORKER_CONNECTIONS",
-        "worker-connections",
-        "N",
-        "open client connections at most; more wait in the accept queue",
-    )
-    .default("1024"),
-    Setting::new(
-        "BASIC_AUTH_FILE",
-        "",
-        "",
-        "htpasswd file (bcrypt, {SHA} or $apr1$ entries): every request needs one of its users, realm \"Restricted\"",
-    )
-    .env_only(),
+    CONFIG,
+    PRINT_CONFIG,
+    RELOAD,
+    BIND,
+    ADMIN_BIND,
+    WORKER_PROCESSES,
+    SERVER_PORT,
+    LOG_STDOUT,
+    ACCESS_LOG,
+    GZIP,
+    SERVER_NAME,
+    BACKEND_HOST,
+    BACKEND_MAX_FAILS,
+    BACKEND_FAIL_TIMEOUT,
+    BACKEND_POLICY,
+    BACKEND_HEALTH_PATH,
+    KEEPALIVE_TIMEOUT,
+    WORKER_CONNECTIONS,
+    BASIC_AUTH_FILE,
 ];
 
-fn setting(env: &str) -> &'static Setting {
-    SETTINGS
-        .iter()
-        .find(|s| s.env == env)
-        .unwrap_or_else(|| panic!("{env} is one of the gateway's settings"))
-}
-
-/// The file config: from `GATEWAY_CONFIG`, or built from the nginx variables. `GATEWAY_BIND` and
-/// `GATEWAY_ADMIN_BIND` override either.
-pub(crate) fn file_config(source: &Source) -> Result<(FileConfig, String), ConfigError> {
-    let (mut file, origin) = match source.parse(setting("GATEWAY_CONFIG"), |v| Ok(v.to_string()))? {
+/// The config to run: the file `GATEWAY_CONFIG` names, or one built from the nginx variables,
+/// through the load step either way. `GATEWAY_BIND` and `GATEWAY_ADMIN_BIND` override both.
+pub(crate) fn load(source: &Source) -> Result<Loaded, ConfigError> {
+    let (mut file, origin, text) = match source.parse(&CONFIG, |v| Ok(v.to_string()))? {
         Some(path) => {
-            let file = config::load(&path, source).map_err(ConfigError::Other)?;
-            (file, path)
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::Other(format!("{path}: cannot read: {e}")))?;
+            let (file, expanded) = config::parse_expanded(&path, &text, source)
+                .map_err(|e| ConfigError::Other(e.to_string()))?;
+            (file, path, Some(expanded))
         }
-        None => (from_nginx_variables(source)?, "environment".to_string()),
+        None => (
+            from_nginx_variables(source)?,
+            "environment".to_string(),
+            None,
+        ),
     };
-    if let Some(bind) = source.parse(setting("GATEWAY_BIND"), |v| {
-        parse_bind(v).map(|_| v.to_string())
-    })? {
-        file.listeners[0].bind = Spanned::new(0..0, bind);
+    if let Some(bind) = source.parse(&BIND, |v| parse_bind(v).map(|_| v.to_string()))? {
+        match file.listeners.first_mut() {
+            Some(listener) => listener.bind = Spanned::new(0..0, bind),
+            None => {
+                let listener: Listener = toml::from_str(&format!("bind = {bind:?}"))
+                    .expect("a listener needs only its address");
+                file.listeners.push(listener);
+            }
+        }
     }
-    if let Some(admin) = source.parse(setting("GATEWAY_ADMIN_BIND"), |v| {
+    if let Some(admin) = source.parse(&ADMIN_BIND, |v| {
         if v == "off" {
             Ok(v.to_string())
         } else {
@@ -166,12 +214,29 @@ pub(crate) fn file_config(source: &Source) -> Result<(FileConfig, String), Confi
     })? {
         file.admin.bind = admin;
     }
-    Ok((file, origin))
+    let loaded = match text {
+        Some(text) => load::checked(file, &origin, &text),
+        None => load::from_config(file, &origin),
+    };
+    loaded.map_err(|error| match error {
+        // In env mode, the file came from a variable: name it.
+        ConfigFileError::Invalid { key, message, .. }
+            if text_less(&origin) && key == "route[0].basic_auth_file" =>
+        {
+            ConfigError::Other(format!("{}: {message}", BASIC_AUTH_FILE.env))
+        }
+        error => ConfigError::Other(error.to_string()),
+    })
+}
+
+/// Whether a config of this origin was built from the variables rather than read from a file.
+fn text_less(origin: &str) -> bool {
+    origin == "environment"
 }
 
 /// Worker threads: a number, or `auto` for one per core.
 pub(crate) fn worker_threads(source: &Source) -> Result<Option<usize>, ConfigError> {
-    source.parse_or_default(setting("WORKER_PROCESSES"), |v| {
+    source.parse_or_default(&WORKER_PROCESSES, |v| {
         if v == "auto" {
             Ok(None)
         } else {
@@ -183,40 +248,33 @@ pub(crate) fn worker_threads(source: &Source) -> Result<Option<usize>, ConfigErr
 }
 
 fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
-    let port = source.parse_or_default(setting("SERVER_PORT"), |v| {
+    let port = source.parse_or_default(&SERVER_PORT, |v| {
         v.parse::<u16>().map_err(|_| "a port number".to_string())
     })?;
-    let max_fails = source.parse_or_default(setting("BACKEND_MAX_FAILS"), |v| {
+    let max_fails = source.parse_or_default(&BACKEND_MAX_FAILS, |v| {
         v.parse::<u32>().map_err(|_| "a whole number".to_string())
     })?;
-    let fail_timeout = source.parse_or_default(setting("BACKEND_FAIL_TIMEOUT"), parse_duration)?;
-    let policy = source.parse_or_default(setting("BACKEND_POLICY"), |v| {
+    let fail_timeout = source.parse_or_default(&BACKEND_FAIL_TIMEOUT, parse_duration)?;
+    let policy = source.parse_or_default(&BACKEND_POLICY, |v| {
         toml::Value::String(v.to_string())
             .try_into::<Policy>()
             .map_err(|_| "round_robin, least_conn or p2c_ewma".to_string())
     })?;
-    let keepalive = source.parse_or_default(setting("KEEPALIVE_TIMEOUT"), parse_duration)?;
-    let basic_auth_file = source.parse(setting("BASIC_AUTH_FILE"), |v| Ok(v.to_string()))?;
-    let htpasswd = match &basic_auth_file {
-        Some(path) => Some(std::sync::Arc::new(
-            crate::auth::Htpasswd::load(path)
-                .map_err(|e| ConfigError::Other(format!("BASIC_AUTH_FILE: {e}")))?,
-        )),
-        None => None,
-    };
-    let compress = source.parse_or_default(setting("GZIP"), |v| {
+    let keepalive = source.parse_or_default(&KEEPALIVE_TIMEOUT, parse_duration)?;
+    // Opened by the load step, which names the variable if it cannot be read.
+    let basic_auth_file = source.parse(&BASIC_AUTH_FILE, |v| Ok(v.to_string()))?;
+    let compress = source.parse_or_default(&GZIP, |v| {
         platform::config::parse_bool(v).map_err(|_| "on or off".to_string())
     })?;
-    let connections =
-        source.parse_or_default(setting("WORKER_CONNECTIONS"), |v| parse_count(v, 1 << 20))?;
-    let health_path = source.parse(setting("BACKEND_HEALTH_PATH"), |v| {
+    let connections = source.parse_or_default(&WORKER_CONNECTIONS, |v| parse_count(v, 1 << 20))?;
+    let health_path = source.parse(&BACKEND_HEALTH_PATH, |v| {
         if v.starts_with('/') {
             Ok(v.to_string())
         } else {
             Err("a path starting with /".to_string())
         }
     })?;
-    let backends = source.require(setting("BACKEND_HOST"), |v| {
+    let backends = source.require(&BACKEND_HOST, |v| {
         let hosts: Vec<String> = v
             .split(',')
             .map(|h| h.trim().to_string())
@@ -251,10 +309,10 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
     });
     let listener: Listener = toml::from_str(&format!("bind = \"0.0.0.0:{port}\""))
         .expect("a listener needs only its address");
-    let access_log = if source.get(setting("LOG_STDOUT"))?.is_some() {
+    let access_log = if source.get(&LOG_STDOUT)?.is_some() {
         "stdout".to_string()
     } else {
-        source.parse_or_default(setting("GATEWAY_ACCESS_LOG"), |v| Ok(v.to_string()))?
+        source.parse_or_default(&ACCESS_LOG, |v| Ok(v.to_string()))?
     };
     Ok(FileConfig {
         access_log,
@@ -277,11 +335,9 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
             basic_auth_realm: "Restricted".into(),
             max_body_size: None,
             rate_limit: None,
-            htpasswd,
             upstream: Some(Spanned::new(0..0, "backend".into())),
             root: None,
             cache_control: "no-cache".into(),
-            files: None,
         }],
         upstreams: BTreeMap::from([(
             "backend".to_string(),
@@ -306,8 +362,9 @@ mod tests {
             ("SERVER_PORT", "8000"),
             ("BACKEND_FAIL_TIMEOUT", "2s"),
         ]);
-        let (config, origin) = file_config(&source).unwrap();
-        assert_eq!(origin, "environment");
+        let loaded = load(&source).unwrap();
+        assert_eq!(loaded.origin, "environment");
+        let config = loaded.file;
         assert_eq!(config.listeners[0].bind.get_ref(), "0.0.0.0:8000");
         assert_eq!(config.listeners[0].max_connections, 1024);
         assert_eq!(config.listeners[0].keepalive_timeout, Dur::secs(65));
@@ -326,7 +383,7 @@ mod tests {
     fn gzip_turns_compression_on_and_off() {
         let with = |gzip: &str| {
             let source = Source::from_pairs([("BACKEND_HOST", "api:8080"), ("GZIP", gzip)]);
-            file_config(&source).map(|(config, _)| config.routes[0].compress)
+            load(&source).map(|loaded| loaded.file.routes[0].compress)
         };
         assert!(with("on").unwrap());
         assert!(!with("off").unwrap());
@@ -339,10 +396,10 @@ mod tests {
 
     #[test]
     fn backend_host_is_required_and_checked() {
-        let error = file_config(&Source::default()).unwrap_err().to_string();
+        let error = load(&Source::default()).unwrap_err().to_string();
         assert!(error.starts_with("BACKEND_HOST is required"), "{error}");
         let source = Source::from_pairs([("BACKEND_HOST", "api")]);
-        let error = file_config(&source).unwrap_err().to_string();
+        let error = load(&source).unwrap_err().to_string();
         assert!(
             error.contains("BACKEND_HOST") && error.contains("host:port"),
             "{error}"
@@ -356,7 +413,7 @@ mod tests {
             ("GATEWAY_BIND", "127.0.0.1:7000"),
             ("GATEWAY_ADMIN_BIND", "off"),
         ]);
-        let (config, _) = file_config(&source).unwrap();
+        let config = load(&source).unwrap().file;
         assert_eq!(config.upstreams["backend"].server.len(), 2);
         assert_eq!(config.listeners[0].bind.get_ref(), "127.0.0.1:7000");
         assert_eq!(config.admin.bind, "off");
@@ -369,11 +426,11 @@ mod tests {
         std::fs::write(&path, "carol:{SHA}l5/jO3DHu6SJl12UvUCHRgci/IU=\n").unwrap();
         let path = path.to_str().unwrap();
         let source = Source::from_pairs([("BACKEND_HOST", "a:1"), ("BASIC_AUTH_FILE", path)]);
-        let (config, _) = file_config(&source).unwrap();
-        assert!(config.routes[0].htpasswd.is_some());
-        assert_eq!(config.routes[0].basic_auth_realm, "Restricted");
+        let loaded = load(&source).unwrap();
+        assert!(loaded.opened[0].users.is_some());
+        assert_eq!(loaded.file.routes[0].basic_auth_realm, "Restricted");
         let source = Source::from_pairs([("BACKEND_HOST", "a:1"), ("BASIC_AUTH_FILE", "/x")]);
-        let error = file_config(&source).unwrap_err().to_string();
+        let error = load(&source).unwrap_err().to_string();
         assert!(
             error.starts_with("BASIC_AUTH_FILE: /x: cannot read"),
             "{error}"

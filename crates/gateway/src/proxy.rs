@@ -17,7 +17,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -33,7 +32,7 @@ use crate::client::{Outgoing, UpstreamBody};
 use crate::compress;
 use crate::error::ProxyError;
 use crate::headers;
-use crate::routing::{Lookup, Route, RouteTable};
+use crate::routing::{LiveRoutes, Lookup, Route, RouteTable};
 use crate::server::tunnel::UpstreamUpgrade;
 use crate::server::zero_copy::ZeroCopy;
 use crate::target::Target;
@@ -56,38 +55,6 @@ pub(crate) struct ListenerState {
 struct Upstreamed {
     server: Option<Address>,
     head_time: Option<Duration>,
-}
-
-/// The route table in force; a reload swaps it. Requests in flight keep the table (and the
-/// upstream pools) they started with.
-#[derive(Default)]
-pub(crate) struct LiveRoutes {
-    table: std::sync::RwLock<Arc<RouteTable>>,
-    /// Counts replacements, so that a connection sees its copy is stale without the lock.
-    version: AtomicU64,
-}
-
-impl LiveRoutes {
-    pub(crate) fn current(&self) -> Arc<RouteTable> {
-        self.versioned().1
-    }
-
-    /// The table and its version.
-    fn versioned(&self) -> (u64, Arc<RouteTable>) {
-        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-        // Replaced under the write lock, so the pair matches.
-        (self.version.load(Ordering::Acquire), Arc::clone(&table))
-    }
-
-    pub(crate) fn replace(&self, table: RouteTable) {
-        let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(table);
-        self.version.fetch_add(1, Ordering::Release);
-    }
-
-    fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
 }
 
 /// A listener's request handler.
@@ -471,15 +438,8 @@ async fn forward(
                 });
             }
             Ok(Err(error)) => {
-                if let Some(client) = error.client_body() {
-                    return Err(match client {
-                        ClientBodyError::Timeout => ProxyError::ClientBodyTimeout,
-                        ClientBodyError::TooLarge => {
-                            ProxyError::BodyTooLarge(route.max_body_size.unwrap_or_default())
-                        }
-                        ClientBodyError::Broken(_) => ProxyError::ClientBodyBroken,
-                        ClientBodyError::Spill(_) => ProxyError::Internal(error.to_string()),
-                    });
+                if let Some(answer) = crate::body::client_fault(&error, route.max_body_size) {
+                    return Err(answer);
                 }
                 let never_sent = error.never_sent();
                 let cause = error_chain(&error);

@@ -1,11 +1,12 @@
 //! The route table: which upstream a request goes to, by `Host` and path prefix.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderValue;
 use platform::observe::RouteLabel;
 
-use crate::config;
+use crate::load::Loaded;
 use crate::upstream::Upstream;
 
 pub(crate) struct Route {
@@ -31,6 +32,38 @@ pub(crate) struct Route {
     pub(crate) files: Option<Arc<crate::static_files::StaticDir>>,
 }
 
+/// The route table in force; a reload swaps it. Requests in flight keep the table (and the
+/// upstream pools) they started with.
+#[derive(Default)]
+pub(crate) struct LiveRoutes {
+    table: std::sync::RwLock<Arc<RouteTable>>,
+    /// Counts replacements, so that a connection sees its copy is stale without the lock.
+    version: AtomicU64,
+}
+
+impl LiveRoutes {
+    pub(crate) fn current(&self) -> Arc<RouteTable> {
+        self.versioned().1
+    }
+
+    /// The table and its version.
+    pub(crate) fn versioned(&self) -> (u64, Arc<RouteTable>) {
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+        // Replaced under the write lock, so the pair matches.
+        (self.version.load(Ordering::Acquire), Arc::clone(&table))
+    }
+
+    pub(crate) fn replace(&self, table: RouteTable) {
+        let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(table);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
 /// Routes in match order: longest prefix first; at equal length, routes with a host first.
 #[derive(Default)]
 pub(crate) struct RouteTable {
@@ -38,10 +71,13 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    pub(crate) fn new(routes: &[config::Route], upstreams: &[Arc<Upstream>]) -> Self {
-        let mut table: Vec<Route> = routes
+    pub(crate) fn new(loaded: &Loaded, upstreams: &[Arc<Upstream>]) -> Self {
+        let mut table: Vec<Route> = loaded
+            .file
+            .routes
             .iter()
-            .map(|route| {
+            .zip(&loaded.opened)
+            .map(|(route, opened)| {
                 let upstream = route.upstream.as_ref().map(|name| {
                     upstreams
                         .iter()
@@ -65,7 +101,7 @@ impl RouteTable {
                     request_buffering: route.request_buffering,
                     max_body_size: route.max_body_size.map(|s| s.0),
                     rate_limit: route.rate_limit.map(crate::limits::RateLimiter::new),
-                    auth: route.htpasswd.clone().map(|users| {
+                    auth: opened.users.clone().map(|users| {
                         let realm = route.basic_auth_realm.replace(['"', '\\'], "");
                         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
                             .unwrap_or_else(|_| {
@@ -74,7 +110,7 @@ impl RouteTable {
                         (users, challenge)
                     }),
                     upstream: upstream.map(Arc::clone),
-                    files: route.files.clone(),
+                    files: opened.files.clone(),
                 }
             })
             .collect();
@@ -225,13 +261,14 @@ mod tests {
         let text = format!(
             "[[listener]]\nbind = \"127.0.0.1:0\"\n{routes}\n[upstream.a]\nserver = [{{address = \"a:1\"}}]\n[upstream.b]\nserver = [{{address = \"b:1\"}}]\n"
         );
-        let config = config::parse("t.toml", &text, &platform::Source::default()).unwrap();
-        let upstreams: Vec<Arc<Upstream>> = config
+        let loaded = crate::load::from_text("t.toml", &text, &platform::Source::default()).unwrap();
+        let upstreams: Vec<Arc<Upstream>> = loaded
+            .file
             .upstreams
             .iter()
             .map(|(name, u)| Arc::new(Upstream::new(name, u, &Default::default(), None)))
             .collect();
-        RouteTable::new(&config.routes, &upstreams)
+        RouteTable::new(&loaded, &upstreams)
     }
 
     fn target(table: &RouteTable, host: Option<&str>, path: &str) -> Option<String> {

@@ -16,7 +16,6 @@ pub(crate) mod zero_copy;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use platform::Readiness;
@@ -203,6 +202,3 @@ where
     }
     Ok(())
 }
-
-/// The send timeout when a listener does not set one (nginx's `send_timeout`).
-pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);

@@ -22,18 +22,21 @@
 //!   through the gateway. Elsewhere (TLS, HTTP/2, compressed on the fly) they are read in 64 KiB
 //!   chunks as the client takes them.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::{Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+mod cache;
+mod conditional;
 
 use crate::server::zero_copy::ZeroCopy;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
+use cache::{SmallFile, cached, forget, keep};
+use conditional::{RangeAnswer, not_modified, parse_range};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use tokio::io::AsyncReadExt;
@@ -288,81 +291,6 @@ enum Content {
     File(std::fs::File),
 }
 
-/// A small file kept in memory.
-struct SmallFile {
-    meta: Meta,
-    bytes: Bytes,
-}
-
-struct Kept {
-    checked: Instant,
-    file: Arc<SmallFile>,
-}
-
-/// Per worker thread: small files by directory, accepted siblings and request path.
-#[derive(Default)]
-struct Cache {
-    files: HashMap<(u64, Siblings), HashMap<String, Kept>>,
-    bytes: usize,
-    count: usize,
-}
-
-thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::default();
-}
-
-/// The file kept for this request, if it was checked against the disk within [`RECHECK`]. When
-/// it was not, the caller checks it again and, until it is done, the other requests for it
-/// still get the kept copy: one check at a time, however many requests arrive together.
-fn cached(dir: u64, siblings: Siblings, path: &str) -> Option<Arc<SmallFile>> {
-    CACHE.with_borrow_mut(|cache| {
-        let kept = cache.files.get_mut(&(dir, siblings))?.get_mut(path)?;
-        let now = Instant::now();
-        if now.duration_since(kept.checked) < RECHECK {
-            Some(Arc::clone(&kept.file))
-        } else {
-            kept.checked = now;
-            None
-        }
-    })
-}
-
-fn keep(dir: u64, siblings: Siblings, path: &str, file: Arc<SmallFile>) {
-    CACHE.with_borrow_mut(|cache| {
-        if cache.bytes + file.bytes.len() > CACHE_BYTES || cache.count >= CACHE_FILES {
-            *cache = Cache::default();
-        }
-        let kept = Kept {
-            checked: Instant::now(),
-            file,
-        };
-        cache.bytes += kept.file.bytes.len();
-        let previous = cache
-            .files
-            .entry((dir, siblings))
-            .or_default()
-            .insert(path.to_string(), kept);
-        match previous {
-            Some(previous) => cache.bytes -= previous.file.bytes.len(),
-            None => cache.count += 1,
-        }
-    });
-}
-
-/// Drops the file kept for this request, if any: it is gone, or no longer small.
-fn forget(dir: u64, siblings: Siblings, path: &str) {
-    CACHE.with_borrow_mut(|cache| {
-        let gone = cache
-            .files
-            .get_mut(&(dir, siblings))
-            .and_then(|files| files.remove(path));
-        if let Some(gone) = gone {
-            cache.bytes -= gone.file.bytes.len();
-            cache.count -= 1;
-        }
-    });
-}
-
 /// The real path of the file `path` (percent-encoded, relative) names, if it exists inside
 /// `root`.
 fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
@@ -539,79 +467,6 @@ fn accepts(headers: &HeaderMap, encoding: &str) -> bool {
             });
             name.eq_ignore_ascii_case(encoding) && !refused
         })
-}
-
-/// Whether the client's copy is current: `If-None-Match` decides when present (weak comparison,
-/// `*` matches), else `If-Modified-Since`.
-fn not_modified(headers: &HeaderMap, etag: &str, modified: SystemTime) -> bool {
-    if let Some(list) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        return list
-            .split(',')
-            .map(str::trim)
-            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag);
-    }
-    headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-        .is_some_and(|since| {
-            let secs = |t: SystemTime| {
-                t.duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-            };
-            secs(modified) <= secs(since)
-        })
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum RangeAnswer {
-    Whole,
-    /// First and last byte, inclusive.
-    Part(u64, u64),
-    Unsatisfiable,
-}
-
-fn parse_range(header: &str, len: u64) -> RangeAnswer {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return RangeAnswer::Whole;
-    };
-    if spec.contains(',') {
-        return RangeAnswer::Whole;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeAnswer::Whole;
-    };
-    let (first, last) = (first.trim(), last.trim());
-    let parsed = match (first.is_empty(), last.is_empty()) {
-        (true, true) => return RangeAnswer::Whole,
-        (true, false) => match last.parse::<u64>() {
-            Ok(0) => return RangeAnswer::Unsatisfiable,
-            Ok(n) => (len.saturating_sub(n), len.saturating_sub(1)),
-            Err(_) => return RangeAnswer::Whole,
-        },
-        (false, _) => {
-            let Ok(start) = first.parse::<u64>() else {
-                return RangeAnswer::Whole;
-            };
-            let end = if last.is_empty() {
-                len.saturating_sub(1)
-            } else {
-                match last.parse::<u64>() {
-                    Ok(end) if end >= start => end.min(len.saturating_sub(1)),
-                    _ => return RangeAnswer::Whole,
-                }
-            };
-            (start, end)
-        }
-    };
-    if len == 0 || parsed.0 >= len {
-        RangeAnswer::Unsatisfiable
-    } else {
-        RangeAnswer::Part(parsed.0, parsed.1)
-    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::proxy::LiveRoutes;
+use crate::routing::LiveRoutes;
 
 /// How a `POST /reload` learns what came of it: a summary, or the error that kept the running
 /// config.

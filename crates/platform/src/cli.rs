@@ -7,37 +7,44 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config::{Setting, Source};
 
+/// `LOG_FORMAT`: readable text, or one JSON object per line.
+pub const LOG_FORMAT: Setting = Setting::new(
+    "LOG_FORMAT",
+    "log-format",
+    "text|json",
+    "log format: readable text, or one JSON object per line",
+)
+.default("text");
+
+/// `LOG_LEVEL`: the log filter.
+pub const LOG_LEVEL: Setting = Setting::new(
+    "LOG_LEVEL",
+    "log-level",
+    "FILTER",
+    "log filter: error, warn, info, debug, trace, or per-module directives",
+)
+.default("info");
+
+/// `FLOTILLA_DRAIN_TIMEOUT`: how long in-flight requests may take once shutdown begins.
+pub const DRAIN_TIMEOUT: Setting = Setting::new(
+    "FLOTILLA_DRAIN_TIMEOUT",
+    "drain-timeout",
+    "DURATION",
+    "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
+)
+.default("10s");
+
+/// `FLOTILLA_SHUTDOWN_DELAY`: how long to keep serving, unready, before draining.
+pub const SHUTDOWN_DELAY: Setting = Setting::new(
+    "FLOTILLA_SHUTDOWN_DELAY",
+    "shutdown-delay",
+    "DURATION",
+    "on SIGTERM/SIGINT, how long to keep serving while /ready says 503, before draining",
+)
+.default("0s");
+
 /// Settings every service has, provided by the platform.
-pub const COMMON_SETTINGS: &[Setting] = &[
-    Setting::new(
-        "LOG_FORMAT",
-        "log-format",
-        "text|json",
-        "log format: readable text, or one JSON object per line",
-    )
-    .default("text"),
-    Setting::new(
-        "LOG_LEVEL",
-        "log-level",
-        "FILTER",
-        "log filter: error, warn, info, debug, trace, or per-module directives",
-    )
-    .default("info"),
-    Setting::new(
-        "FLOTILLA_DRAIN_TIMEOUT",
-        "drain-timeout",
-        "DURATION",
-        "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
-    )
-    .default("10s"),
-    Setting::new(
-        "FLOTILLA_SHUTDOWN_DELAY",
-        "shutdown-delay",
-        "DURATION",
-        "on SIGTERM/SIGINT, how long to keep serving while /ready says 503, before draining",
-    )
-    .default("0s"),
-];
+pub const COMMON_SETTINGS: &[Setting] = &[LOG_FORMAT, LOG_LEVEL, DRAIN_TIMEOUT, SHUTDOWN_DELAY];
 
 /// Adds one flag per setting that has one, with the env var and default in its help.
 pub fn with_settings(mut command: Command, settings: &[Setting]) -> Command {

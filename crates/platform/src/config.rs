@@ -2,7 +2,7 @@
 //!
 //! A service declares its settings once, as a table of [`Setting`]s: the environment variable
 //! (the seeds' name where one exists), any older aliases, the flag, the default and a help line.
-//! The binary turns that table into clap flags ([`crate::cli`]); values given as flags override the
+//! The binary turns that table into clap flags (the `cli` module); values given as flags override the
 //! environment. Both end up in one [`Source`], which a service parses into its typed `Config`.
 //! Tests build a `Source` from a map and never touch the process environment.
 //!

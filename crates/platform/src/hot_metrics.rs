@@ -8,7 +8,7 @@
 //!
 //! Series are registered once (by name and labels) and then updated through their handle; making
 //! the same series twice gives handles to the same values. Rendering follows the Prometheus text
-//! format, after the facade's series (see [`crate::telemetry::render_metrics`]).
+//! format; `telemetry` renders them after the facade's series.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -57,13 +57,11 @@ pub struct CommonConfig {
 
 impl CommonConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let [_, _, drain, delay] = cli::COMMON_SETTINGS else {
-            unreachable!("COMMON_SETTINGS lists format, level, drain timeout, shutdown delay")
-        };
         Ok(CommonConfig {
             log: LogConfig::from_source(source)?,
-            drain_timeout: source.parse_or_default(drain, config::parse_duration)?,
-            shutdown_delay: source.parse_or_default(delay, config::parse_duration)?,
+            drain_timeout: source.parse_or_default(&cli::DRAIN_TIMEOUT, config::parse_duration)?,
+            shutdown_delay: source
+                .parse_or_default(&cli::SHUTDOWN_DELAY, config::parse_duration)?,
         })
     }
 

@@ -27,16 +27,14 @@ pub struct LogConfig {
 
 impl LogConfig {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let [format, level, ..] = crate::cli::COMMON_SETTINGS else {
-            unreachable!("COMMON_SETTINGS starts with format and level")
-        };
-        let format =
-            source.parse_or_default(format, |v| match v.to_ascii_lowercase().as_str() {
+        let format = source.parse_or_default(&crate::cli::LOG_FORMAT, |v| {
+            match v.to_ascii_lowercase().as_str() {
                 "text" => Ok(LogFormat::Text),
                 "json" => Ok(LogFormat::Json),
                 _ => Err("text or json".to_string()),
-            })?;
-        let filter = source.parse_or_default(level, parse_filter)?;
+            }
+        })?;
+        let filter = source.parse_or_default(&crate::cli::LOG_LEVEL, parse_filter)?;
         Ok(LogConfig { format, filter })
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use crate::error::{self, Context, StackError, failed};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
@@ -31,7 +31,7 @@ const ROLLOUT_DELAY: Duration = Duration::from_secs(1);
 pub(crate) async fn serve(
     stack: Arc<Stack>,
     data_dir: &Path,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> error::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     std::fs::write(control_file(data_dir), addr.to_string())?;
@@ -64,13 +64,13 @@ async fn start_rollout(
             Json(serde_json::json!({ "service": name, "replaced": replaced })).into_response()
         }
         Err(error) => {
-            platform::error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))
+            platform::error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
         }
     }
 }
 
 /// Replaces every replica of `service`, one at a time. Returns how many were replaced.
-async fn roll(stack: &Stack, service: Service) -> anyhow::Result<usize> {
+async fn roll(stack: &Stack, service: Service) -> error::Result<usize> {
     let gateway = service.fronted_by().expect("only fronted services roll");
     let old: Vec<(u64, u16)> = stack
         .rotation
@@ -92,10 +92,13 @@ async fn roll(stack: &Stack, service: Service) -> anyhow::Result<usize> {
             // Like failure_action: rollback — the new replica goes, the old one keeps serving.
             remove_from_rotation(stack, service, new_id);
             stack.supervisor.stop(new_id, true).await;
-            return Err(error).context(format!(
-                "rollout of {} stopped; the old replicas keep serving",
-                service.name()
-            ));
+            return Err(StackError::Step {
+                what: format!(
+                    "rollout of {} stopped; the old replicas keep serving",
+                    service.name()
+                ),
+                source: Box::new(error),
+            });
         }
         reload_gateway(stack, gateway, service).await?;
         remove_from_rotation(stack, service, *old_id);
@@ -121,7 +124,7 @@ fn remove_from_rotation(stack: &Stack, service: Service, id: u64) {
 
 /// Rewrites the gateway's config, signals it, and waits until its admin `/ready` shows the new
 /// number of servers for `service`.
-async fn reload_gateway(stack: &Stack, gateway: Service, service: Service) -> anyhow::Result<()> {
+async fn reload_gateway(stack: &Stack, gateway: Service, service: Service) -> error::Result<()> {
     write_gateway_config(stack, gateway)?;
     let expected = stack
         .rotation
@@ -136,13 +139,17 @@ async fn reload_gateway(stack: &Stack, gateway: Service, service: Service) -> an
         .find(|r| r.service == gateway)
         .and_then(|r| r.pid)
     else {
-        bail!("{} is not running", gateway.name());
+        failed!("{} is not running", gateway.name());
     };
-    kill(Pid::from_raw(pid as i32), Signal::SIGHUP).context("signal the gateway")?;
+    kill(Pid::from_raw(pid as i32), Signal::SIGHUP).for_what(|| "signal the gateway".into())?;
     let admin = stack.admin_ports[&gateway];
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
-        .build()?;
+        .build()
+        .map_err(|source| StackError::Control {
+            what: "cannot make an HTTP client",
+            source,
+        })?;
     for _ in 0..200 {
         let report: Option<serde_json::Value> = match client
             .get(format!("http://127.0.0.1:{admin}/ready"))
@@ -160,7 +167,7 @@ async fn reload_gateway(stack: &Stack, gateway: Service, service: Service) -> an
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    bail!("{} did not pick up its new config", gateway.name())
+    failed!("{} did not pick up its new config", gateway.name())
 }
 
 /// Whether a `flotilla up` answers on this data directory's control endpoint.
@@ -173,9 +180,9 @@ pub(crate) async fn running(data_dir: &Path) -> bool {
         .is_ok()
 }
 
-fn control_url(data_dir: &Path, path: &str) -> anyhow::Result<String> {
+fn control_url(data_dir: &Path, path: &str) -> error::Result<String> {
     let file = control_file(data_dir);
-    let addr = std::fs::read_to_string(&file).with_context(|| {
+    let addr = std::fs::read_to_string(&file).for_what(|| {
         format!(
             "no flotilla up is running with the data directory {} ({} is missing)",
             data_dir.display(),
@@ -186,13 +193,20 @@ fn control_url(data_dir: &Path, path: &str) -> anyhow::Result<String> {
 }
 
 /// `flotilla ps`: the status table of the running system.
-pub async fn ps(data_dir: &Path) -> anyhow::Result<String> {
+pub async fn ps(data_dir: &Path) -> error::Result<String> {
     let url = control_url(data_dir, "/ps")?;
     let rows: Vec<serde_json::Value> = reqwest::get(&url)
         .await
-        .context("flotilla up does not answer")?
+        .map_err(|source| StackError::Control {
+            what: "flotilla up does not answer",
+            source,
+        })?
         .json()
-        .await?;
+        .await
+        .map_err(|source| StackError::Control {
+            what: "flotilla up answered something else than its table",
+            source,
+        })?;
     let text = display::table(rows.iter().map(|row| {
         let text = |v: &serde_json::Value| match v {
             serde_json::Value::String(s) => s.clone(),
@@ -205,17 +219,26 @@ pub async fn ps(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// `flotilla rollout <service>`: waits for the rollout to finish.
-pub async fn rollout(data_dir: &Path, service: &str) -> anyhow::Result<String> {
+pub async fn rollout(data_dir: &Path, service: &str) -> error::Result<String> {
     let url = control_url(data_dir, &format!("/rollout/{service}"))?;
     let response = reqwest::Client::new()
         .post(&url)
         .send()
         .await
-        .context("flotilla up does not answer")?;
+        .map_err(|source| StackError::Control {
+            what: "flotilla up does not answer",
+            source,
+        })?;
     let status = response.status();
-    let body: serde_json::Value = response.json().await?;
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|source| StackError::Control {
+            what: "flotilla up answered something else than a rollout's outcome",
+            source,
+        })?;
     if !status.is_success() {
-        bail!("{}", body["message"].as_str().unwrap_or("rollout failed"));
+        failed!("{}", body["message"].as_str().unwrap_or("rollout failed"));
     }
     Ok(format!(
         "{service}: replaced {} replicas, one at a time\n",

@@ -14,8 +14,10 @@
 //! - `control`: the control endpoint, rollouts, and the `ps`/`rollout` clients.
 //! - `display`: the status table.
 
+pub mod child;
 mod control;
 mod display;
+pub mod error;
 mod plan;
 mod supervisor;
 
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use error::{Context, StackError, failed};
 use platform::config::parse_count;
 use platform::{ConfigError, Setting, Source};
 
@@ -33,42 +35,41 @@ pub use control::{ps, rollout};
 use plan::{Database, Service};
 use supervisor::Supervisor;
 
-pub const SETTINGS: &[Setting] = &[
-    Setting::new(
-        "FLOTILLA_UP_PORT",
-        "port",
-        "PORT",
-        "port of the front gateway on 127.0.0.1",
-    )
-    .default("8080"),
-    Setting::new(
-        "FLOTILLA_API_REPLICAS",
-        "api-replicas",
-        "N",
-        "TODO API processes",
-    )
-    .default("2"),
-    Setting::new(
-        "FLOTILLA_WEB_REPLICAS",
-        "web-replicas",
-        "N",
-        "board processes",
-    )
-    .default("2"),
-    DATA_DIR,
-    Setting::new(
-        "FLOTILLA_DB",
-        "db",
-        "URL",
-        "primary database, mysql://... (default: SQLite in the data directory)",
-    ),
-    Setting::new(
-        "FLOTILLA_DB_REPLICAS",
-        "replica",
-        "URL[,URL]",
-        "read replicas of --db, comma-separated",
-    ),
-];
+pub const PORT: Setting = Setting::new(
+    "FLOTILLA_UP_PORT",
+    "port",
+    "PORT",
+    "port of the front gateway on 127.0.0.1",
+)
+.default("8080");
+pub const API_REPLICAS: Setting = Setting::new(
+    "FLOTILLA_API_REPLICAS",
+    "api-replicas",
+    "N",
+    "TODO API processes",
+)
+.default("2");
+pub const WEB_REPLICAS: Setting = Setting::new(
+    "FLOTILLA_WEB_REPLICAS",
+    "web-replicas",
+    "N",
+    "board processes",
+)
+.default("2");
+pub const DB: Setting = Setting::new(
+    "FLOTILLA_DB",
+    "db",
+    "URL",
+    "primary database, mysql://... (default: SQLite in the data directory)",
+);
+pub const DB_REPLICAS: Setting = Setting::new(
+    "FLOTILLA_DB_REPLICAS",
+    "replica",
+    "URL[,URL]",
+    "read replicas of --db, comma-separated",
+);
+
+pub const SETTINGS: &[Setting] = &[PORT, API_REPLICAS, WEB_REPLICAS, DATA_DIR, DB, DB_REPLICAS];
 
 /// The data directory, shared by `up`, `ps` and `rollout`.
 pub const DATA_DIR: Setting = Setting::new(
@@ -92,12 +93,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let [port, api, web, data_dir, db, replicas] = SETTINGS else {
-            unreachable!("SETTINGS lists port, replicas, data dir and databases")
-        };
-        let db: Option<String> = source.parse(db, |v| Ok(v.to_string()))?;
+        let db: Option<String> = source.parse(&DB, |v| Ok(v.to_string()))?;
         let db_replicas: Vec<String> = source
-            .parse(replicas, |v| {
+            .parse(&DB_REPLICAS, |v| {
                 Ok(v.split(',').map(|s| s.trim().to_string()).collect())
             })?
             .unwrap_or_default();
@@ -108,12 +106,12 @@ impl Config {
             ));
         }
         Ok(Config {
-            port: source.parse_or_default(port, |v| {
+            port: source.parse_or_default(&PORT, |v| {
                 v.parse::<u16>().map_err(|_| "a port number".to_string())
             })?,
-            api_replicas: source.parse_or_default(api, |v| parse_count(v, 16))? as usize,
-            web_replicas: source.parse_or_default(web, |v| parse_count(v, 16))? as usize,
-            data_dir: source.parse_or_default(data_dir, |v| Ok(PathBuf::from(v)))?,
+            api_replicas: source.parse_or_default(&API_REPLICAS, |v| parse_count(v, 16))? as usize,
+            web_replicas: source.parse_or_default(&WEB_REPLICAS, |v| parse_count(v, 16))? as usize,
+            data_dir: source.parse_or_default(&DATA_DIR, |v| Ok(PathBuf::from(v)))?,
             db,
             db_replicas,
             common: platform::CommonConfig::from_source(source)?,
@@ -136,10 +134,10 @@ pub(crate) struct Stack {
 
 /// Runs the system until `shutdown`; a second SIGINT/SIGTERM during the graceful stop kills
 /// everything at once.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::Result<()> {
     // Listening from the start, so a second Ctrl-C that comes right after the first is not missed.
     let mut interrupts = Interrupts::new()?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+    std::fs::create_dir_all(&config.data_dir).for_what(|| {
         format!(
             "cannot create the data directory {}",
             config.data_dir.display()
@@ -149,13 +147,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let run_dir = data_dir.join("run");
     std::fs::create_dir_all(&run_dir)?;
     if control::running(&data_dir).await {
-        bail!(
+        failed!(
             "flotilla up is already running with the data directory {}",
             data_dir.display()
         );
     }
     let front = std::net::TcpListener::bind(("127.0.0.1", config.port))
-        .with_context(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
+        .for_what(|| format!("cannot listen on 127.0.0.1:{}", config.port))?;
     drop(front);
     let database = Database {
         primary: config
@@ -184,12 +182,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut shutdown = std::pin::pin!(shutdown);
     let started = tokio::select! {
         result = start_all(&stack, &config) => result,
-        () = &mut shutdown => Err(anyhow::anyhow!("interrupted while starting")),
+        () = &mut shutdown => Err(StackError::Failed("interrupted while starting".into())),
     };
     let control = match started {
         Ok(()) => Some(control::serve(Arc::clone(&stack), &data_dir).await?),
         Err(error) => {
-            eprintln!("flotilla up: {error:#}; stopping what started");
+            eprintln!("flotilla up: {error}; stopping what started");
             None
         }
     };
@@ -224,7 +222,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-async fn start_all(stack: &Arc<Stack>, config: &Config) -> anyhow::Result<()> {
+async fn start_all(stack: &Arc<Stack>, config: &Config) -> error::Result<()> {
     for replica in 1..=config.api_replicas {
         // The first replica seeds an empty table; the others start once it has.
         let id = start_replica(stack, Service::TodoApi, replica, free_port()?, replica == 1)?;
@@ -305,7 +303,7 @@ pub(crate) fn start_replica(
     replica: usize,
     port: u16,
     seed: bool,
-) -> anyhow::Result<u64> {
+) -> error::Result<u64> {
     let admin = stack.admin_ports.get(&service).copied().unwrap_or(0);
     let args = plan::args(
         service,
@@ -332,23 +330,23 @@ pub(crate) fn start_replica(
 }
 
 /// Waits until a replica is ready (its probe answered), at most 60 s, less if it gives up.
-pub(crate) async fn wait_ready(stack: &Stack, id: u64, service: Service) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(stack: &Stack, id: u64, service: Service) -> error::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let Some(status) = stack.supervisor.status(id) else {
-            bail!("{} was stopped while starting", service.name());
+            failed!("{} was stopped while starting", service.name());
         };
         match status.state {
             "ready" => return Ok(()),
             "crashing" | "failed" => {
-                bail!(
+                failed!(
                     "{}.{} does not start (see its log lines above)",
                     service.name(),
                     status.replica
                 )
             }
             _ if Instant::now() > deadline => {
-                bail!(
+                failed!(
                     "{}.{} did not become ready within 60 s",
                     service.name(),
                     status.replica
@@ -360,7 +358,7 @@ pub(crate) async fn wait_ready(stack: &Stack, id: u64, service: Service) -> anyh
 }
 
 /// Writes a gateway's config from the current rotation.
-pub(crate) fn write_gateway_config(stack: &Stack, gateway: Service) -> anyhow::Result<()> {
+pub(crate) fn write_gateway_config(stack: &Stack, gateway: Service) -> error::Result<()> {
     let rotation = stack.rotation.lock().unwrap_or_else(|e| e.into_inner());
     let ports = |service: Service| -> Vec<u16> {
         rotation
@@ -373,7 +371,7 @@ pub(crate) fn write_gateway_config(stack: &Stack, gateway: Service) -> anyhow::R
         Service::FrontGateway => {
             plan::front_gateway_config(&ports(Service::TodoWeb), stack.api_gateway_port)
         }
-        other => bail!("{} is not a gateway", other.name()),
+        other => failed!("{} is not a gateway", other.name()),
     };
     let path = plan::gateway_config_path(&stack.run_dir, gateway);
     // Write then rename, so a gateway never reads half a file.
@@ -383,7 +381,7 @@ pub(crate) fn write_gateway_config(stack: &Stack, gateway: Service) -> anyhow::R
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+fn free_port() -> error::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

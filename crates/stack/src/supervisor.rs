@@ -185,6 +185,8 @@ impl Supervisor {
                 // Its own process group: a Ctrl-C on the terminal reaches only the supervisor,
                 // which stops the children in dependency order.
                 .process_group(0)
+                // It stops when the supervisor dies, however it dies (`child`).
+                .env(crate::child::SUPERVISOR_PID, std::process::id().to_string())
                 .env("LOG_FORMAT", "text")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())

@@ -14,18 +14,20 @@
 //! With the embedded default, the primary is one SQLite file, read through its own read pool.
 //! Each backend module holds its own SQL.
 
+mod member;
 mod mysql;
 mod position;
 mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use member::{Member, Members, Node};
 pub use position::{BadPosition, Position};
 
 use crate::config::DatabaseUrl;
@@ -149,142 +151,6 @@ impl PageWriter {
 pub struct StoreOptions {
     /// How long an operation may wait for a connection or a lock before it gives up.
     pub timeout: Duration,
-}
-
-/// One database server (or file) and how to talk to it.
-enum Node {
-    Sqlite(sqlite::Sqlite),
-    MySql(mysql::MySql),
-}
-
-impl Node {
-    fn label(&self) -> &str {
-        match self {
-            Node::Sqlite(db) => db.label(),
-            Node::MySql(db) => db.label(),
-        }
-    }
-
-    async fn ping(&self, replica: bool) -> Result<Option<Position>, StoreError> {
-        match self {
-            Node::Sqlite(db) => db.ping().await.map(|()| None),
-            Node::MySql(db) => db.ping(replica).await,
-        }
-    }
-
-    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
-        match self {
-            Node::Sqlite(db) => db.list(query).await,
-            Node::MySql(db) => db.list(query).await,
-        }
-    }
-
-    async fn get(&self, id: i64) -> Result<Option<Todo>, StoreError> {
-        match self {
-            Node::Sqlite(db) => db.get(id).await,
-            Node::MySql(db) => db.get(id).await,
-        }
-    }
-}
-
-/// A node and what the health check last learned about it.
-struct Member {
-    /// `primary`, `replica-1`, ...: the name in `/ready` and in metrics.
-    name: String,
-    node: Node,
-    replica: bool,
-    up: AtomicBool,
-    /// The replication position the node has applied (replicas) or written (the primary).
-    position: Mutex<Option<Position>>,
-    last_error: Mutex<Option<String>>,
-}
-
-impl Member {
-    fn new(name: String, node: Node, replica: bool) -> Self {
-        metrics::gauge!("todo_db_node_up", "node" => name.clone()).set(1.0);
-        Member {
-            name,
-            node,
-            replica,
-            up: AtomicBool::new(true),
-            position: Mutex::new(None),
-            last_error: Mutex::new(None),
-        }
-    }
-
-    fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
-    }
-
-    fn mark_down(&self, error: &str) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
-        if self.up.swap(false, Ordering::AcqRel) {
-            tracing::warn!(node = %self.name, target_db = %self.node.label(), %error, "database node down");
-            metrics::gauge!("todo_db_node_up", "node" => self.name.clone()).set(0.0);
-        }
-    }
-
-    fn mark_up(&self, position: Option<Position>) {
-        if let Some(position) = position {
-            *self.position.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
-        }
-        if !self.up.swap(true, Ordering::AcqRel) {
-            tracing::info!(node = %self.name, target_db = %self.node.label(), "database node back up");
-            metrics::gauge!("todo_db_node_up", "node" => self.name.clone()).set(1.0);
-        }
-    }
-
-    /// Whether the node is known to have applied `required`.
-    fn has_applied(&self, required: &Position) -> bool {
-        let position = self.position.lock().unwrap_or_else(|e| e.into_inner());
-        position.as_ref().is_some_and(|p| p.covers(required))
-    }
-
-    /// Pings the node and records the outcome.
-    async fn check(&self) {
-        match self.node.ping(self.replica).await {
-            Ok(position) => self.mark_up(position),
-            Err(StoreError::Unreachable(error)) => self.mark_down(&error),
-            // Reachable, only busy: it stays in service.
-            Err(_) => {}
-        }
-    }
-
-    fn report(&self) -> Result<Value, String> {
-        let position = self
-            .position
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(ToString::to_string);
-        if self.is_up() {
-            Ok(json!({"target": self.node.label(), "position": position}))
-        } else {
-            let error = self
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            Err(format!(
-                "{}: {}",
-                self.node.label(),
-                error.unwrap_or_default()
-            ))
-        }
-    }
-
-    fn count(&self, kind: &'static str) {
-        metrics::counter!("todo_db_queries_total", "node" => self.name.clone(), "kind" => kind)
-            .increment(1);
-    }
-}
-
-struct Members {
-    primary: Member,
-    replicas: Vec<Member>,
-    next_replica: AtomicUsize,
-    /// The latest position this process has written.
-    last_write: Mutex<Option<Position>>,
 }
 
 pub struct Store {

@@ -25,24 +25,25 @@ use platform::config::{parse_bind, parse_duration};
 use platform::{CommonConfig, ConfigError, ErrorStyle, Readiness, Setting, Source};
 use tokio::net::TcpListener;
 
-pub const SETTINGS: &[Setting] = &[
-    Setting::bind("TODO_WEB_BIND", "0.0.0.0:3000"),
+pub const BIND: Setting = Setting::bind("TODO_WEB_BIND", "0.0.0.0:3000");
+pub const API_URL: Setting =
     Setting::new("TODO_API_URL", "api-url", "URL", "base URL of the TODO API")
-        .default("http://localhost:8000"),
-    Setting::new(
-        "TODO_API_TIMEOUT",
-        "api-timeout",
-        "DURATION",
-        "how long one API call may take",
-    )
-    .default("2s"),
-    Setting::new(
-        "TODO_WEB_EXPORT_ASSETS",
-        "export-assets",
-        "DIR",
-        "write the CSS/JS/icon files into DIR (for the gateway to serve) and exit",
-    ),
-];
+        .default("http://localhost:8000");
+pub const API_TIMEOUT: Setting = Setting::new(
+    "TODO_API_TIMEOUT",
+    "api-timeout",
+    "DURATION",
+    "how long one API call may take",
+)
+.default("2s");
+pub const EXPORT_ASSETS: Setting = Setting::new(
+    "TODO_WEB_EXPORT_ASSETS",
+    "export-assets",
+    "DIR",
+    "write the CSS/JS/icon files into DIR (for the gateway to serve) and exit",
+);
+
+pub const SETTINGS: &[Setting] = &[BIND, API_URL, API_TIMEOUT, EXPORT_ASSETS];
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,12 +56,9 @@ pub struct Config {
 
 impl Config {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let [bind, api_url, timeout, export] = SETTINGS else {
-            unreachable!("SETTINGS lists bind, API URL, timeout and export")
-        };
         Ok(Config {
-            bind: source.parse_or_default(bind, parse_bind)?,
-            api_url: source.parse_or_default(api_url, |v| {
+            bind: source.parse_or_default(&BIND, parse_bind)?,
+            api_url: source.parse_or_default(&API_URL, |v| {
                 let url: reqwest::Url = v.parse().map_err(|_| "an http:// URL".to_string())?;
                 if url.scheme() == "http" || url.scheme() == "https" {
                     Ok(v.to_string())
@@ -68,8 +66,8 @@ impl Config {
                     Err("an http:// URL".to_string())
                 }
             })?,
-            api_timeout: source.parse_or_default(timeout, parse_duration)?,
-            export_assets: source.parse(export, |v| Ok(v.to_string()))?,
+            api_timeout: source.parse_or_default(&API_TIMEOUT, parse_duration)?,
+            export_assets: source.parse(&EXPORT_ASSETS, |v| Ok(v.to_string()))?,
             common: CommonConfig::from_source(source)?,
         })
     }

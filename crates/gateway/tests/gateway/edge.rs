@@ -202,7 +202,9 @@ fn an_unusable_htpasswd_file_is_a_config_error_naming_the_key() {
          [upstream.app]\nserver = [{{ address = \"127.0.0.1:1\" }}]\n",
         users.to_str().unwrap()
     );
-    let error = gateway::config::parse("gw.toml", &text, &platform::Source::default()).unwrap_err();
+    let error = gateway::load::from_text("gw.toml", &text, &platform::Source::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         error.starts_with("gw.toml:4: route[0].basic_auth_file: "),
         "{error}"
@@ -658,14 +660,18 @@ async fn nothing_outside_the_root_can_be_reached() {
 #[test]
 fn a_root_that_is_not_a_directory_is_a_config_error() {
     let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nroot = \"/nonexistent/dir\"\n";
-    let error = gateway::config::parse("gw.toml", text, &platform::Source::default()).unwrap_err();
+    let error = gateway::load::from_text("gw.toml", text, &platform::Source::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         error.starts_with("gw.toml:4: route[0].root: /nonexistent/dir: "),
         "{error}"
     );
     let both = "[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nroot = \"/tmp\"\nupstream = \"a\"\n\
                 [upstream.a]\nserver = [{ address = \"127.0.0.1:1\" }]\n";
-    let error = gateway::config::parse("gw.toml", both, &platform::Source::default()).unwrap_err();
+    let error = gateway::load::from_text("gw.toml", both, &platform::Source::default())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("either an upstream or a root"), "{error}");
 }
 

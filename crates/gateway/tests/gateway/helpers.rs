@@ -309,32 +309,16 @@ pub(crate) async fn spawn_gateway_logging(
     let text = format!(
         "access_log = {access_log:?}\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n{listener}\n{toml}"
     );
-    let file =
-        gateway::config::parse("test.toml", &text, &Source::default()).expect("valid config");
-    let config = gateway::Config {
-        file,
-        origin: "test".into(),
-        reload_source: None,
-        worker_threads: None,
-        print_config: false,
-        reload: false,
-        common: CommonConfig::from_source(&Source::default()).unwrap(),
-    };
-    start_gateway(config).await
+    let loaded =
+        gateway::load::from_text("test.toml", &text, &Source::default()).expect("valid config");
+    let common = CommonConfig::from_source(&Source::default()).unwrap();
+    start_gateway(gateway::Config::new(loaded, common)).await
 }
 
-/// Starts a gateway from a parsed config (which must have an admin listener).
-pub(crate) async fn spawn_gateway_config(file: gateway::FileConfig) -> TestGateway {
-    let config = gateway::Config {
-        file,
-        origin: "test".into(),
-        reload_source: None,
-        worker_threads: None,
-        print_config: false,
-        reload: false,
-        common: CommonConfig::from_source(&Source::default()).unwrap(),
-    };
-    start_gateway(config).await
+/// Starts a gateway from a loaded config (which must have an admin listener).
+pub(crate) async fn spawn_gateway_config(loaded: gateway::Loaded) -> TestGateway {
+    let common = CommonConfig::from_source(&Source::default()).unwrap();
+    start_gateway(gateway::Config::new(loaded, common)).await
 }
 
 /// Starts a gateway from a config file, as `flotilla gateway --config` does, so that it can

@@ -49,8 +49,8 @@ async fn hostile_gateway(backend: SocketAddr, listener: &str, extra: &str) -> Te
         ("HTPASSWD", dir.join("htpasswd").display().to_string()),
         ("ADMIN", "127.0.0.1:0".to_string()),
     ]);
-    let file = gateway::config::parse("gateway.toml", &text, &source).expect("valid config");
-    spawn_gateway_config(file).await
+    let loaded = gateway::load::from_text("gateway.toml", &text, &source).expect("valid config");
+    spawn_gateway_config(loaded).await
 }
 
 /// The statuses of the answers on a connection that sent `request`, read until it closes or is
@@ -245,21 +245,13 @@ async fn gateway_draining_in(toml: &str, drain: &str) -> TestGateway {
     let text = format!(
         "access_log = \"off\"\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nbind = \"127.0.0.1:0\"\nmax_connections = 1\n{toml}"
     );
-    let file = gateway::config::parse("test.toml", &text, &Source::default()).unwrap();
-    let config = gateway::Config {
-        file,
-        origin: "test".into(),
-        reload_source: None,
-        worker_threads: None,
-        print_config: false,
-        reload: false,
-        common: platform::CommonConfig::from_source(&Source::from_pairs([(
-            "FLOTILLA_DRAIN_TIMEOUT",
-            drain,
-        )]))
-        .unwrap(),
-    };
-    crate::helpers::start_gateway(config).await
+    let loaded = gateway::load::from_text("test.toml", &text, &Source::default()).unwrap();
+    let common = platform::CommonConfig::from_source(&Source::from_pairs([(
+        "FLOTILLA_DRAIN_TIMEOUT",
+        drain,
+    )]))
+    .unwrap();
+    crate::helpers::start_gateway(gateway::Config::new(loaded, common)).await
 }
 
 #[tokio::test]

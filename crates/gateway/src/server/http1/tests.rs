@@ -8,6 +8,7 @@ use platform::server::listener::Standalone;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
+use http::header;
 
 /// Answers `/` with "hi", `/echo` with the request body, `/ignore` without reading the body,
 /// `/slow` after a long wait (setting `dropped` if its future is dropped), `/stream` with a body
