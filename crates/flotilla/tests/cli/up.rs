@@ -344,3 +344,28 @@ fn a_second_ctrl_c_kills_everything_at_once() {
         assert!(!alive(pid), "process {pid} is still running");
     }
 }
+
+#[test]
+fn the_children_stop_when_the_supervisor_is_killed_with_sigkill() {
+    let mut up = Up::start();
+    let children: Vec<i32> = up.ps().values().filter_map(|row| row.pid).collect();
+    assert!(children.len() >= 6, "{children:?}");
+    let alive = |pid: i32| kill(Pid::from_raw(pid), None).is_ok();
+    assert!(children.iter().all(|&pid| alive(pid)));
+    // No chance to stop them: SIGKILL.
+    kill(Pid::from_raw(up.child.id() as i32), Signal::SIGKILL).unwrap();
+    up.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Children of a dead parent are reaped by init once they exit.
+        let left: Vec<i32> = children.iter().copied().filter(|&pid| alive(pid)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left:?} outlived their supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
