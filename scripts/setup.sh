@@ -29,4 +29,9 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+# cargo-machete keeps unused dependencies out (scripts/test.sh runs it).
+if ! cargo machete --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-machete"
+  cargo install --locked --quiet cargo-machete@0.9.2
+fi
 echo "setup: ready"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as README.md gives it: formatting, lints, every test of the workspace, then
-# the Swarm end-to-end test when a Docker engine in Swarm mode is available.
+# The whole test suite, as README.md gives it: formatting, unused dependencies, lints, import
+# cycles and file sizes, every test of the workspace, then the Swarm end-to-end test when a Docker
+# engine in Swarm mode is available.
 # Tests start real servers on 127.0.0.1 ports they pick themselves; nothing leaves the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,10 @@ scripts/setup.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== module structure (no import cycle, no file over 600 lines)"
+scripts/structure.py
+echo "== unused dependencies (cargo machete)"
+cargo machete
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
