@@ -41,7 +41,7 @@ pub(crate) struct AccessLog {
 }
 
 /// The line buffers, one per worker thread.
-type Shards = platform::per_thread::Slots<Vec<u8>, SHARDS>;
+type Shards = crate::per_thread::Slots<Vec<u8>, SHARDS>;
 
 impl AccessLog {
     /// `stdout`, `stderr`, `off`, or a file path (appended to).
@@ -257,7 +257,7 @@ fn now_iso8601(out: &mut Vec<u8>) {
     thread_local! {
         static MADE: std::cell::RefCell<(u64, Vec<u8>)> = const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
     }
-    let now = platform::coarse_timer::unix_seconds();
+    let now = crate::coarse_timer::unix_seconds();
     MADE.with_borrow_mut(|(second, text)| {
         if *second != now {
             let at = time::OffsetDateTime::from_unix_timestamp(now as i64)

@@ -12,7 +12,7 @@
 //! that a pooled connection could not send at all is sent on a new connection, and so is an
 //! idempotent one whose pooled connection closed without a byte of answer: the server closed it
 //! as the request went out. Idle connections are closed after the upstream's `idle_timeout` (give
-//! or take the coarse clock's tick, 0.1 s: see `platform::coarse_timer::millis`).
+//! or take the coarse clock's tick, 0.1 s: see `crate::coarse_timer::millis`).
 //!
 //! Framing follows RFC 9112: the request is sent with `Content-Length` when its size is known and
 //! chunked otherwise (never both, whatever the client sent); the response body is delimited by
@@ -548,7 +548,7 @@ mod tests {
             .unwrap();
         body_of(response).await.unwrap();
         // Expiry is stamped on the coarse clock, which moves a tick at a time.
-        tokio::time::sleep(platform::coarse_timer::TICK * 2 + Duration::from_millis(5)).await;
+        tokio::time::sleep(crate::coarse_timer::TICK * 2 + Duration::from_millis(5)).await;
         sweep();
         assert_eq!(pool::idle_count(&address), 0);
     }

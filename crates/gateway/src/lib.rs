@@ -14,8 +14,7 @@
 //!   config names) both go through.
 //! - `routing`: the route table in force (swapped on reload), built from a loaded config;
 //!   `upstream`: a pool at run time (servers, health state, balancing policies); `discovery`:
-//!   names in server addresses, looked up again and again; `health_check`: active checks;
-//!   `budget`: the retry budget.
+//!   names in server addresses, looked up again and again; `health_check`: active checks.
 //! - `client`: HTTP/1.1 to upstream servers, connections pooled per worker thread; `wire`: the
 //!   one HTTP/1 grammar it and the server loop parse with.
 //! - `proxy`: the request path (its steps: `target` and `normalize` for what a request asks for,
@@ -24,6 +23,8 @@
 //! - `server`: the gateway's listeners (its HTTP/1 loop, HTTP/2 on hyper, TLS, worker threads,
 //!   tunnels, zero-copy files); `listeners`: which listeners run, added and drained on reload;
 //!   `reload`: keeping routes, pools and listeners current; `status`: the admin listener's pages.
+//! - `coarse_timer`, `per_thread`: a cheap clock and timer for deadlines seconds away, and state
+//!   in per-thread slots (the access log's buffers, the timer's lists).
 //! - `fuzzing`: entry points for the differential tests (not an API).
 //!
 //! Connections are served on worker threads of the gateway's own (`server`: one thread per core,
@@ -34,8 +35,8 @@
 mod access_log;
 mod auth;
 mod body;
-mod budget;
 mod client;
+mod coarse_timer;
 mod compress;
 pub mod config;
 mod discovery;
@@ -49,6 +50,7 @@ mod limits;
 mod listeners;
 pub mod load;
 mod normalize;
+mod per_thread;
 mod proxy;
 mod reload;
 mod routing;
@@ -232,15 +234,23 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
     let threads = config
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let workers = server::workers::Workers::start(threads, "gateway-worker", || async {
+    // One thread per core, each a single-threaded runtime, as nginx's worker processes: a
+    // connection stays on one thread from accept to close, with everything its requests use.
+    let workers = tokio_util::task::LocalPoolHandle::new(threads.max(1));
+    for worker in 0..threads.max(1) {
         // Idle upstream connections are this thread's: close those that expired or that their
         // server closed, even when no request comes to notice.
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            every.tick().await;
-            client::sweep();
-        }
-    })?;
+        drop(workers.spawn_pinned_by_idx(
+            || async {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    every.tick().await;
+                    client::sweep();
+                }
+            },
+            worker,
+        ));
+    }
     let shared = Shared {
         live: Arc::clone(&live),
         access_log,

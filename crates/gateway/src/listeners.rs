@@ -19,7 +19,7 @@ use crate::{access_log, proxy, server};
 pub(crate) struct Shared {
     pub(crate) live: Arc<LiveRoutes>,
     pub(crate) access_log: Arc<access_log::AccessLog>,
-    pub(crate) workers: server::workers::Workers,
+    pub(crate) workers: tokio_util::task::LocalPoolHandle,
     pub(crate) common: CommonConfig,
 }
 

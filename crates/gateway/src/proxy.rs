@@ -37,6 +37,7 @@ use crate::server::tunnel::UpstreamUpgrade;
 use crate::server::zero_copy::ZeroCopy;
 use crate::target::Target;
 use crate::upstream::Upstream;
+use tower::retry::budget::Budget as _;
 
 mod log_entry;
 mod response;
@@ -69,18 +70,16 @@ pub(crate) struct Proxy(Arc<View>);
 pub(crate) struct View {
     listener: Arc<ListenerState>,
     routes: Arc<RouteTable>,
-    version: u64,
     /// False for the listener's first view, which every new connection starts with.
     own: bool,
 }
 
 impl Proxy {
     pub(crate) fn new(listener: Arc<ListenerState>) -> Self {
-        let (version, routes) = listener.routes.versioned();
+        let routes = listener.routes.current();
         Proxy(Arc::new(View {
             listener,
             routes,
-            version,
             own: false,
         }))
     }
@@ -134,15 +133,14 @@ impl platform::Handler for Proxy {
     /// connection keeps the table of its last request until its next one or its end.
     fn prepare(&mut self) {
         let view = &self.0;
-        if view.own && view.version == view.listener.routes.version() {
+        if view.own && view.listener.routes.is_current(&view.routes) {
             return;
         }
         let listener = Arc::clone(&view.listener);
-        let (version, routes) = listener.routes.versioned();
+        let routes = listener.routes.current();
         self.0 = Arc::new(View {
             listener,
             routes,
-            version,
             own: true,
         });
     }
@@ -401,7 +399,7 @@ async fn forward(
             upstream
                 .client
                 .send(&server.address, outgoing, attempt_body, upgrade.is_some());
-        let sent = platform::coarse_timer::timeout(upstream.response_timeout, sending).await;
+        let sent = crate::coarse_timer::timeout(upstream.response_timeout, sending).await;
         upstreamed.server = Some(Address::of(&server.address));
         let head_time = started.elapsed();
         upstreamed.head_time = Some(head_time);

@@ -1,7 +1,6 @@
 //! The route table: which upstream a request goes to, by `Host` and path prefix.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderValue;
 use platform::observe::RouteLabel;
@@ -34,33 +33,30 @@ pub(crate) struct Route {
 
 /// The route table in force; a reload swaps it. Requests in flight keep the table (and the
 /// upstream pools) they started with.
-#[derive(Default)]
 pub(crate) struct LiveRoutes {
-    table: std::sync::RwLock<Arc<RouteTable>>,
-    /// Counts replacements, so that a connection sees its copy is stale without the lock.
-    version: AtomicU64,
+    table: arc_swap::ArcSwap<RouteTable>,
+}
+
+impl Default for LiveRoutes {
+    fn default() -> Self {
+        LiveRoutes {
+            table: arc_swap::ArcSwap::from_pointee(RouteTable::default()),
+        }
+    }
 }
 
 impl LiveRoutes {
     pub(crate) fn current(&self) -> Arc<RouteTable> {
-        self.versioned().1
+        self.table.load_full()
     }
 
-    /// The table and its version.
-    pub(crate) fn versioned(&self) -> (u64, Arc<RouteTable>) {
-        let table = self.table.read().unwrap_or_else(|e| e.into_inner());
-        // Replaced under the write lock, so the pair matches.
-        (self.version.load(Ordering::Acquire), Arc::clone(&table))
+    /// Whether `table` is the one in force: a pointer comparison, with no shared write.
+    pub(crate) fn is_current(&self, table: &Arc<RouteTable>) -> bool {
+        Arc::ptr_eq(&self.table.load(), table)
     }
 
     pub(crate) fn replace(&self, table: RouteTable) {
-        let mut current = self.table.write().unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(table);
-        self.version.fetch_add(1, Ordering::Release);
-    }
-
-    pub(crate) fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        self.table.store(Arc::new(table));
     }
 }
 

@@ -4,13 +4,13 @@
 //! HTTP/1.1 chosen by ALPN.
 //!
 //! Layout: [`http1`] (the connection loop), `request_body` (a request body read while it is
-//! handled), [`tunnel`] (switched protocols), [`workers`] (threads, as nginx's worker
-//! processes), [`zero_copy`] (files sent with `sendfile(2)`).
+//! handled), [`tunnel`] (switched protocols), [`zero_copy`] (files sent with `sendfile(2)`).
+//! Connections are served on worker threads (`tokio_util`'s local pool: a single-threaded
+//! runtime per core, as nginx's worker processes; the least busy takes each connection).
 
 pub(crate) mod http1;
 mod request_body;
 pub(crate) mod tunnel;
-pub(crate) mod workers;
 pub(crate) mod zero_copy;
 
 use std::future::Future;
@@ -25,7 +25,6 @@ use platform::server::listener::{Connection, Control, ListenOptions};
 use tokio::net::{TcpListener, TcpStream};
 
 use http1::LeanService;
-use workers::Workers;
 use zero_copy::{Socket, ZeroCopy};
 
 /// How a public listener serves its connections.
@@ -37,7 +36,8 @@ pub(crate) struct Options {
     pub(crate) max_header_size: usize,
     /// Terminate TLS on this listener; plain HTTP when `None`.
     pub(crate) tls: Option<platform::tls::Tls>,
-    pub(crate) workers: Workers,
+    /// The worker threads (the least busy takes each connection).
+    pub(crate) workers: tokio_util::task::LocalPoolHandle,
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then drains.
@@ -74,8 +74,8 @@ where
             };
             let service = service.clone();
             let options = Arc::clone(&shared);
-            let worker = shared.workers.next();
-            worker.spawn(async move {
+            // The worker with the fewest tasks takes it; the handle is not needed.
+            drop(shared.workers.spawn_pinned(move || async move {
                 let stream = match TcpStream::from_std(stream) {
                     Ok(stream) => stream,
                     Err(error) => {
@@ -91,7 +91,7 @@ where
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
                 drop(control);
-            });
+            }));
         },
     )
     .await

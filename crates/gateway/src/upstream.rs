@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use platform::hot_metrics::{self, Counter, Gauge, Histogram};
+use metrics::{Counter, Histogram};
 
-use crate::budget::RetryBudget;
 use crate::client::Client;
 use crate::config::{self, HealthCheck, Policy};
 use crate::discovery::Resolved;
+use crate::per_thread;
 
 /// How fast the latency average forgets (linkerd2-proxy uses 10 s too).
 const EWMA_DECAY: Duration = Duration::from_secs(10);
@@ -44,7 +44,9 @@ pub(crate) struct Upstream {
     pub(crate) read_timeout: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) retry_buffer: usize,
-    pub(crate) budget: RetryBudget,
+    /// Retries within the last 10 s may add at most `retry_budget` of the requests, plus
+    /// `min_retries_per_second` (tower's budget).
+    pub(crate) budget: tower::retry::budget::TpsBudget,
     pub(crate) health_check: Option<HealthCheck>,
     pub(crate) metrics: UpstreamMetrics,
 }
@@ -59,35 +61,51 @@ pub(crate) struct UpstreamMetrics {
     pub(crate) retries: Counter,
 }
 
-const RESPONSES_HELP: &str =
-    "Attempts sent to an upstream, by the class of their answer (error: none)";
+/// The help lines of the upstream metrics, given to the recorder once.
+fn describe_once() {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_counter!(
+            "gateway_upstream_responses_total",
+            "Attempts sent to an upstream, by the class of their answer (error: none)"
+        );
+        metrics::describe_histogram!(
+            "gateway_upstream_response_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time from sending a request upstream to receiving its response head"
+        );
+        metrics::describe_counter!(
+            "gateway_retries_total",
+            "Attempts retried on another server"
+        );
+    });
+}
 
 impl UpstreamMetrics {
     fn new(upstream: &str) -> Self {
+        // Handles made before the recorder is installed would record nowhere.
+        platform::telemetry::metrics_handle();
+        describe_once();
+        let upstream = upstream.to_owned();
         let responses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
-            hot_metrics::counter(
+            metrics::counter!(
                 "gateway_upstream_responses_total",
-                RESPONSES_HELP,
-                &[("upstream", upstream), ("class", class)],
+                "upstream" => upstream.clone(),
+                "class" => class,
             )
         });
         UpstreamMetrics {
             responses,
-            errors: hot_metrics::counter(
+            errors: metrics::counter!(
                 "gateway_upstream_responses_total",
-                RESPONSES_HELP,
-                &[("upstream", upstream), ("class", "error")],
+                "upstream" => upstream.clone(),
+                "class" => "error",
             ),
-            latency: hot_metrics::histogram(
+            latency: metrics::histogram!(
                 "gateway_upstream_response_duration_seconds",
-                "Time from sending a request upstream to receiving its response head",
-                &[("upstream", upstream)],
+                "upstream" => upstream.clone(),
             ),
-            retries: hot_metrics::counter(
-                "gateway_retries_total",
-                "Attempts retried on another server",
-                &[("upstream", upstream)],
-            ),
+            retries: metrics::counter!("gateway_retries_total", "upstream" => upstream),
         }
     }
 
@@ -97,7 +115,7 @@ impl UpstreamMetrics {
             Some(status) => {
                 let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
                 self.responses[class].increment(1);
-                self.latency.record(head_time);
+                self.latency.record(head_time.as_secs_f64());
             }
             None => self.errors.increment(1),
         }
@@ -121,10 +139,10 @@ pub(crate) struct Server {
 pub(crate) struct ServerState {
     /// Attempts sent to the server, and those that failed, since the gateway started. Every
     /// request updates the first two, so they are counted per thread.
-    requests: Counter,
+    requests: per_thread::Counter,
     failed: AtomicU64,
     /// Requests in flight, until their response body ends.
-    active: Gauge,
+    active: per_thread::Gauge,
     /// The active health check's verdict; up until a check says otherwise.
     healthy: AtomicBool,
     /// Taken out by passive health until this time ([`now_ms`]); 0 when in.
@@ -201,7 +219,11 @@ impl Upstream {
             read_timeout: config.read_timeout.0,
             max_attempts: config.max_attempts,
             retry_buffer: config.retry_buffer,
-            budget: RetryBudget::new(config.min_retries_per_second, config.retry_budget),
+            budget: tower::retry::budget::TpsBudget::new(
+                Duration::from_secs(10),
+                config.min_retries_per_second,
+                config.retry_budget,
+            ),
             health_check: config.health_check.clone(),
             metrics: UpstreamMetrics::new(name),
         }
@@ -300,7 +322,7 @@ impl Upstream {
     pub(crate) fn begin(&self, index: usize) {
         let state = &self.servers[index].state;
         state.active.increment();
-        state.requests.increment(1);
+        state.requests.increment();
     }
 
     /// The request that [`Upstream::begin`] counted is no longer in flight.
@@ -458,7 +480,7 @@ impl Server {
 /// Milliseconds on the coarse clock (read without a clock call), starting at 1 so that 0 can
 /// mean "never".
 fn now_ms() -> u64 {
-    platform::coarse_timer::millis() + 1
+    crate::coarse_timer::millis() + 1
 }
 
 #[cfg(test)]

@@ -16,21 +16,14 @@
 //!   first-request, idle and send timeouts) and graceful shutdown; its parts also serve the
 //!   gateway's listeners.
 //! - [`circuit`]: a circuit breaker for calls to other services.
-//! - [`coarse_timer`]: a cheap timer for deadlines seconds away (header read and response
-//!   timeouts).
-//! - [`per_thread`]: state in per-thread slots that another thread visits now and then.
-//! - [`hot_metrics`]: the metrics every request updates, per thread, summed when scraped.
 
 pub mod circuit;
 pub mod cli;
-pub mod coarse_timer;
 pub mod config;
 pub mod contract;
 pub mod errors;
 pub mod health;
-pub mod hot_metrics;
 pub mod observe;
-pub mod per_thread;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

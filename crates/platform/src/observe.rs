@@ -15,8 +15,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::Method;
 
-use crate::hot_metrics;
-
 /// Header carrying the request id, passed through or generated.
 pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
@@ -79,7 +77,7 @@ pub(crate) struct Observation {
 impl Observation {
     /// `request_id` is the request's `X-Request-Id`, which the caller has at hand.
     pub(crate) fn begin(request: &Request, request_id: Option<http::HeaderValue>) -> Self {
-        in_flight_gauge().increment();
+        in_flight_gauge().increment(1.0);
         Observation {
             start: Instant::now(),
             method: request.method().clone(),
@@ -131,18 +129,17 @@ impl Observation {
 impl Drop for Observation {
     fn drop(&mut self) {
         // Finished or abandoned (the client went away), the request is no longer in flight.
-        in_flight_gauge().decrement();
+        in_flight_gauge().decrement(1.0);
     }
 }
 
-fn in_flight_gauge() -> &'static hot_metrics::Gauge {
-    static GAUGE: std::sync::OnceLock<hot_metrics::Gauge> = std::sync::OnceLock::new();
+fn in_flight_gauge() -> &'static metrics::Gauge {
+    static GAUGE: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
     GAUGE.get_or_init(|| {
-        hot_metrics::gauge(
-            "http_requests_in_flight",
-            "HTTP requests being handled now",
-            &[],
-        )
+        // A handle made before the recorder is installed would record nowhere.
+        crate::telemetry::metrics_handle();
+        metrics::describe_gauge!("http_requests_in_flight", "HTTP requests being handled now");
+        metrics::gauge!("http_requests_in_flight")
     })
 }
 
@@ -152,11 +149,11 @@ const MAX_KINDS_PER_ROUTE: usize = 64;
 /// Metric handles by route, then method and status. Routes are templates and configured names,
 /// never raw paths, so a fast hash that clients could collide does no harm.
 type Handles =
-    rustc_hash::FxHashMap<String, Vec<(Method, u16, hot_metrics::Counter, hot_metrics::Histogram)>>;
+    rustc_hash::FxHashMap<String, Vec<(Method, u16, metrics::Counter, metrics::Histogram)>>;
 
 thread_local! {
-    /// Handles already looked up on this thread: a lookup renders the labels and takes the
-    /// registry's lock.
+    /// Handles already looked up on this thread: a lookup builds the labels and hashes them into
+    /// the recorder's registry.
     static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
 }
 
@@ -168,41 +165,56 @@ fn count_request(method: &Method, route: &str, status: u16, elapsed: std::time::
             .and_then(|kinds| kinds.iter().find(|k| k.0 == *method && k.1 == status))
         {
             found.2.increment(1);
-            found.3.record(elapsed);
+            found.3.record(elapsed.as_secs_f64());
             return;
         }
         // Methods outside RFC 9110's are one label: clients can invent any number of them.
         let method_label = match *method {
-            Method::GET
-            | Method::HEAD
-            | Method::POST
-            | Method::PUT
-            | Method::DELETE
-            | Method::CONNECT
-            | Method::OPTIONS
-            | Method::TRACE
-            | Method::PATCH => method.as_str(),
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::CONNECT => "CONNECT",
+            Method::OPTIONS => "OPTIONS",
+            Method::TRACE => "TRACE",
+            Method::PATCH => "PATCH",
             _ => "other",
         };
-        let counter = hot_metrics::counter(
+        describe_once();
+        let counter = metrics::counter!(
             "http_requests_total",
-            "HTTP requests answered, by method, route template and status",
-            &[
-                ("method", method_label),
-                ("route", route),
-                ("status", itoa::Buffer::new().format(status)),
-            ],
+            "method" => method_label,
+            "route" => route.to_owned(),
+            "status" => itoa::Buffer::new().format(status).to_owned(),
         );
-        let histogram = hot_metrics::histogram(
+        let histogram = metrics::histogram!(
             "http_request_duration_seconds",
-            "Time from receiving a request to producing its response head",
-            &[("method", method_label), ("route", route)],
+            "method" => method_label,
+            "route" => route.to_owned(),
         );
         counter.increment(1);
-        histogram.record(elapsed);
+        histogram.record(elapsed.as_secs_f64());
         let kinds = handles.entry(route.to_owned()).or_default();
         if kinds.len() < MAX_KINDS_PER_ROUTE {
             kinds.push((method.clone(), status, counter, histogram));
         }
     })
+}
+
+/// The help lines of the per-request metrics, given to the recorder once.
+fn describe_once() {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(|| {
+        crate::telemetry::metrics_handle();
+        metrics::describe_counter!(
+            "http_requests_total",
+            "HTTP requests answered, by method, route template and status"
+        );
+        metrics::describe_histogram!(
+            "http_request_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time from receiving a request to producing its response head"
+        );
+    });
 }

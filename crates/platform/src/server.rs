@@ -16,6 +16,7 @@
 //! [`hyper_conn`] (connections on hyper, watched for their time bounds). The gateway serves its
 //! listeners with these same parts and an HTTP/1 loop of its own.
 
+mod clock;
 pub mod detect;
 pub mod hyper_conn;
 pub mod listener;

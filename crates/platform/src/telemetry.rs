@@ -2,8 +2,7 @@
 //!
 //! Logs go to stderr through `tracing`: readable text by default, one JSON object per line with
 //! `LOG_FORMAT=json` (what the container image sets). Metrics are recorded through the `metrics`
-//! facade into one process-wide Prometheus recorder, except those every request updates, which
-//! [`crate::hot_metrics`] keeps per thread; `GET /metrics` renders both.
+//! facade into one process-wide Prometheus recorder, which `GET /metrics` renders.
 
 use std::sync::OnceLock;
 
@@ -97,6 +96,11 @@ pub fn init_logging(config: &LogConfig) -> LogGuard {
     }
 }
 
+/// Bucket bounds of every latency histogram (`*_duration_seconds`), in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// How often buffered histogram samples are folded into their buckets. Samples wait as ~17 bytes
 /// each: at 30,000 requests a second, a second's worth is about 0.5 MB.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -106,10 +110,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Suffix("duration_seconds".into()),
-                &crate::hot_metrics::LATENCY_BUCKETS,
-            )
+            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &LATENCY_BUCKETS)
             .expect("latency buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -135,17 +136,11 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Every metric of the process in Prometheus text format: the recorder's, then the per-request
-/// ones of [`crate::hot_metrics`].
+/// Every metric of the process in Prometheus text format.
 pub fn render_metrics() -> String {
     let handle = metrics_handle();
     handle.run_upkeep();
-    let mut out = handle.render();
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
-    crate::hot_metrics::render(&mut out);
-    out
+    handle.render()
 }
 
 #[cfg(test)]

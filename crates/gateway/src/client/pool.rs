@@ -53,7 +53,7 @@ thread_local! {
 
 /// The most recently used idle connection to `address` that is still usable.
 pub(super) fn checkout(address: &str) -> Option<Conn> {
-    let now = platform::coarse_timer::millis();
+    let now = crate::coarse_timer::millis();
     POOL.with_borrow_mut(|pool| {
         let idle = pool.get_mut(address)?;
         while let Some(mut candidate) = idle.pop() {
@@ -66,7 +66,7 @@ pub(super) fn checkout(address: &str) -> Option<Conn> {
 }
 
 pub(super) fn checkin(address: &Arc<str>, conn: Conn, idle_timeout: Duration) {
-    let now = platform::coarse_timer::millis();
+    let now = crate::coarse_timer::millis();
     let idle_timeout = u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
     POOL.with_borrow_mut(|pool| {
         let idle = pool.entry(Arc::clone(address)).or_default();
@@ -88,7 +88,7 @@ pub(super) fn checkin(address: &Arc<str>, conn: Conn, idle_timeout: Duration) {
 
 /// Closes this thread's idle connections that have expired or that their server has closed.
 pub(crate) fn sweep() {
-    let now = platform::coarse_timer::millis();
+    let now = crate::coarse_timer::millis();
     POOL.with_borrow_mut(|pool| {
         for idle in pool.values_mut() {
             idle.retain_mut(|candidate| candidate.usable(now));

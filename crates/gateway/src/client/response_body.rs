@@ -63,7 +63,7 @@ pub(super) struct RawBody {
     /// Longest wait for the next bytes of the body.
     read_timeout: Duration,
     /// While waiting for bytes: when the wait fails.
-    deadline: Option<platform::coarse_timer::CoarseSleep>,
+    deadline: Option<crate::coarse_timer::CoarseSleep>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -183,7 +183,7 @@ impl RawBody {
                 Poll::Pending => {
                     let read_timeout = self.read_timeout;
                     let deadline = self.deadline.get_or_insert_with(|| {
-                        platform::coarse_timer::CoarseSleep::after(read_timeout)
+                        crate::coarse_timer::CoarseSleep::after(read_timeout)
                     });
                     ready!(Pin::new(deadline).poll(cx));
                     return self.fail(io::Error::new(

@@ -103,7 +103,7 @@ where
     let mut drain = pin!(control.draining());
     let mut recycled = pin!(control.recycled());
     let mut closing = pin!(control.closing());
-    let mut deadline = platform::coarse_timer::CoarseSleep::after(limits.header_read_timeout);
+    let mut deadline = crate::coarse_timer::CoarseSleep::after(limits.header_read_timeout);
     let mut head = RequestHead::default();
     loop {
         // Waiting for a head: the listener may recycle the connection when at its cap.

@@ -58,13 +58,12 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let last = AtomicU64::new(platform::coarse_timer::millis());
+    let last = AtomicU64::new(crate::coarse_timer::millis());
     let mut a = Watched { io: a, last: &last };
     let mut b = Watched { io: b, last: &last };
     let quiet = async {
         loop {
-            let since =
-                platform::coarse_timer::millis().saturating_sub(last.load(Ordering::Relaxed));
+            let since = crate::coarse_timer::millis().saturating_sub(last.load(Ordering::Relaxed));
             let since = Duration::from_millis(since);
             if since >= idle {
                 return;
@@ -98,7 +97,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
         let read = Pin::new(&mut *self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.last
-                .store(platform::coarse_timer::millis(), Ordering::Relaxed);
+                .store(crate::coarse_timer::millis(), Ordering::Relaxed);
         }
         read
     }

@@ -200,7 +200,7 @@ async fn supervise<C: Graceful>(
                     return Ok(());
                 }
                 let quiet = Duration::from_millis(
-                    crate::coarse_timer::millis().saturating_sub(activity.last.load(Ordering::Relaxed)),
+                    super::clock::millis().saturating_sub(activity.last.load(Ordering::Relaxed)),
                 );
                 if activity.active.load(Ordering::Acquire) > 0 {
                     if activity.blocked.load(Ordering::Acquire) > 0 && quiet >= timeouts.send {
@@ -242,7 +242,7 @@ impl Activity {
     fn new(control: &Control) -> Self {
         Activity {
             active: AtomicUsize::new(0),
-            last: AtomicU64::new(crate::coarse_timer::millis()),
+            last: AtomicU64::new(super::clock::millis()),
             served: AtomicBool::new(false),
             blocked: AtomicUsize::new(0),
             presence: control.presence(),
@@ -250,8 +250,7 @@ impl Activity {
     }
 
     fn progress(&self) {
-        self.last
-            .store(crate::coarse_timer::millis(), Ordering::Relaxed);
+        self.last.store(super::clock::millis(), Ordering::Relaxed);
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {

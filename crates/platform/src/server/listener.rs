@@ -184,7 +184,7 @@ const RECYCLED: u64 = u64::MAX - 1;
 impl Slot {
     fn new() -> Self {
         Slot {
-            state: AtomicU64::new(crate::coarse_timer::millis()),
+            state: AtomicU64::new(super::clock::millis()),
             signals: AtomicU8::new(0),
             waker: AtomicWaker::new(),
             accepted: AtomicU64::new(0),
@@ -195,7 +195,7 @@ impl Slot {
         // Only from busy: a recycled connection stays recycled.
         let _ = self.state.compare_exchange(
             BUSY,
-            crate::coarse_timer::millis(),
+            super::clock::millis(),
             Ordering::AcqRel,
             Ordering::Relaxed,
         );

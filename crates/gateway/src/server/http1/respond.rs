@@ -222,7 +222,7 @@ pub(super) async fn write_all<T: AsyncWrite + Unpin>(
         // Usually the socket takes it at once; only a write that has to wait is timed.
         let written = match io.write_vectored(slices).now_or_never() {
             Some(written) => written?,
-            None => platform::coarse_timer::timeout(send_timeout, io.write_vectored(slices))
+            None => crate::coarse_timer::timeout(send_timeout, io.write_vectored(slices))
                 .await
                 .map_err(|_| {
                     io::Error::new(
@@ -247,7 +247,7 @@ pub(super) fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
         static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
     }
     DATE.with_borrow_mut(|(second, text)| {
-        let this_second = platform::coarse_timer::unix_seconds();
+        let this_second = crate::coarse_timer::unix_seconds();
         if *second != this_second {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(this_second);
             let formatted = httpdate::fmt_http_date(at);

@@ -1,11 +1,11 @@
-//! A coarse timer for deadlines that are seconds away and almost never reached: hyper's HTTP/1
-//! header read timeout, and [`timeout`] (the gateway's upstream response timeout).
+//! A coarse timer for deadlines that are seconds away and almost never reached: the HTTP/1 loop's
+//! header read timeout, and [`timeout`] (the upstream response timeout).
 //!
-//! hyper arms the header timeout whenever it waits for a request head, which on a keep-alive
-//! connection is once per request, and drops it as soon as the head arrives; a proxy arms a
+//! The loop arms the header timeout whenever it waits for a request head, which on a keep-alive
+//! connection is once per request, and drops it as soon as the head arrives; the proxy arms a
 //! response timeout per request too. With tokio's timer each of those is an insertion into the
-//! timer wheel and a removal, and clock reads (hyper's also a heap allocation): a visible part of
-//! a small request's cost. This timer keeps waiting sleeps in per-thread lists that one
+//! timer wheel and a removal, and clock reads: a visible part of a small request's cost (measured:
+//! docs/benchmarks.md). This timer keeps waiting sleeps in per-thread lists that one
 //! background thread checks every [`TICK`]: arming and disarming a sleep is a push and a removal
 //! under an uncontended lock, and the time it reads is the ticker's, so no clock is read per
 //! request. A deadline holds to within one tick, which is nothing next to timeouts of seconds;
@@ -19,18 +19,18 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// How often waiting sleeps are checked.
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// Lists of waiting sleeps; each thread uses one (up to this many threads).
 const SHARDS: usize = 16;
 
 /// Timeouts at least this long run on the coarse clock in [`timeout`]; shorter ones on tokio's.
-pub const COARSE_FROM: Duration = Duration::from_secs(1);
+pub(crate) const COARSE_FROM: Duration = Duration::from_secs(1);
 
 /// Runs `future` for at most `duration`: `Err(Elapsed)` when it takes longer. From
 /// [`COARSE_FROM`] up the deadline is kept on the coarse clock (to within a [`TICK`], without
 /// a timer-wheel entry or a clock read); shorter durations use tokio's timer.
-pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+pub(crate) fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
     let deadline = if duration >= COARSE_FROM {
         Deadline::Coarse {
             sleep: CoarseSleep::after(duration),
@@ -46,13 +46,13 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
 /// Milliseconds since the coarse clock started, as of its last tick: at most a [`TICK`] behind,
 /// and read without a clock call. For stamps that only need to be that precise, such as when an
 /// idle connection expires; as a number, they compare and add without `Instant` arithmetic.
-pub fn millis() -> u64 {
+pub(crate) fn millis() -> u64 {
     clock().millis()
 }
 
 /// Seconds since the Unix epoch on the coarse clock: at most a [`TICK`] behind, read without a
 /// clock call. For the `Date` header and log timestamps, which show whole seconds.
-pub fn unix_seconds() -> u64 {
+pub(crate) fn unix_seconds() -> u64 {
     clock().unix_seconds.load(Ordering::Relaxed)
 }
 
@@ -64,7 +64,7 @@ fn wall_clock_seconds() -> u64 {
 
 /// A future's time ran out (see [`timeout`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Elapsed;
+pub(crate) struct Elapsed;
 
 impl std::fmt::Display for Elapsed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,7 +76,7 @@ impl std::error::Error for Elapsed {}
 
 pin_project_lite::pin_project! {
     /// See [`timeout`].
-    pub struct Timeout<F> {
+    pub(crate) struct Timeout<F> {
         #[pin]
         future: F,
         #[pin]
@@ -108,47 +108,17 @@ impl<F: Future> Future for Timeout<F> {
     }
 }
 
-/// A [`hyper::rt::Timer`] whose sleeps are checked every [`TICK`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CoarseTimer;
-
-impl hyper::rt::Timer for CoarseTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(self.now() + duration)
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(CoarseSleep {
-            deadline: clock().millis_at(deadline),
-            waiting: None,
-        })
-    }
-
-    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
-        match sleep.as_mut().downcast_mut_pin::<CoarseSleep>() {
-            Some(mut sleep) => sleep.reset(clock().millis_at(new_deadline)),
-            None => *sleep = self.sleep_until(new_deadline),
-        }
-    }
-
-    fn now(&self) -> Instant {
-        clock().now()
-    }
-}
-
 /// A sleep until `deadline` (milliseconds on the timer's clock).
 #[derive(Debug)]
-pub struct CoarseSleep {
+pub(crate) struct CoarseSleep {
     deadline: u64,
     /// The shard and key of its entry, while it waits.
     waiting: Option<(usize, usize)>,
 }
 
-impl hyper::rt::Sleep for CoarseSleep {}
-
 impl CoarseSleep {
     /// A sleep that ends `duration` from now.
-    pub fn after(duration: Duration) -> Self {
+    pub(crate) fn after(duration: Duration) -> Self {
         CoarseSleep {
             deadline: deadline_after(duration),
             waiting: None,
@@ -156,7 +126,7 @@ impl CoarseSleep {
     }
 
     /// Moves the deadline to `duration` from now: cheaper than a new sleep once this one waits.
-    pub fn reset_after(&mut self, duration: Duration) {
+    pub(crate) fn reset_after(&mut self, duration: Duration) {
         self.reset(deadline_after(duration));
     }
 
@@ -245,10 +215,6 @@ impl Clock {
         self.millis.load(Ordering::Acquire)
     }
 
-    fn now(&self) -> Instant {
-        self.start + Duration::from_millis(self.millis())
-    }
-
     fn millis_at(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.start).as_millis() as u64
     }
@@ -279,7 +245,10 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::rt::Timer;
+
+    fn sleep(duration: Duration) -> CoarseSleep {
+        CoarseSleep::after(duration)
+    }
 
     #[test]
     fn the_coarse_wall_clock_follows_the_real_one() {
@@ -293,19 +262,18 @@ mod tests {
 
     #[tokio::test]
     async fn sleeps_end_within_a_tick_of_their_deadline_and_resets_move_them() {
-        let timer = CoarseTimer;
         let started = Instant::now();
-        timer.sleep(Duration::from_millis(300)).await;
+        sleep(Duration::from_millis(300)).await;
         let slept = started.elapsed();
         assert!(slept >= Duration::from_millis(200), "{slept:?}");
         assert!(slept < Duration::from_secs(2), "{slept:?}");
 
         // A reset moves the deadline, later or earlier.
-        let mut sleep = timer.sleep(Duration::from_secs(3600));
-        let woken = tokio::time::timeout(Duration::from_millis(500), &mut sleep).await;
+        let mut long = std::pin::pin!(sleep(Duration::from_secs(3600)));
+        let woken = tokio::time::timeout(Duration::from_millis(500), &mut long).await;
         assert!(woken.is_err(), "an hour-long sleep ended early");
-        timer.reset(&mut sleep, timer.now() + Duration::from_millis(100));
-        tokio::time::timeout(Duration::from_secs(2), sleep)
+        long.reset_after(Duration::from_millis(100));
+        tokio::time::timeout(Duration::from_secs(2), long)
             .await
             .expect("a sleep reset to 100 ms ends");
     }
@@ -328,11 +296,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn many_sleeps_on_many_threads_all_end() {
-        let timer = CoarseTimer;
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 tokio::spawn(async move {
-                    let sleep = timer.sleep(Duration::from_millis(50 + i % 7 * 20));
+                    let sleep = sleep(Duration::from_millis(50 + i % 7 * 20));
                     if i % 2 == 0 {
                         sleep.await;
                     } else {
