@@ -49,7 +49,7 @@ impl Config {
 }
 
 /// The echo routes, wrapped in the service contract.
-pub fn app(hostname: &str, readiness: &Readiness) -> Router {
+pub fn app(hostname: &str, readiness: &Readiness) -> platform::Contracted {
     let routes = Router::new()
         .route("/", get(now))
         .route("/{ms}", get(delayed_now))

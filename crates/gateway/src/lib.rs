@@ -30,7 +30,7 @@
 //! Connections are served on worker threads of the gateway's own (`server`: one thread per core,
 //! as nginx's worker processes); the main thread accepts them and runs health checks, lookups,
 //! reloads and the admin listener. The request path is the platform's contract layers (request id,
-//! metrics, panics: [`platform::WithRequestLayers`]) around one handler, `proxy::Proxy`.
+//! metrics, panics: [`platform::RequestLayers`]) around one handler, `proxy::Proxy`.
 
 mod access_log;
 mod auth;
@@ -67,7 +67,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use platform::{CommonConfig, ConfigError, ErrorStyle, Readiness, Source};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -186,7 +185,7 @@ impl Config {
 pub struct Bound {
     listeners: Vec<PublicListener>,
     shared: Shared,
-    admin: Option<(TcpListener, Router)>,
+    admin: Option<(TcpListener, platform::Contracted)>,
     pools: Pools,
     readiness: Readiness,
     /// Where to read the config again on SIGHUP.

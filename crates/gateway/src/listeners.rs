@@ -28,7 +28,7 @@ pub(crate) struct PublicListener {
     pub(crate) addr: SocketAddr,
     pub(crate) listener: TcpListener,
     pub(crate) options: server::Options,
-    pub(crate) service: platform::WithRequestLayers<proxy::Proxy>,
+    pub(crate) service: platform::RequestLayers<proxy::Proxy>,
 }
 
 impl Shared {
@@ -54,7 +54,7 @@ impl Shared {
             access_log: Arc::clone(&self.access_log),
             scheme: if tls.is_some() { "https" } else { "http" },
         });
-        let service = platform::WithRequestLayers(proxy::Proxy::new(state));
+        let service = platform::RequestLayers::new(proxy::Proxy::new(state));
         let options = server::Options {
             listen: platform::server::listener::ListenOptions {
                 max_connections: config.max_connections,

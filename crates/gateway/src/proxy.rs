@@ -22,25 +22,25 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use http::header::{self, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::header::{self};
+use http::{StatusCode, Version};
 use platform::observe::RouteLabel;
 
-use crate::access_log::{AccessLog, Address, Logged};
+use crate::access_log::{AccessLog, Address};
 use crate::body::{ClientBodyError, RequestBody};
 use crate::client::{Outgoing, UpstreamBody};
-use crate::compress;
 use crate::error::ProxyError;
 use crate::headers;
-use crate::routing::{LiveRoutes, Lookup, Route, RouteTable};
+use crate::routing::{LiveRoutes, RouteTable};
 use crate::server::tunnel::UpstreamUpgrade;
-use crate::server::zero_copy::ZeroCopy;
-use crate::target::Target;
 use crate::upstream::Upstream;
 use tower::retry::budget::Budget as _;
 
 mod log_entry;
 mod response;
+mod steps;
+
+use steps::{Exchange, Routed, Step as _};
 
 /// What a listener's requests share.
 pub(crate) struct ListenerState {
@@ -149,60 +149,28 @@ impl platform::Handler for Proxy {
         self,
         request: Request,
         started: Instant,
-    ) -> impl Future<Output = (Response, RouteLabel)> + Send + 'static {
+    ) -> impl Future<Output = (Response, Option<RouteLabel>)> + Send + 'static {
         handle(self, request, started)
     }
 }
 
-async fn handle(proxy: Proxy, request: Request, started: Instant) -> (Response, RouteLabel) {
-    let routes = &proxy.0.routes;
-    let request_id = request
-        .headers()
-        .get(platform::observe::REQUEST_ID)
-        .cloned();
-    let target = if request.method() == Method::CONNECT {
-        Err(ProxyError::MethodNotAllowed)
-    } else {
-        Target::of(&request).map_err(|refused| ProxyError::BadRequest(refused.0))
+async fn handle(
+    proxy: Proxy,
+    request: Request,
+    started: Instant,
+) -> (Response, Option<RouteLabel>) {
+    let mut exchange = Exchange {
+        proxy,
+        started,
+        label: unmatched(),
+        upstreamed: Upstreamed::default(),
     };
-    let lookup = match &target {
-        Ok(target) => routes.lookup(target.host_name(), target.path()),
-        Err(_) => Lookup::None,
-    };
-    let route = match lookup {
-        Lookup::Route(route) => Some(route),
-        _ => None,
-    };
-    let mut label = route.map_or_else(unmatched, |r| r.label);
-    let entry = proxy
-        .0
-        .listener
-        .access_log
-        .enabled()
-        .then(|| log_entry::entry_for(&request, &label, started));
-    let mut upstreamed = Upstreamed::default();
-    let outcome = match (target, lookup) {
-        (Err(error), _) => Err(error),
-        (Ok(target), Lookup::Redirect) => Ok(with_slash(&target)),
-        (Ok(target), Lookup::None) => Err(ProxyError::NoRoute {
-            host: target.host_name().unwrap_or("").to_string(),
-            path: target.path().to_string(),
-        }),
-        (Ok(target), Lookup::Route(route)) => {
-            serve(&proxy, route, target, request, &mut upstreamed).await
-        }
-    };
-    let mut response = outcome.unwrap_or_else(|error| error.into_response_for(request_id.as_ref()));
-    if let Some(mut entry) = entry {
-        entry.status = response.status().as_u16();
-        entry.head_bytes = log_entry::head_bytes(&response);
-        entry.upstream_addr = upstreamed.server;
-        entry.upstream_response_time = upstreamed.head_time;
-        let log = proxy.clone();
-        response = response.map(|body| Body::new(Logged::new(body, entry, log)));
-        label.access_logged = true;
-    }
-    (response, label)
+    let response = steps::PATH
+        .run(&mut exchange, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    let label = exchange.label;
+    (response, Some(label))
 }
 
 fn unmatched() -> RouteLabel {
@@ -210,96 +178,16 @@ fn unmatched() -> RouteLabel {
     *UNMATCHED.get_or_init(|| RouteLabel::new("unmatched"))
 }
 
-/// 301 to the target's path with a slash added (its query kept), as nginx answers a request for
-/// `/x` that only a location `/x/` would take.
-fn with_slash(target: &Target) -> Response {
-    let location = match target.query() {
-        Some(query) => format!("{}/?{query}", target.path()),
-        None => format!("{}/", target.path()),
-    };
-    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
-}
-
-/// A request on its route: the route's checks, then its files or its upstream.
-async fn serve(
-    proxy: &Proxy,
-    route: &Route,
-    target: Target,
-    request: Request,
-    upstreamed: &mut Upstreamed,
-) -> Result<Response, ProxyError> {
-    // A server that decodes %2F may see other segments than the gateway routed on: the request
-    // must lead to the same route either way.
-    if let Some(decoded) = &target.slashes_decoded {
-        let same_route = decoded.as_ref().is_ok_and(|path| {
-            proxy
-                .0
-                .routes
-                .find(target.host_name(), path)
-                .map(|r| r.index)
-                == Some(route.index)
-        });
-        if !same_route {
-            return Err(ProxyError::BadRequest(
-                "an encoded slash in the path makes it ambiguous",
-            ));
-        }
-    }
-    if request.method() == Method::TRACE && !route.allow_trace {
-        return Err(ProxyError::MethodNotAllowed);
-    }
-    rate_allowed(route, &request).map_err(ProxyError::RateLimited)?;
-    if let Some((users, challenge)) = &route.auth
-        && !users.allows(request.headers()).await
-    {
-        return Err(ProxyError::Unauthorized(challenge.clone()));
-    }
-    let encoding = route
-        .compress
-        .then(|| compress::negotiate(request.method(), request.headers()))
-        .flatten();
-    let response = match &route.files {
-        Some(files) => {
-            let rest = route.rest_of(target.path());
-            let served = files.serve(request.method(), rest, request.headers()).await;
-            // Zero copy only for a body that reaches the client as it is.
-            let (status, headers) = served.head();
-            let compressed = route.compress && compress::compresses(encoding, status, headers);
-            let zero_copy = ZeroCopy::of(&request).filter(|_| !compressed);
-            served.into_response(zero_copy)
-        }
-        None => forward(proxy, route, target, request, upstreamed).await?,
-    };
-    Ok(if route.compress {
-        compress::apply(response, encoding)
-    } else {
-        response
-    })
-}
-
-/// The route's rate limit for the client's address: `Err(seconds to wait)` when over it.
-fn rate_allowed(route: &Route, request: &Request) -> Result<(), u64> {
-    let Some(limiter) = &route.rate_limit else {
-        return Ok(());
-    };
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
-    limiter.check(client)
-}
-
+/// Sends the request to a server of the route's upstream, retrying on another when that is safe.
 async fn forward(
-    proxy: &Proxy,
-    route: &Route,
-    target: Target,
+    exchange: &mut Exchange,
+    routed: &mut Routed,
     request: Request,
-    upstreamed: &mut Upstreamed,
 ) -> Result<Response, ProxyError> {
+    let proxy = &exchange.proxy;
+    let route = proxy.0.routes.route(routed.route);
+    let target = &routed.target;
+    let upstreamed = &mut exchange.upstreamed;
     let state = &*proxy.0.listener;
     // Request smuggling: the connection loop (`server::http1`, on `wire`'s grammar) and hyper's
     // HTTP/2 frame every request before it gets here, refusing conflicting framing. The request
@@ -337,7 +225,7 @@ async fn forward(
             .map_err(|e| ProxyError::Internal(format!("path: {e}")))?
     } else {
         // Unchanged, the path shares the request's bytes rather than being parsed again.
-        target.path_and_query
+        target.path_and_query.clone()
     };
 
     let upstream = route

@@ -9,9 +9,6 @@ use axum::http::header::{CONTENT_TYPE, HeaderValue};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::errors::{error_response, json_error_bodies};
 use crate::health::{self, Readiness};
@@ -33,40 +30,32 @@ pub enum ErrorStyle {
     Plain,
 }
 
+/// A service's router with the contract endpoints, inside the per-request layers: what
+/// [`contract_router`] makes, and every service serves.
+pub type Contracted = RequestLayers<RouterHandler>;
+
 /// Adds the contract endpoints and the per-request layers to a service's router.
-pub fn contract_router(app: Router, readiness: &Readiness, errors: ErrorStyle) -> Router {
+pub fn contract_router(app: Router, readiness: &Readiness, errors: ErrorStyle) -> Contracted {
     let contract = Router::new()
         // The seeds' API answers /hc on any method.
         .route("/hc", any(health::liveness))
         .route("/ready", get(health::readiness))
         .route("/metrics", get(metrics))
         .with_state(readiness.clone());
-    with_request_layers(app.merge(contract), errors)
-}
-
-/// Wraps a router in the per-request layers of the contract (request id, request log and metrics,
-/// panic catching) without adding the contract endpoints: for a listener whose every path belongs
-/// to someone else, such as the gateway's, which serves the contract on its admin listener.
-pub fn with_request_layers(app: Router, errors: ErrorStyle) -> Router {
-    // Install the recorder now: metrics recorded before it exists are lost.
-    crate::telemetry::metrics_handle();
-    // Route-level layers (inside routing) see the matched route template: observation labels
-    // metrics with it and logs the final status, including a 500 from a caught panic.
+    // Route-level: the matched route template (`/todo/{id}`) is only known inside the router;
+    // it goes out with the response, for the request's metrics and log line.
     let routed = app
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn(crate::observe::observe));
-    // Outer layers wrap the router as a whole. The request id is set before anything logs and
-    // copied to the response last. JSON error bodies must sit outside the router: axum adds the
-    // `Allow` header of a 405 after its route-level layers have run.
-    let outer = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(PropagateRequestIdLayer::x_request_id());
-    match errors {
+        .merge(contract)
+        .route_layer(from_fn(crate::observe::matched_path_to_response));
+    // JSON error bodies sit outside the router: axum adds the `Allow` header of a 405 after its
+    // route-level layers have run.
+    let router = match errors {
         ErrorStyle::Json => {
-            Router::new().fallback_service(outer.layer(from_fn(json_error_bodies)).service(routed))
+            Router::new().fallback_service(routed.layer(from_fn(json_error_bodies)))
         }
-        ErrorStyle::Plain => Router::new().fallback_service(outer.service(routed)),
-    }
+        ErrorStyle::Plain => routed,
+    };
+    RequestLayers::new(RouterHandler(router))
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -89,9 +78,11 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
-/// A service that handles every request itself, with no routing: the gateway's listeners.
-/// It is cloned for each request, and the clone handles it. Along with the response it names the
-/// route the request took, for the request's metrics (and whether it logged the request itself).
+/// What the per-request layers ([`RequestLayers`]) wrap: a service's router
+/// ([`RouterHandler`]), or a handler that routes by itself (the gateway's). It is cloned for each
+/// request, and the clone handles it. Along with the response it may name the route the request
+/// took, for the request's metrics (and whether it logged the request itself); without one, the
+/// route template the router matched counts.
 pub trait Handler: Clone + Send + Sync + 'static {
     /// Runs on the connection's handler before each request's clone is taken. A handler can
     /// give its connection state of its own here, so that requests on different threads do not
@@ -104,17 +95,44 @@ pub trait Handler: Clone + Send + Sync + 'static {
         self,
         request: axum::extract::Request,
         started: std::time::Instant,
-    ) -> impl Future<Output = (Response, crate::observe::RouteLabel)> + Send + 'static;
+    ) -> impl Future<Output = (Response, Option<crate::observe::RouteLabel>)> + Send + 'static;
 }
 
-/// The contract's per-request layers (request id, request log and metrics, panic catching; the
-/// same as [`with_request_layers`]) around a [`Handler`], in one future and without a router:
-/// for a listener on the request path of every other service, where the router's dispatch and
-/// boxing are a noticeable part of a request's cost.
+/// A service's router as a [`Handler`]: axum routes the request; the route template it matched
+/// names it.
 #[derive(Clone)]
-pub struct WithRequestLayers<H>(pub H);
+pub struct RouterHandler(Router);
 
-impl<H: Handler> WithRequestLayers<H> {
+impl Handler for RouterHandler {
+    fn handle(
+        self,
+        request: axum::extract::Request,
+        _started: std::time::Instant,
+    ) -> impl Future<Output = (Response, Option<crate::observe::RouteLabel>)> + Send + 'static {
+        use tower::ServiceExt;
+        async move {
+            match self.0.oneshot(request).await {
+                Ok(response) => (response, None),
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
+/// The contract's per-request layers, around a [`Handler`], in one future: the request id
+/// (`X-Request-Id`, passed through or generated, and returned), the request's metrics and log
+/// line, and a caught panic answered 500. Every service's requests, and the gateway's, pass
+/// through this one implementation.
+#[derive(Clone)]
+pub struct RequestLayers<H>(H);
+
+impl<H: Handler> RequestLayers<H> {
+    pub fn new(handler: H) -> Self {
+        // Install the recorder now: metrics recorded before it exists are lost.
+        crate::telemetry::metrics_handle();
+        RequestLayers(handler)
+    }
+
     /// The request's future, which owns what it needs: awaited in place by a connection loop
     /// of the caller's (the gateway's HTTP/1 loop), boxed for hyper.
     pub fn call_layered(
@@ -144,7 +162,7 @@ impl<H: Handler> WithRequestLayers<H> {
                     .catch_unwind()
                     .await
                 {
-                    Ok((response, route)) => (response, Some(route)),
+                    Ok(answered) => answered,
                     Err(panic) => (panic_response(panic), None),
                 };
             response
@@ -157,7 +175,7 @@ impl<H: Handler> WithRequestLayers<H> {
     }
 }
 
-impl<H: Handler, B> tower::Service<http::Request<B>> for WithRequestLayers<H>
+impl<H: Handler, B> tower::Service<http::Request<B>> for RequestLayers<H>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,

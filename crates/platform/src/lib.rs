@@ -33,7 +33,8 @@ use std::time::Duration;
 pub use circuit::{BreakerSettings, CallError, CircuitBreaker, CircuitState};
 pub use config::{ConfigError, Setting, Source};
 pub use contract::{
-    ErrorStyle, Handler, WithRequestLayers, contract_openapi, contract_router, with_request_layers,
+    Contracted, ErrorStyle, Handler, RequestLayers, RouterHandler, contract_openapi,
+    contract_router,
 };
 pub use errors::{ErrorBody, error_response};
 pub use health::{Phase, Readiness};

@@ -2,8 +2,7 @@
 //!
 //! Metrics are labelled by the matched route template (`/todo/{id}`), never the raw path, so a
 //! scan of random URLs cannot blow up the number of series. A handler that routes by itself (the
-//! gateway, a [`crate::Handler`]) names the route by returning a [`RouteLabel`] with its
-//! response, or by putting one in the response's extensions. Probes (`/hc`, `/ready`, `/metrics`)
+//! gateway) names the route by returning a [`RouteLabel`] with its response. Probes (`/hc`, `/ready`, `/metrics`)
 //! are counted but logged only at debug level: a gateway checks them every second.
 
 use std::cell::RefCell;
@@ -55,11 +54,14 @@ impl RouteLabel {
 
 const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
 
-pub(crate) async fn observe(request: Request, next: Next) -> Response {
-    let request_id = request.headers().get(REQUEST_ID).cloned();
-    let observation = Observation::begin(&request, request_id);
-    let response = next.run(request).await;
-    observation.finish(&response);
+/// Copies the route template the router matched into the response, where the per-request
+/// layers (outside the router) look for it.
+pub(crate) async fn matched_path_to_response(request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(matched) = matched {
+        response.extensions_mut().insert(matched);
+    }
     response
 }
 
@@ -68,7 +70,6 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
 pub(crate) struct Observation {
     start: Instant,
     method: Method,
-    matched: Option<MatchedPath>,
     // Cheap clones (shared bytes): only logging uses them.
     uri: http::Uri,
     request_id: Option<http::HeaderValue>,
@@ -81,7 +82,6 @@ impl Observation {
         Observation {
             start: Instant::now(),
             method: request.method().clone(),
-            matched: request.extensions().get::<MatchedPath>().cloned(),
             uri: request.uri().clone(),
             request_id,
         }
@@ -92,15 +92,11 @@ impl Observation {
         self.start
     }
 
-    pub(crate) fn finish(self, response: &Response) {
-        let label = response.extensions().get::<RouteLabel>();
-        self.finish_as(response, label);
-    }
-
-    /// [`Observation::finish`] for a response whose route is `label` (from a [`crate::Handler`]).
+    /// Counts, times and logs the request, under the route `label` names (from a
+    /// [`crate::Handler`] that routes by itself), else the route template the router matched.
     pub(crate) fn finish_as(self, response: &Response, label: Option<&RouteLabel>) {
         let elapsed = self.start.elapsed();
-        let route = match (label, &self.matched) {
+        let route = match (label, response.extensions().get::<MatchedPath>()) {
             (Some(label), _) => label.name,
             (None, Some(matched)) => matched.as_str(),
             (None, None) => "unmatched",

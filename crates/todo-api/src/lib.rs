@@ -44,7 +44,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<Store>, StoreError> {
 
 /// The API's routes wrapped in the service contract. Until `store` is filled, the API answers
 /// 503 "starting".
-pub fn app(store: StoreSlot, readiness: &Readiness) -> axum::Router {
+pub fn app(store: StoreSlot, readiness: &Readiness) -> platform::Contracted {
     let (routes, _) = routes::router(store);
     platform::contract_router(routes, readiness, ErrorStyle::Json)
 }

@@ -79,7 +79,7 @@ pub(crate) struct AppState {
 }
 
 /// The board's routes, wrapped in the service contract.
-pub fn app(config: &Config, readiness: &Readiness) -> Router {
+pub fn app(config: &Config, readiness: &Readiness) -> platform::Contracted {
     let api = api::Api::new(&config.api_url, config.api_timeout);
     let probe = api.clone();
     readiness.add_check("todo-api", true, move || {

@@ -7,13 +7,12 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use http::Version;
 use http::header;
-use platform::observe::RouteLabel;
 
 use crate::access_log::Entry;
 use crate::headers;
 
 /// The access log's view of a request, taken before the request is forwarded.
-pub(super) fn entry_for(request: &Request, route: &RouteLabel, started: Instant) -> Entry {
+pub(super) fn entry_for(request: &Request, started: Instant) -> Entry {
     // One pass over the headers finds the logged ones and their size on the wire, where a lookup
     // for each would hash its name.
     let (mut referer, mut user_agent, mut forwarded_for, mut request_id) = (None, None, None, None);
@@ -64,7 +63,8 @@ pub(super) fn entry_for(request: &Request, route: &RouteLabel, started: Instant)
         user_agent,
         forwarded_for,
         request_id,
-        route: route.name,
+        // The route is known once the request is routed (`steps::AccessLog`).
+        route: "unmatched",
         status: 0,
         head_bytes: 0,
         upstream_addr: None,

@@ -58,7 +58,7 @@ pub(crate) trait LeanService: Send + 'static {
     ) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
-impl<H: platform::Handler> LeanService for platform::WithRequestLayers<H> {
+impl<H: platform::Handler> LeanService for platform::RequestLayers<H> {
     type Body = axum::body::Body;
 
     fn call_lean(
