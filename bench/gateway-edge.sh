@@ -8,7 +8,7 @@
 #   access log      GET / proxied to `flotilla echo`, gateway with its JSON access log to a file
 #                   vs the same gateway with `access_log = "off"`: the cost of logging
 # Both servers use 2 workers and log every request to a file (except the "off" gateway).
-# Appends the table to docs/benchmarks.md.
+# Replaces its section of docs/benchmarks.md with the table.
 #
 #   bench/gateway-edge.sh [--duration 10] [--connections 64] [--runs 3] [--no-record]
 #
@@ -160,9 +160,6 @@ echo "access log cost: $log_cost% of throughput; gateway peak RSS $gateway_rss M
 
 if [ "$record" = 1 ]; then
   {
-    echo
-    echo "### Gateway edge features vs nginx — $(date -u +%Y-%m-%d)"
-    echo
     echo "\`bench/gateway-edge.sh --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($(cpu_model)):"
     echo "wrk -t2 -c$connections -d${duration}s; gateway and nginx with 2 workers each, both logging every request"
     echo "to a file (nginx with \`sendfile on\`). Everything shares the same 2 cores."
@@ -170,6 +167,5 @@ if [ "$record" = 1 ]; then
     echo "$table"
     echo
     echo "JSON access log cost: $log_cost% of throughput. Gateway peak RSS: $gateway_rss MB."
-  } >>docs/benchmarks.md
-  echo "appended to docs/benchmarks.md"
+  } | record_section gateway-edge
 fi

@@ -10,8 +10,8 @@
 # JSON format: todonginx's `log_format json`, whose fields the gateway's access log writes too
 # (plus three). Runs are interleaved (direct, gateway, nginx, combined,
 # direct, ...) so machine noise hits all alike; the table shows the median run of each, and a line
-# under it compares the gateway with nginx run by run (req/s ratio, p99s, their medians). Appends
-# both to docs/benchmarks.md.
+# under it compares the gateway with nginx run by run (req/s ratio, p99s, their medians). Replaces
+# its section of docs/benchmarks.md with both.
 #
 #   bench/gateway.sh [--duration 20] [--connections 64] [--runs 3] [--no-record]
 #
@@ -162,9 +162,6 @@ echo "$by_run"
 
 if [ "$record" = 1 ]; then
   {
-    echo
-    echo "### Gateway vs nginx — $(date -u +%Y-%m-%d)"
-    echo
     echo "\`bench/gateway.sh --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu):"
     echo "wrk -t2 -c$connections -d${duration}s, \`GET /\` of \`flotilla echo\`; gateway with 2 worker threads, nginx with"
     echo "2 worker processes and \`keepalive 64\` upstream connections; both have compression on (todonginx's"
@@ -175,6 +172,5 @@ if [ "$record" = 1 ]; then
     echo "$table"
     echo
     echo "$by_run"
-  } >>docs/benchmarks.md
-  echo "appended to docs/benchmarks.md"
+  } | record_section gateway
 fi

@@ -60,3 +60,24 @@ stop_all() {
   wait 2>/dev/null || true
   rm -rf "$work"
 }
+
+# Replaces the section `name` of docs/benchmarks.md (between `<!-- bench:name -->` and
+# `<!-- /bench:name -->`) with standard input, stamped with today's date: the page keeps one
+# current table per benchmark (git keeps the earlier ones).
+record_section() {
+  python3 -c '
+import sys, datetime
+name = sys.argv[1]
+body = sys.stdin.read().strip()
+path = "docs/benchmarks.md"
+text = open(path).read()
+start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+if start not in text or end not in text:
+    sys.exit(f"docs/benchmarks.md has no section {name}")
+today = datetime.date.today().isoformat()
+section = f"{start}\nMeasured {today}.\n\n{body}\n{end}"
+text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+open(path, "w").write(text)
+print(f"recorded in docs/benchmarks.md ({name})")
+' "$1"
+}

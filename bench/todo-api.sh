@@ -3,7 +3,7 @@
 # or (--db mariadb) on a MariaDB primary and replica started by scripts/db/mariadb.sh:
 #   GET  /todo?status=PROGRESS  with 100 rows in that column
 #   POST /todo
-# and the API's peak RSS. Prints a table and appends it, with this command, to docs/benchmarks.md.
+# and the API's peak RSS. Prints a table and replaces its section of docs/benchmarks.md with it.
 #
 #   bench/todo-api.sh [--db sqlite|mariadb] [--duration 20] [--connections 64] [--runs 3] [--no-record]
 #
@@ -94,13 +94,9 @@ echo "$table"
 
 if [ "$record" = 1 ]; then
   {
-    echo
-    echo "### TODO API, $db_label — $(date -u +%Y-%m-%d)"
-    echo
     echo "\`bench/todo-api.sh --db $db --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu),"
-    echo "wrk -t2 -c$connections -d${duration}s on the same machine, API logging every request to a file."
+    echo "$db_label; wrk -t2 -c$connections -d${duration}s on the same machine, API logging every request to a file."
     echo
     echo "$table"
-  } >>docs/benchmarks.md
-  echo "appended to docs/benchmarks.md"
+  } | record_section "todo-api-$db"
 fi

@@ -2,7 +2,7 @@
 # Benchmarks the TODO board: `GET /` with 30 items in each column, so every page is three API
 # calls (concurrent) and a render of 90 cards. The API runs on the same machine on its embedded
 # SQLite default. wrk, keep-alive, 8 connections (a handful of browsers loading the board at
-# once); prints a table and appends it to docs/benchmarks.md.
+# once); prints a table and replaces its section of docs/benchmarks.md with it.
 #
 #   bench/todo-web.sh [--duration 20] [--connections 8] [--runs 3] [--no-record]
 #
@@ -57,13 +57,9 @@ EOF
 echo "$table"
 if [ "$record" = 1 ]; then
   {
-    echo
-    echo "### TODO board — $(date -u +%Y-%m-%d)"
-    echo
     echo "\`bench/todo-web.sh --duration $duration --connections $connections --runs $runs\` on $(nproc) cores ($cpu):"
     echo "wrk -t2 -c$connections -d${duration}s; the API (SQLite) on the same machine; both log every request."
     echo
     echo "$table"
-  } >>docs/benchmarks.md
-  echo "appended to docs/benchmarks.md"
+  } | record_section todo-web
 fi
