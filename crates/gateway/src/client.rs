@@ -207,7 +207,8 @@ impl Client {
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, SendError> {
         if upgrade {
-            // Boxed here and below: code that few requests run stays out of the hot path's.
+            // Boxed here and below: few requests take these paths, and boxing keeps every request's
+            // future small (`proxy::tests`).
             return Box::pin(
                 self.send_upgradable(address, request.to_request(payload.into_body())?),
             )

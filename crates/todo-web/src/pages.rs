@@ -143,8 +143,7 @@ async fn render(
         new,
         columns,
     };
-    // Sized for the whole page up front: growing a 100 KB string by doubling cost a fifth of the
-    // page's CPU time in allocator calls.
+    // Sized for the whole page up front, so a long board's HTML is not regrown by doubling.
     let cards: usize = page.columns.iter().map(|c| c.items.len()).sum();
     let mut html = String::with_capacity(4096 + cards * 1600);
     match page.render_into(&mut html) {

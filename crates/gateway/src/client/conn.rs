@@ -73,7 +73,7 @@ impl Conn {
         }
         match payload {
             Payload::Whole(_) => Ok(false),
-            // Boxed: streaming is for large bodies, and its code stays out of the usual path.
+            // Boxed: streaming is for large bodies; boxing keeps every request's future small.
             Payload::Stream(body) => Box::pin(self.write_stream(body, written)).await,
         }
     }

@@ -47,7 +47,7 @@ use respond::{respond, with_date, write_all};
 
 /// A service as this loop calls it: one request at a time, its future awaited inside the
 /// connection's own task (a tower service's future has to be a type of its own, so an `async`
-/// handler's is boxed: allocated and copied, kilobytes for a proxy, on every request).
+/// handler's is boxed: allocated and copied on every request; `proxy::tests` keeps its size in check).
 pub(crate) trait LeanService: Send + 'static {
     /// The response body.
     type Body: Body<Data = Bytes> + Send + 'static;
@@ -258,8 +258,8 @@ fn request(
 ) -> Option<Request<axum::body::Body>> {
     let slice = |(start, end): wire::head::Span| bytes.slice(start as usize..end as usize);
     let uri = Uri::from_maybe_shared(slice(head.target)).ok()?;
-    // Room for the request id, which the contract's layers add when the client sent none. More
-    // would cost: past 1 KiB the entries take the allocator's slower path.
+    // Room for the request id, which the contract's layers add when the client sent none, so the
+    // map is not regrown for it.
     let mut headers = HeaderMap::with_capacity(head.headers.len() + 1);
     for &(name, value) in &head.headers {
         let name = HeaderName::from_bytes(&bytes[name.0 as usize..name.1 as usize]).ok()?;

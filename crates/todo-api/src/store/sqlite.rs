@@ -96,7 +96,7 @@ fn open_connection(path: &Path, writable: bool, timeout: Duration) -> rusqlite::
     }
     // Query planner stability: without it SQLite plans around the value bound to `LIMIT ?`, and
     // rusqlite clearing the bindings of a cached statement then makes SQLite parse and plan it
-    // again on every use (a third of a list request's instructions, measured with callgrind).
+    // again on every use (measured in docs/benchmarks.md, todo-api on SQLite).
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
