@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks the crates' module structure: no import cycle between the top-level modules of a crate,
-and no source file over 600 lines of non-test code (scripts/test.sh runs it).
+no source file over 600 lines of non-test code, and every module of a crate named in its root's
+layout list (the `//!` comment of lib.rs, as `name` or [`name`]) (scripts/test.sh runs it).
 
 A module depends on another when its non-test code names it as `crate::other` (in a path, a `use`,
 or a doc link). Non-test code is a file's text before its `#[cfg(test)] mod ...`. Prints each cycle
@@ -83,6 +84,18 @@ def cycles(edges):
     return found
 
 
+def unlisted(src):
+    """Top-level modules declared in lib.rs that its `//!` comment does not name."""
+    path = os.path.join(src, "lib.rs")
+    if not os.path.exists(path):
+        return []
+    body = open(path, encoding="utf-8").read()
+    docs = "\n".join(line for line in body.splitlines() if line.startswith("//!"))
+    named = set(re.findall(r"`(\w+)`", docs))
+    declared = re.findall(r"^(?:pub(?:\(crate\))? )?mod (\w+);", body, re.M)
+    return [m for m in declared if m not in named]
+
+
 def main():
     problems = 0
     crates = os.path.join(ROOT, "crates")
@@ -93,6 +106,9 @@ def main():
         text, long_files = modules(src)
         for component in cycles(graph(text)):
             print(f"cycle in {crate}: {' -> '.join(component)}")
+            problems += 1
+        for module in unlisted(src):
+            print(f"crates/{crate}/src/lib.rs: module `{module}` is not in the layout list")
             problems += 1
         for path, lines in long_files:
             print(f"{path}: {lines} lines of non-test code (at most {LIMIT})")

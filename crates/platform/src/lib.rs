@@ -15,6 +15,7 @@
 //! - [`server`]: HTTP/1.1 + HTTP/2 server on hyper with limits (connection cap with recycling,
 //!   first-request, idle and send timeouts) and graceful shutdown; its parts also serve the
 //!   gateway's listeners.
+//! - [`tls`]: rustls for a listener, certificates swapped on reload, HTTP/2 by ALPN.
 //! - [`circuit`]: a circuit breaker for calls to other services.
 
 pub mod circuit;

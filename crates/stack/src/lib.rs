@@ -13,6 +13,8 @@
 //! - `supervisor`: child processes, logs, restarts, stopping.
 //! - `control`: the control endpoint, rollouts, and the `ps`/`rollout` clients.
 //! - `display`: the status table.
+//! - [`child`]: a child's link back to its supervisor (it stops when the supervisor dies).
+//! - [`error`]: what can go wrong, worded for the person who ran it.
 
 pub mod child;
 mod control;
