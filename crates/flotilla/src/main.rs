@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, Command};
 use platform::cli::{COMMON_SETTINGS, apply_flags, with_settings};
+use platform::registration;
 use platform::{CommonConfig, ConfigError, Setting, Source};
 
 #[global_allocator]
@@ -70,6 +71,11 @@ fn command() -> Command {
                 ),
         )
         .subcommand(service(
+            "registry",
+            "The service registry: Eureka's REST API, changes pushed to watchers at once (REGISTRY_BIND)",
+            registry::SETTINGS,
+        ))
+        .subcommand(service(
             "echo",
             "A tiny backend answering '<hostname>, current time : <millis>' (the seeds' test-web)",
             echo::SETTINGS,
@@ -113,6 +119,20 @@ fn main() -> ExitCode {
             |config| async move {
                 let listener = platform::bind(config.bind).await?;
                 echo::run(listener, config, platform::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+        ),
+        "registry" => launch(
+            name,
+            sub,
+            registry::SETTINGS,
+            registry::Config::from_source,
+            |c| &c.common,
+            |_| None,
+            |config| async move {
+                let listener = platform::bind(config.bind).await?;
+                registry::run(listener, config, platform::shutdown_signal())
                     .await
                     .map_err(anyhow::Error::from)
             },
@@ -274,6 +294,10 @@ where
     let mut source = Source::from_env();
     apply_flags(&mut source, matches, settings);
     apply_flags(&mut source, matches, COMMON_SETTINGS);
+    // A service registers under its own name unless told otherwise.
+    if matches!(source.get(&registration::APP_NAME), Ok(None)) {
+        source.set_flag(&registration::APP_NAME, name);
+    }
     let config = match parse(&source) {
         Ok(config) => config,
         Err(error) => {
@@ -329,6 +353,7 @@ trait OneShot {
 
 impl OneShot for todo_api::Config {}
 impl OneShot for echo::Config {}
+impl OneShot for registry::Config {}
 impl OneShot for stack::Config {}
 impl OneShot for gateway::Config {
     fn one_shot(&self) -> Option<Result<String, String>> {

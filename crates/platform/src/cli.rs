@@ -6,6 +6,7 @@
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::config::{Setting, Source};
+use crate::registration;
 
 /// `LOG_FORMAT`: readable text, or one JSON object per line.
 pub const LOG_FORMAT: Setting = Setting::new(
@@ -44,7 +45,17 @@ pub const SHUTDOWN_DELAY: Setting = Setting::new(
 .default("0s");
 
 /// Settings every service has, provided by the platform.
-pub const COMMON_SETTINGS: &[Setting] = &[LOG_FORMAT, LOG_LEVEL, DRAIN_TIMEOUT, SHUTDOWN_DELAY];
+pub const COMMON_SETTINGS: &[Setting] = &[
+    LOG_FORMAT,
+    LOG_LEVEL,
+    DRAIN_TIMEOUT,
+    SHUTDOWN_DELAY,
+    registration::REGISTRY_URL,
+    registration::APP_NAME,
+    registration::ADVERTISE_NETWORK,
+    registration::ADVERTISE_ADDR,
+    registration::RENEWAL,
+];
 
 /// Adds one flag per setting that has one, with the env var and default in its help.
 pub fn with_settings(mut command: Command, settings: &[Setting]) -> Command {

@@ -17,6 +17,8 @@
 //!   gateway's listeners.
 //! - [`tls`]: rustls for a listener, certificates swapped on reload, HTTP/2 by ALPN.
 //! - [`circuit`]: a circuit breaker for calls to other services.
+//! - [`registration`]: registering with a service registry (Eureka's API), and which address to
+//!   advertise.
 
 pub mod circuit;
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod contract;
 pub mod errors;
 pub mod health;
 pub mod observe;
+pub mod registration;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
@@ -48,6 +51,8 @@ pub struct CommonConfig {
     pub log: LogConfig,
     pub drain_timeout: Duration,
     pub shutdown_delay: Duration,
+    /// Where to register, when a registry is given.
+    pub registration: Option<registration::RegistrationConfig>,
 }
 
 impl CommonConfig {
@@ -57,6 +62,7 @@ impl CommonConfig {
             drain_timeout: source.parse_or_default(&cli::DRAIN_TIMEOUT, config::parse_duration)?,
             shutdown_delay: source
                 .parse_or_default(&cli::SHUTDOWN_DELAY, config::parse_duration)?,
+            registration: registration::RegistrationConfig::from_source(source)?,
         })
     }
 
@@ -65,7 +71,13 @@ impl CommonConfig {
         ServeOptions {
             drain_timeout: self.drain_timeout,
             shutdown_delay: self.shutdown_delay,
+            registration: self.registration.clone(),
             ..ServeOptions::default()
         }
     }
+}
+
+/// This machine's host name (the container id on Docker), for instance ids and logs.
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
 }

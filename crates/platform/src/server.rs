@@ -50,6 +50,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Largest request head accepted; larger ones get 431.
     pub max_header_size: usize,
+    /// Register with a service registry once ready, and leave it before draining.
+    pub registration: Option<crate::registration::RegistrationConfig>,
 }
 
 impl Default for ServeOptions {
@@ -61,6 +63,7 @@ impl Default for ServeOptions {
             send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_header_size: 32 * 1024,
+            registration: None,
         }
     }
 }
@@ -109,6 +112,23 @@ where
 {
     let timeouts = options.timeouts();
     let max_header_size = options.max_header_size;
+    let registered = match &options.registration {
+        Some(config) => crate::registration::start(
+            config,
+            "flotilla",
+            listener.local_addr()?,
+            readiness.clone(),
+        ),
+        None => None,
+    };
+    // Out of the registry before anything else happens on shutdown, so routers stop sending
+    // work while this process still serves what is in flight.
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(registered) = registered {
+            registered.leave().await;
+        }
+    };
     listener::accept_loop(
         listener,
         options.listen_options(),
