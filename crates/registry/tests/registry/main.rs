@@ -1,6 +1,7 @@
 //! The registry over real HTTP on loopback: Eureka's operations, bad input, leases, the watch,
 //! peers, persistence, and services registering themselves.
 
+mod clients;
 mod helpers;
 mod operations;
 mod peers;
