@@ -46,7 +46,23 @@ pub struct FileConfig {
     pub routes: Vec<Route>,
     #[serde(rename = "upstream", default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// The service registry to follow, for `discovery = "registry:APP"` upstreams and
+    /// `/{service}/` routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistrySection>,
 }
+
+/// `[registry]`: where the registry is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// Registry URLs, comma-separated: `http://registry:8761/eureka/`.
+    pub url: String,
+}
+
+/// The placeholder a route's path may end with (`/api/{service}/`): Zuul's convention, one route
+/// per app in the registry, named in lower case, prefix stripped.
+pub const SERVICE_PLACEHOLDER: &str = "{service}/";
 
 /// The admin listener: the service contract (`/hc`, `/ready`, `/metrics`), never on the public
 /// port.
@@ -198,8 +214,47 @@ pub struct Upstream {
     /// resolves to is a server of its own); `0s` looks them up once, at load.
     #[serde(default = "default_resolve_interval")]
     pub resolve_interval: Dur,
+    /// `registry:APP`: the UP instances of APP in the registry are servers of this pool, besides
+    /// any listed in `server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Spanned<String>>,
     #[serde(default)]
     pub server: Vec<Server>,
+}
+
+impl Default for Upstream {
+    /// An upstream with every setting at its default and no servers.
+    fn default() -> Self {
+        Upstream {
+            policy: Policy::default(),
+            connect_timeout: default_connect_timeout(),
+            response_timeout: default_response_timeout(),
+            read_timeout: default_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_attempts: default_max_attempts(),
+            retry_budget: default_retry_budget(),
+            min_retries_per_second: default_min_retries(),
+            retry_buffer: default_retry_buffer(),
+            health_check: None,
+            resolve_interval: default_resolve_interval(),
+            discovery: None,
+            server: Vec::new(),
+        }
+    }
+}
+
+impl Server {
+    /// A server at `address` with nginx's defaults (what discovered instances get).
+    pub fn at(address: String) -> Self {
+        Server {
+            address: Spanned::new(0..0, address),
+            weight: default_weight(),
+            max_fails: default_max_fails(),
+            fail_timeout: default_fail_timeout(),
+            max_conns: 0,
+            backup: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

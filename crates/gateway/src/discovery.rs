@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::FileConfig;
+use toml::Spanned;
+
+use crate::config::{self, FileConfig, SERVICE_PLACEHOLDER};
+use crate::load::Loaded;
 
 /// How long one lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,6 +24,66 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// For each configured address whose host is a name: the socket addresses it resolved to.
 /// Addresses with an IP literal are not in it.
 pub(crate) type Resolved = BTreeMap<String, Vec<SocketAddr>>;
+
+/// The key under which the UP instances of a registry's app are in [`Resolved`], for an
+/// upstream's `discovery = "registry:app"` (app names are case-insensitive).
+pub(crate) fn registry_key(discovery: &str) -> String {
+    let app = discovery
+        .strip_prefix(crate::validate::REGISTRY_PREFIX)
+        .unwrap_or(discovery);
+    format!(
+        "{}{}",
+        crate::validate::REGISTRY_PREFIX,
+        app.to_ascii_uppercase()
+    )
+}
+
+/// Adds the registry's instances to `resolved`, under [`registry_key`]s.
+pub(crate) fn with_registry(
+    mut resolved: Resolved,
+    instances: &platform::registration::watch::Instances,
+) -> Resolved {
+    resolved.retain(|key, _| !key.starts_with(crate::validate::REGISTRY_PREFIX));
+    for (app, addresses) in instances {
+        resolved.insert(registry_key(app), addresses.clone());
+    }
+    resolved
+}
+
+/// `loaded`, with a route and an upstream for every app in the registry under each
+/// `/{service}/` route: `/api/{service}/` becomes `/api/story-service/` (prefix stripped, the
+/// template route's other settings kept) to upstream `registry:STORY-SERVICE`.
+pub(crate) fn expand_services(loaded: &Loaded, resolved: &Resolved) -> Loaded {
+    let prefix = crate::validate::REGISTRY_PREFIX;
+    let apps: Vec<&str> = resolved
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .collect();
+    let mut expanded = loaded.clone();
+    for (index, route) in loaded.file.routes.iter().enumerate() {
+        let Some(path) = route.path.get_ref().strip_suffix(SERVICE_PLACEHOLDER) else {
+            continue;
+        };
+        for app in &apps {
+            let name = format!("{prefix}{app}");
+            expanded
+                .file
+                .upstreams
+                .entry(name.clone())
+                .or_insert_with(|| config::Upstream {
+                    discovery: Some(Spanned::new(0..0, name.clone())),
+                    ..config::Upstream::default()
+                });
+            let mut service = route.clone();
+            service.path = Spanned::new(0..0, format!("{path}{}/", app.to_ascii_lowercase()));
+            service.upstream = Some(Spanned::new(0..0, name));
+            service.strip_prefix = true;
+            expanded.file.routes.push(service);
+            expanded.opened.push(loaded.opened[index].clone());
+        }
+    }
+    expanded
+}
 
 /// The configured addresses whose host is a name rather than an IP address.
 fn names(file: &FileConfig) -> impl Iterator<Item = &str> {

@@ -195,6 +195,13 @@ pub(crate) fn load(source: &Source) -> Result<Loaded, ConfigError> {
             None,
         ),
     };
+    // The registry a file names wins; else the one every service is given.
+    if file.registry.is_none()
+        && let Some(url) =
+            source.parse(&platform::registration::REGISTRY_URL, |v| Ok(v.to_string()))?
+    {
+        file.registry = Some(config::RegistrySection { url });
+    }
     if let Some(bind) = source.parse(&BIND, |v| parse_bind(v).map(|_| v.to_string()))? {
         match file.listeners.first_mut() {
             Some(listener) => listener.bind = Spanned::new(0..0, bind),
@@ -348,6 +355,7 @@ fn from_nginx_variables(source: &Source) -> Result<FileConfig, ConfigError> {
                 ..defaults
             },
         )]),
+        registry: None,
     })
 }
 

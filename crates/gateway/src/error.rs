@@ -23,6 +23,10 @@ pub(crate) enum ProxyError {
     NoRoute { host: String, path: String },
     #[error("request has no Host")]
     NoHost,
+    /// A `/{service}/` route, and no app of that name in the registry (the name is cut to 64
+    /// characters and shown quoted).
+    #[error("no service named {0:?} is registered")]
+    NoService(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     /// Missing or wrong credentials; carries the `WWW-Authenticate` challenge.
@@ -66,7 +70,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::NoHost | ProxyError::ClientBodyBroken => {
                 StatusCode::BAD_REQUEST
             }
-            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute { .. } | ProxyError::NoService(_) => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -85,6 +89,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_)
             | ProxyError::NoRoute { .. }
+            | ProxyError::NoService(_)
             | ProxyError::NoHost
             | ProxyError::MethodNotAllowed
             | ProxyError::Unauthorized(_)

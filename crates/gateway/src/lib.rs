@@ -195,6 +195,8 @@ pub struct Bound {
     hangups: Option<tokio::signal::unix::Signal>,
     /// `POST /reload` requests from the admin listener.
     reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
+    /// The registry's instances, when the config names a registry.
+    registry: Option<watch::Receiver<platform::registration::watch::Instances>>,
 }
 
 /// Binds every listener (the public ones and the admin one), so their addresses are known before
@@ -202,7 +204,15 @@ pub struct Bound {
 pub async fn bind(config: &Config) -> io::Result<Bound> {
     let file = &config.loaded.file;
     let live = Arc::new(LiveRoutes::default());
+    let registry = match &file.registry {
+        Some(section) => Some(follow_registry(&section.url).await),
+        None => None,
+    };
     let resolved = discovery::resolve(file, &discovery::Resolved::new()).await;
+    let resolved = match &registry {
+        Some(instances) => discovery::with_registry(resolved, &instances.borrow()),
+        None => resolved,
+    };
     let pools = Pools::install(&live, config.loaded.clone(), resolved, &[]);
     let readiness = Readiness::new();
     for name in file.upstreams.keys() {
@@ -296,7 +306,25 @@ pub async fn bind(config: &Config) -> io::Result<Bound> {
         reload_from: config.reload_source.clone(),
         hangups,
         reloads,
+        registry,
     })
+}
+
+/// Starts following the registry at `urls` (checked when the config was loaded), and waits up
+/// to two seconds for its first answer, so a gateway that starts with the registry up routes to
+/// its instances from its first request.
+async fn follow_registry(urls: &str) -> watch::Receiver<platform::registration::watch::Instances> {
+    let urls = platform::registration::parse_urls(urls).unwrap_or_default();
+    let (sender, mut instances) = watch::channel(Default::default());
+    tokio::spawn(platform::registration::watch::follow(urls, sender));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(2), instances.changed());
+    if first.await.is_err() {
+        tracing::warn!(
+            "no answer from the registry yet; its services have no servers until it answers"
+        );
+    }
+    instances.mark_unchanged();
+    instances
 }
 
 impl Bound {
@@ -332,14 +360,20 @@ impl Bound {
             self.reload_from.clone(),
             self.hangups,
             self.reloads,
+            self.registry,
             stop_rx.clone(),
         ));
         let admin = self.admin.map(|(listener, router)| {
             let mut stop = stop_rx.clone();
+            // The admin listener is not what routers should send work to: never registered.
+            let options = platform::ServeOptions {
+                registration: None,
+                ..self.shared.common.serve_options()
+            };
             tokio::spawn(platform::serve(
                 listener,
                 router,
-                self.shared.common.serve_options(),
+                options,
                 self.readiness.clone(),
                 async move {
                     let _ = stop.wait_for(|stop| *stop).await;

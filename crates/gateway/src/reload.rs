@@ -6,6 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use platform::Source;
+use platform::registration::watch::Instances;
 use tokio::sync::watch;
 
 use crate::config::FileConfig;
@@ -35,7 +36,8 @@ impl Pools {
         resolved: discovery::Resolved,
         previous: &[Arc<Upstream>],
     ) -> Self {
-        let upstreams: Vec<Arc<Upstream>> = loaded
+        let expanded = discovery::expand_services(&loaded, &resolved);
+        let upstreams: Vec<Arc<Upstream>> = expanded
             .file
             .upstreams
             .iter()
@@ -49,7 +51,7 @@ impl Pools {
                 ))
             })
             .collect();
-        live.replace(RouteTable::new(&loaded, &upstreams));
+        live.replace(RouteTable::new(&expanded, &upstreams));
         Pools {
             loaded,
             resolved,
@@ -77,14 +79,15 @@ impl Pools {
 /// mode the variables, and the files they name: htpasswd files, certificates) and puts it in
 /// force at once: routes and upstreams are swapped, listeners added and removed. A config with
 /// errors, or a new listener that cannot be bound, is reported and the running config kept.
-/// Names in server addresses are looked up again every `resolve_interval`, rebuilding the pools
-/// when an answer changes.
+/// Names in server addresses are looked up again every `resolve_interval`, and the registry
+/// (when there is one) followed, rebuilding the pools when an answer changes.
 pub(crate) async fn maintain(
     mut pools: Pools,
     mut listeners: Listeners,
     reload_from: Option<Source>,
     mut hangups: Option<tokio::signal::unix::Signal>,
     mut reloads: tokio::sync::mpsc::Receiver<status::ReloadReply>,
+    mut registry: Option<watch::Receiver<Instances>>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let live = Arc::clone(&listeners.shared.live);
@@ -107,6 +110,7 @@ pub(crate) async fn maintain(
             }
             Some(()) = async { hangups.as_mut()?.recv().await } => Trigger::Signal,
             Some(reply) = reloads.recv() => Trigger::Admin(reply),
+            Some(Ok(())) = async { Some(registry.as_mut()?.changed().await) } => Trigger::Lookup,
             () = tokio::time::sleep_until(lookup_at.unwrap_or_else(tokio::time::Instant::now)), if lookup_at.is_some() => {
                 lookup_at = next_lookup(&pools.loaded.file);
                 Trigger::Lookup
@@ -139,6 +143,10 @@ pub(crate) async fn maintain(
             (pools.loaded.clone(), Vec::new())
         };
         let resolved = discovery::resolve(&loaded.file, &pools.resolved).await;
+        let resolved = match &registry {
+            Some(instances) => discovery::with_registry(resolved, &instances.borrow()),
+            None => resolved,
+        };
         if !reload && resolved == pools.resolved {
             continue;
         }

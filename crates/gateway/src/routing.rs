@@ -29,6 +29,9 @@ pub(crate) struct Route {
     /// Where requests go: an upstream pool, or (when `None`) the directory in `files`.
     pub(crate) upstream: Option<Arc<Upstream>>,
     pub(crate) files: Option<Arc<crate::static_files::StaticDir>>,
+    /// A `/{service}/` route: each registered app has a route of its own under this prefix, so
+    /// a request this one takes names no registered app.
+    pub(crate) services: bool,
 }
 
 /// The route table in force; a reload swaps it. Requests in flight keep the table (and the
@@ -80,8 +83,13 @@ impl RouteTable {
                         .find(|u| *u.name == **name.get_ref())
                         .expect("routes are validated to name existing upstreams")
                 });
-                let prefix = route.path.get_ref().clone();
-                let label = route.name.clone().unwrap_or_else(|| prefix.clone());
+                let path = route.path.get_ref();
+                let label = route.name.clone().unwrap_or_else(|| path.clone());
+                let (prefix, services) = match path.strip_suffix(crate::config::SERVICE_PLACEHOLDER)
+                {
+                    Some(prefix) => (prefix.to_string(), true),
+                    None => (path.clone(), false),
+                };
                 Route {
                     index: 0,
                     label: RouteLabel::new(&label),
@@ -107,6 +115,7 @@ impl RouteTable {
                     }),
                     upstream: upstream.map(Arc::clone),
                     files: opened.files.clone(),
+                    services,
                 }
             })
             .collect();

@@ -181,9 +181,19 @@ impl Upstream {
                 .and_then(|p| p.servers.iter().find(|s| &*s.address == address))
                 .map_or_else(|| Arc::new(ServerState::new()), |s| Arc::clone(&s.state))
         };
+        // Instances found in the registry are servers with nginx's default parameters.
+        let discovered: Vec<config::Server> = config
+            .discovery
+            .as_ref()
+            .and_then(|d| resolved.get(&crate::discovery::registry_key(d.get_ref())))
+            .into_iter()
+            .flatten()
+            .map(|address| config::Server::at(address.to_string()))
+            .collect();
         let servers: Vec<Server> = config
             .server
             .iter()
+            .chain(&discovered)
             .flat_map(|s| {
                 let configured = s.address.get_ref();
                 let addresses: Vec<String> = match resolved.get(configured) {

@@ -4,7 +4,10 @@
 
 use std::ops::Range;
 
-use crate::config::{FileConfig, Upstream};
+use crate::config::{FileConfig, SERVICE_PLACEHOLDER, Upstream};
+
+/// How an upstream names the registry's app it takes its servers from.
+pub(crate) const REGISTRY_PREFIX: &str = "registry:";
 
 pub(crate) type Problem = (Option<Range<usize>>, String, String);
 
@@ -30,6 +33,10 @@ pub(crate) fn check(config: &FileConfig) -> Result<(), Problem> {
             return Err((None, key, "must be at least 1".into()));
         }
     }
+    if let Some(registry) = &config.registry {
+        platform::registration::parse_urls(&registry.url)
+            .map_err(|e| (None, "registry.url".into(), format!("expected {e}")))?;
+    }
     if config.routes.is_empty() {
         return Err((
             None,
@@ -48,6 +55,29 @@ pub(crate) fn check(config: &FileConfig) -> Result<(), Problem> {
         if !route.path.get_ref().starts_with('/') {
             let key = format!("route[{i}].path");
             return Err((Some(route.path.span()), key, "must start with /".into()));
+        }
+        if let Some(prefix) = route.path.get_ref().strip_suffix(SERVICE_PLACEHOLDER) {
+            let key = format!("route[{i}].path");
+            let span = Some(route.path.span());
+            if !prefix.ends_with('/') || prefix.contains(['{', '}']) {
+                let message = "{service} must be the last segment, as in /api/{service}/".into();
+                return Err((span, key, message));
+            }
+            if route.upstream.is_some() || route.root.is_some() {
+                let message =
+                    "a /{service}/ route sends to the registry's apps: no upstream or root".into();
+                return Err((span, key, message));
+            }
+            if config.registry.is_none() {
+                let message = "a /{service}/ route needs a [registry] (or FLOTILLA_REGISTRY_URL)";
+                return Err((span, key, message.into()));
+            }
+            continue;
+        }
+        if route.path.get_ref().contains(['{', '}']) {
+            let key = format!("route[{i}].path");
+            let message = "the only placeholder a path may have is a last /{service}/".into();
+            return Err((Some(route.path.span()), key, message));
         }
         let Some(upstream) = &route.upstream else {
             if route.root.is_none() {
@@ -84,6 +114,26 @@ pub(crate) fn check(config: &FileConfig) -> Result<(), Problem> {
         }
     }
     for (name, upstream) in &config.upstreams {
+        if let Some(discovery) = &upstream.discovery {
+            let key = format!("upstream.{name}.discovery");
+            let span = Some(discovery.span());
+            let app = discovery.get_ref().strip_prefix(REGISTRY_PREFIX);
+            let valid = app.is_some_and(|app| {
+                !app.is_empty()
+                    && app.len() <= 128
+                    && app
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            });
+            if !valid {
+                let message = "expected registry:APP, such as registry:STORY-SERVICE".into();
+                return Err((span, key, message));
+            }
+            if config.registry.is_none() {
+                let message = "needs a [registry] (or FLOTILLA_REGISTRY_URL)".into();
+                return Err((span, key, message));
+            }
+        }
         check_upstream(name, upstream)?;
     }
     Ok(())
@@ -91,10 +141,10 @@ pub(crate) fn check(config: &FileConfig) -> Result<(), Problem> {
 
 fn check_upstream(name: &str, upstream: &Upstream) -> Result<(), Problem> {
     let key = |field: &str| format!("upstream.{name}.{field}");
-    if upstream.server.is_empty() {
+    if upstream.server.is_empty() && upstream.discovery.is_none() {
         return Err((None, key("server"), "at least one server is needed".into()));
     }
-    if upstream.server.iter().all(|s| s.backup) {
+    if !upstream.server.is_empty() && upstream.server.iter().all(|s| s.backup) {
         return Err((
             None,
             key("server"),

@@ -8,6 +8,7 @@
 //! registered is chosen by [`advertise`] (the seed-004 bug was registering the wrong one).
 
 pub mod advertise;
+pub mod watch;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -102,7 +103,8 @@ impl RegistrationConfig {
     }
 }
 
-fn parse_urls(value: &str) -> Result<Vec<String>, String> {
+/// Registry URLs, comma-separated, each `http://` with a host; each given a trailing slash.
+pub fn parse_urls(value: &str) -> Result<Vec<String>, String> {
     let urls: Vec<String> = value
         .split(',')
         .map(str::trim)

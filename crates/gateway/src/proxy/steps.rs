@@ -268,6 +268,17 @@ impl RouteStep for Dispatch {
         request: Request,
     ) -> Result<Response, ProxyError> {
         let route = routed.route(exchange);
+        if route.services {
+            let rest = route.rest_of(routed.target.path());
+            let name: String = rest
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(64)
+                .collect();
+            return Err(ProxyError::NoService(name));
+        }
         let Some(files) = &route.files else {
             return forward(exchange, routed, request).await;
         };

@@ -14,7 +14,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use crate::helpers::{spawn_registry, wait_until};
 
 /// Where `scripts/setup.sh` installs the clients.
-fn clients_dir() -> PathBuf {
+pub(crate) fn clients_dir() -> PathBuf {
     let dir = std::env::var_os("FLOTILLA_CLIENTS_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/clients"),
         PathBuf::from,
@@ -27,24 +27,24 @@ fn clients_dir() -> PathBuf {
     dir
 }
 
-fn script(name: &str) -> PathBuf {
+pub(crate) fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(name)
 }
 
-async fn free_port() -> u16 {
+pub(crate) async fn free_port() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
 }
 
-struct Client {
+pub(crate) struct Client {
     child: Child,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
 impl Client {
-    fn spawn(command: &mut Command) -> Client {
+    pub(crate) fn spawn(command: &mut Command) -> Client {
         let mut child = command
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -55,7 +55,7 @@ impl Client {
     }
 
     /// The next line the client prints that satisfies `wanted`, within 20 s.
-    async fn line_where(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn line_where(&mut self, wanted: impl Fn(&str) -> bool) -> String {
         let found = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = self.lines.next_line().await.unwrap() {
                 if wanted(&line) {
@@ -69,7 +69,7 @@ impl Client {
             .expect("the client printed the line within 20 s")
     }
 
-    fn signal(&self, signal: nix::sys::signal::Signal) {
+    pub(crate) fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
     }

@@ -2,6 +2,7 @@
 //! peers, persistence, and services registering themselves.
 
 mod clients;
+mod gateway;
 mod helpers;
 mod operations;
 mod peers;
