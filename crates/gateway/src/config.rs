@@ -24,12 +24,14 @@
 //! is the load step's (`load`), which both a file and env mode go through.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
 
 use platform::Source;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+mod units;
+
+pub use units::{Dur, Size};
 
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,109 +407,6 @@ fn default_fail_timeout() -> Dur {
     Dur::secs(10)
 }
 
-/// A size written as nginx does (`512k`, `10m`, `1g`) or a number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size(pub u64);
-
-impl Size {
-    fn parse(text: &str) -> Option<u64> {
-        let text = text.trim().to_ascii_lowercase();
-        let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-            Some((at, _)) => text.split_at(at),
-            None => (text.as_str(), ""),
-        };
-        let multiplier: u64 = match unit {
-            "" => 1,
-            "k" => 1 << 10,
-            "m" => 1 << 20,
-            "g" => 1 << 30,
-            _ => return None,
-        };
-        digits.parse::<u64>().ok()?.checked_mul(multiplier)
-    }
-}
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            n if n != 0 && n.is_multiple_of(1 << 30) => write!(f, "{}g", n >> 30),
-            n if n != 0 && n.is_multiple_of(1 << 20) => write!(f, "{}m", n >> 20),
-            n if n != 0 && n.is_multiple_of(1 << 10) => write!(f, "{}k", n >> 10),
-            n => write!(f, "{n}"),
-        }
-    }
-}
-
-impl Serialize for Size {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        let expected = "a size such as 512k, 10m, 1g or a number of bytes";
-        match Raw::deserialize(deserializer).map_err(|_| serde::de::Error::custom(expected))? {
-            Raw::Bytes(n) => Ok(Size(n)),
-            Raw::Text(text) => Size::parse(&text).map(Size).ok_or_else(|| {
-                serde::de::Error::custom(format!("expected {expected}, got {text:?}"))
-            }),
-        }
-    }
-}
-
-/// A duration written as nginx does (`10s`, `500ms`, `2m`) or a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl Dur {
-    pub const fn secs(secs: u64) -> Self {
-        Dur(Duration::from_secs(secs))
-    }
-}
-
-impl fmt::Display for Dur {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)
-            .map_err(|_| serde::de::Error::custom("expected a duration such as 10s or 500ms"))?
-        {
-            Raw::Seconds(secs) => Ok(Dur::secs(secs)),
-            Raw::Text(text) => platform::config::parse_duration(&text)
-                .map(Dur)
-                .map_err(|e| serde::de::Error::custom(format!("expected {e}, got {text:?}"))),
-        }
-    }
-}
-
 /// Why a config file cannot be used; each names the file and, where it can, the line and key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
@@ -653,6 +552,7 @@ fn expand_env(text: &str, env: &Source) -> Result<String, (usize, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn env() -> Source {
         Source::from_pairs([("PORT", "9000"), ("NAME", "a\"b")])
