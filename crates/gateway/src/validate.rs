@@ -210,3 +210,64 @@ pub(crate) fn parse_authority(address: &str) -> Result<http::uri::Authority, Str
     }
     Ok(authority)
 }
+
+#[cfg(test)]
+mod tests {
+    use platform::Source;
+
+    fn error_of(text: &str) -> String {
+        let text = format!("[[listener]]\nbind = \"127.0.0.1:0\"\n{text}");
+        match crate::load::from_text("gw.toml", &text, &Source::default()) {
+            Ok(_) => "accepted".to_string(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn registry_routes_and_upstreams_are_checked() {
+        let registry = "[registry]\nurl = \"http://127.0.0.1:8761/eureka/\"\n";
+        let cases = [
+            (
+                "[[route]]\npath = \"/api/{service}/\"\n",
+                "needs a [registry]",
+            ),
+            (
+                "[[route]]\npath = \"/x/\"\nupstream = \"s\"\n[upstream.s]\ndiscovery = \"registry:S\"\n",
+                "needs a [registry]",
+            ),
+            (
+                "[registry]\nurl = \"ftp://x/\"\n[[route]]\npath = \"/\"\nroot = \".\"\n",
+                "registry.url",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = error_of(text);
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let with_registry = [
+            (
+                "[[route]]\npath = \"/api/{service}/x/\"\n",
+                "only placeholder",
+            ),
+            ("[[route]]\npath = \"/api{service}/\"\n", "last segment"),
+            (
+                "[[route]]\npath = \"/api/{service}/\"\nupstream = \"s\"\n[upstream.s]\nserver = [{address = \"a:1\"}]\n",
+                "no upstream or root",
+            ),
+            (
+                "[[route]]\npath = \"/x/\"\nupstream = \"s\"\n[upstream.s]\ndiscovery = \"dns:S\"\n",
+                "expected registry:APP",
+            ),
+            (
+                "[[route]]\npath = \"/x/\"\nupstream = \"s\"\n[upstream.s]\ndiscovery = \"registry:a b\"\n",
+                "expected registry:APP",
+            ),
+        ];
+        for (text, expected) in with_registry {
+            let error = error_of(&format!("{registry}{text}"));
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        let good = "[[route]]\npath = \"/api/{service}/\"\n[[route]]\npath = \"/x/\"\nupstream = \"s\"\n[upstream.s]\ndiscovery = \"registry:S\"\n";
+        assert_eq!(error_of(&format!("{registry}{good}")), "accepted");
+    }
+}
