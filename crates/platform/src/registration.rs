@@ -142,6 +142,11 @@ fn parse_app(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
+/// The id a service registers under: Spring's `host:app:port`, app in lower case.
+pub fn instance_id(app: &str, port: u16) -> String {
+    format!("{}:{}:{port}", crate::hostname(), app.to_ascii_lowercase())
+}
+
 /// A registration in progress: it renews until [`Registered::leave`].
 pub struct Registered {
     task: tokio::task::JoinHandle<()>,
@@ -183,7 +188,7 @@ pub fn start(
         .to_ascii_uppercase();
     let port = bound.port();
     let host = crate::hostname();
-    let id = format!("{host}:{}:{port}", app.to_ascii_lowercase());
+    let id = instance_id(&app, port);
     let renewal = config.renewal.as_secs().max(1);
     let base = format!("http://{}/", SocketAddr::new(ip, port));
     let document = json!({"instance": {

@@ -79,7 +79,7 @@ async fn roll(stack: &Stack, service: Service) -> error::Result<usize> {
         .get(&service)
         .cloned()
         .unwrap_or_default();
-    for (index, (old_id, _)) in old.iter().enumerate() {
+    for (index, (old_id, old_port)) in old.iter().enumerate() {
         let replica = stack
             .supervisor
             .status(*old_id)
@@ -102,6 +102,8 @@ async fn roll(stack: &Stack, service: Service) -> error::Result<usize> {
         }
         reload_gateway(stack, gateway, service).await?;
         remove_from_rotation(stack, service, *old_id);
+        // Out of service in the registry: the gateway stops sending it work before it stops.
+        take_out_of_service(stack, service, *old_port).await;
         reload_gateway(stack, gateway, service).await?;
         stack.supervisor.stop(*old_id, false).await;
         if index + 1 < old.len() {
@@ -109,6 +111,24 @@ async fn roll(stack: &Stack, service: Service) -> error::Result<usize> {
         }
     }
     Ok(old.len())
+}
+
+/// Marks the replica of `service` on `port` OUT_OF_SERVICE in the registry (Eureka's way to take
+/// an instance out of rotation); failures are left to the gateway's wait, which reports them.
+async fn take_out_of_service(stack: &Stack, service: Service, port: u16) {
+    let id = platform::registration::instance_id(service.app(), port);
+    let url = format!(
+        "{}apps/{}/{id}/status?value=OUT_OF_SERVICE",
+        crate::plan::registry_url(stack.singletons.registry),
+        service.app().to_ascii_uppercase()
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    if let Err(error) = client.put(url).send().await {
+        eprintln!("flotilla up: cannot take a replica out of service in the registry: {error}");
+    }
 }
 
 fn remove_from_rotation(stack: &Stack, service: Service, id: u64) {

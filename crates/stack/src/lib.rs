@@ -128,7 +128,7 @@ pub(crate) struct Stack {
     pub(crate) rotation: Mutex<HashMap<Service, Vec<(u64, u16)>>>,
     pub(crate) run_dir: PathBuf,
     pub(crate) database: Database,
-    pub(crate) api_gateway_port: u16,
+    pub(crate) singletons: plan::Singletons,
     /// Admin ports of the two gateways.
     pub(crate) admin_ports: HashMap<Service, u16>,
     pub(crate) rollout_lock: tokio::sync::Mutex<()>,
@@ -172,7 +172,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
         rotation: Mutex::new(HashMap::new()),
         run_dir,
         database,
-        api_gateway_port: free_port()?,
+        singletons: plan::Singletons {
+            api_gateway: free_port()?,
+            registry: free_port()?,
+        },
         admin_ports: HashMap::from([
             (Service::ApiGateway, free_port()?),
             (Service::FrontGateway, free_port()?),
@@ -225,13 +228,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
 }
 
 async fn start_all(stack: &Arc<Stack>, config: &Config) -> error::Result<()> {
+    let id = start_replica(
+        stack,
+        Service::Registry,
+        1,
+        stack.singletons.registry,
+        false,
+    )?;
+    wait_ready(stack, id, Service::Registry).await?;
     for replica in 1..=config.api_replicas {
         // The first replica seeds an empty table; the others start once it has.
         let id = start_replica(stack, Service::TodoApi, replica, free_port()?, replica == 1)?;
         wait_ready(stack, id, Service::TodoApi).await?;
     }
     write_gateway_config(stack, Service::ApiGateway)?;
-    let id = start_replica(stack, Service::ApiGateway, 1, stack.api_gateway_port, false)?;
+    let id = start_replica(
+        stack,
+        Service::ApiGateway,
+        1,
+        stack.singletons.api_gateway,
+        false,
+    )?;
     wait_ready(stack, id, Service::ApiGateway).await?;
     let mut web = Vec::new();
     for replica in 1..=config.web_replicas {
@@ -313,7 +330,7 @@ pub(crate) fn start_replica(
         admin,
         &stack.run_dir,
         &stack.database,
-        stack.api_gateway_port,
+        stack.singletons,
         seed,
     );
     let probe_port = stack.admin_ports.get(&service).copied().unwrap_or(port);
@@ -359,19 +376,12 @@ pub(crate) async fn wait_ready(stack: &Stack, id: u64, service: Service) -> erro
     }
 }
 
-/// Writes a gateway's config from the current rotation.
+/// Writes a gateway's config (its servers come from the registry).
 pub(crate) fn write_gateway_config(stack: &Stack, gateway: Service) -> error::Result<()> {
-    let rotation = stack.rotation.lock().unwrap_or_else(|e| e.into_inner());
-    let ports = |service: Service| -> Vec<u16> {
-        rotation
-            .get(&service)
-            .map(|r| r.iter().map(|(_, p)| *p).collect())
-            .unwrap_or_default()
-    };
     let text = match gateway {
-        Service::ApiGateway => plan::api_gateway_config(&ports(Service::TodoApi)),
+        Service::ApiGateway => plan::api_gateway_config(stack.singletons.registry),
         Service::FrontGateway => {
-            plan::front_gateway_config(&ports(Service::TodoWeb), stack.api_gateway_port)
+            plan::front_gateway_config(stack.singletons.registry, stack.singletons.api_gateway)
         }
         other => failed!("{} is not a gateway", other.name()),
     };

@@ -7,6 +7,7 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Service {
+    Registry,
     TodoApi,
     ApiGateway,
     TodoWeb,
@@ -14,7 +15,8 @@ pub(crate) enum Service {
 }
 
 impl Service {
-    pub(crate) const ALL: [Service; 4] = [
+    pub(crate) const ALL: [Service; 5] = [
+        Service::Registry,
         Service::TodoApi,
         Service::ApiGateway,
         Service::TodoWeb,
@@ -23,6 +25,7 @@ impl Service {
 
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Service::Registry => "registry",
             Service::TodoApi => "todo-api",
             Service::ApiGateway => "api-gateway",
             Service::TodoWeb => "todo-web",
@@ -37,9 +40,14 @@ impl Service {
     /// The path that says a replica can take traffic.
     pub(crate) fn ready_path(self) -> &'static str {
         match self {
-            Service::TodoApi | Service::TodoWeb => "/ready",
+            Service::Registry | Service::TodoApi | Service::TodoWeb => "/ready",
             Service::ApiGateway | Service::FrontGateway => "/hc",
         }
+    }
+
+    /// The name the service registers under (upper case in the registry).
+    pub(crate) fn app(self) -> &'static str {
+        self.name()
     }
 
     /// The gateway that sends traffic to this service, if any.
@@ -59,6 +67,18 @@ pub(crate) struct Database {
     pub(crate) replicas: Vec<String>,
 }
 
+/// The registry's URL, for a registry on `port`.
+pub(crate) fn registry_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/eureka/")
+}
+
+/// The fixed ports of the system's singletons.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Singletons {
+    pub(crate) api_gateway: u16,
+    pub(crate) registry: u16,
+}
+
 /// The command line of one replica (after the binary).
 pub(crate) fn args(
     service: Service,
@@ -66,11 +86,12 @@ pub(crate) fn args(
     admin_port: u16,
     run_dir: &Path,
     database: &Database,
-    api_gateway_port: u16,
+    singletons: Singletons,
     seed: bool,
 ) -> Vec<String> {
     let bind = format!("127.0.0.1:{port}");
     let mut args: Vec<String> = match service {
+        Service::Registry => vec!["registry".into(), "--bind".into(), bind],
         Service::TodoApi => {
             let mut args = vec![
                 "todo-api".into(),
@@ -92,7 +113,7 @@ pub(crate) fn args(
             "--bind".into(),
             bind,
             "--api-url".into(),
-            format!("http://127.0.0.1:{api_gateway_port}"),
+            format!("http://127.0.0.1:{}", singletons.api_gateway),
         ],
         Service::ApiGateway | Service::FrontGateway => vec![
             "gateway".into(),
@@ -104,6 +125,18 @@ pub(crate) fn args(
             format!("127.0.0.1:{admin_port}"),
         ],
     };
+    if matches!(service, Service::TodoApi | Service::TodoWeb) {
+        // They register themselves, renew every 5 s (a lease of 15 s), and on SIGTERM leave the
+        // registry first, then serve half a second more while the gateways let go of them.
+        args.extend([
+            "--registry-url".into(),
+            registry_url(singletons.registry),
+            "--registry-renewal".into(),
+            "5s".into(),
+            "--shutdown-delay".into(),
+            "500ms".into(),
+        ]);
+    }
     // Replicas get a short shutdown window: the gateway stops sending to them before they stop.
     args.extend(["--drain-timeout".into(), "10s".into()]);
     args
@@ -113,23 +146,30 @@ pub(crate) fn gateway_config_path(run_dir: &Path, gateway: Service) -> std::path
     run_dir.join(format!("{}.toml", gateway.name()))
 }
 
-/// The API gateway: every API replica in rotation, health-checked on `/ready`.
-pub(crate) fn api_gateway_config(api_ports: &[u16]) -> String {
-    let mut text = String::from("# Written by `flotilla up`; rewritten on every rollout.\n");
+/// The API gateway: every API replica the registry has, health-checked on `/ready`.
+pub(crate) fn api_gateway_config(registry_port: u16) -> String {
+    let mut text = header(registry_port);
     text.push_str("[[listener]]\nbind = \"127.0.0.1:0\"\n\n[[route]]\nupstream = \"todo-api\"\n\n");
-    upstream(&mut text, "todo-api", api_ports, "/ready");
+    upstream(&mut text, Service::TodoApi, "/ready");
     text
+}
+
+fn header(registry_port: u16) -> String {
+    format!(
+        "# Written by `flotilla up`. Replicas come from the registry.\n[registry]\nurl = \"{}\"\n\n",
+        registry_url(registry_port)
+    )
 }
 
 /// The front gateway: `/api/` to the API gateway (prefix stripped), everything else to the board.
 /// The board is checked on `/hc`: its `/ready` is 503 while the API is down, and the board's own
 /// "API unavailable" page is better than the gateway's 503.
-pub(crate) fn front_gateway_config(web_ports: &[u16], api_gateway_port: u16) -> String {
-    let mut text = String::from("# Written by `flotilla up`; rewritten on every rollout.\n");
+pub(crate) fn front_gateway_config(registry_port: u16, api_gateway_port: u16) -> String {
+    let mut text = header(registry_port);
     text.push_str("[[listener]]\nbind = \"127.0.0.1:0\"\n\n");
     text.push_str("[[route]]\nupstream = \"todo-web\"\n\n");
     text.push_str("[[route]]\npath = \"/api/\"\nstrip_prefix = true\nupstream = \"api\"\n\n");
-    upstream(&mut text, "todo-web", web_ports, "/hc");
+    upstream(&mut text, Service::TodoWeb, "/hc");
     let _ = writeln!(
         text,
         "[upstream.api]\nserver = [{{ address = \"127.0.0.1:{api_gateway_port}\" }}]"
@@ -137,15 +177,12 @@ pub(crate) fn front_gateway_config(web_ports: &[u16], api_gateway_port: u16) -> 
     text
 }
 
-fn upstream(text: &mut String, name: &str, ports: &[u16], health: &str) {
+fn upstream(text: &mut String, service: Service, health: &str) {
+    let (name, app) = (service.name(), service.app());
     let _ = writeln!(text, "[upstream.{name}]\npolicy = \"least_conn\"");
     let _ = writeln!(
         text,
         "health_check = {{ path = \"{health}\", interval = \"500ms\", timeout = \"1s\", rise = 1, fall = 2 }}"
     );
-    let servers: Vec<String> = ports
-        .iter()
-        .map(|p| format!("{{ address = \"127.0.0.1:{p}\", max_fails = 1, fail_timeout = \"2s\" }}"))
-        .collect();
-    let _ = writeln!(text, "server = [{}]\n", servers.join(", "));
+    let _ = writeln!(text, "discovery = \"registry:{app}\"\n");
 }

@@ -118,6 +118,7 @@ fn the_readme_documents_every_setting() {
         echo::SETTINGS,
         gateway::SETTINGS,
         stack::SETTINGS,
+        registry::SETTINGS,
         &[platform::health::HEALTHCHECK_URL],
     ];
     for setting in all.iter().flat_map(|s| s.iter()) {

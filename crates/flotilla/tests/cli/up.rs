@@ -258,7 +258,7 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
     let output = dir.path().join("up.out");
     let mut up = Up::start_printing_to(std::fs::File::create(&output).unwrap());
     let pids: Vec<i32> = up.ps().values().filter_map(|r| r.pid).collect();
-    assert_eq!(pids.len(), 6, "2 APIs, 2 boards, 2 gateways");
+    assert_eq!(pids.len(), 7, "a registry, 2 APIs, 2 boards, 2 gateways");
     assert_eq!(
         reqwest::blocking::get(up.url("/api/todo"))
             .unwrap()
@@ -275,6 +275,7 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
     let text = std::fs::read_to_string(&output).unwrap();
     // What started and where, one plain line per change (stdout is not a terminal here).
     for replica in [
+        "registry.1",
         "todo-api.1",
         "todo-api.2",
         "api-gateway.1",
@@ -294,19 +295,40 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
         prefixed("todo-api.1") && prefixed("todo-web.2") && prefixed("front-gateway.1"),
         "{text}"
     );
-    // Stopped front to back.
-    let order: Vec<usize> = ["front-gateway", "todo-web", "api-gateway", "todo-api"]
-        .iter()
-        .map(|s| {
-            text.find(&format!("flotilla up: stopping {s}\n"))
-                .unwrap_or_else(|| panic!("{s}: {text}"))
-        })
-        .collect();
+    // Stopped front to back, the registry last.
+    let order: Vec<usize> = [
+        "front-gateway",
+        "todo-web",
+        "api-gateway",
+        "todo-api",
+        "registry",
+    ]
+    .iter()
+    .map(|s| {
+        text.find(&format!("flotilla up: stopping {s}\n"))
+            .unwrap_or_else(|| panic!("{s}: {text}"))
+    })
+    .collect();
     assert!(
         order.windows(2).all(|w| w[0] < w[1]),
         "stop order {order:?}"
     );
     assert!(text.contains("flotilla up: everything stopped"));
+    // The APIs and boards registered, and left the registry before draining.
+    for service in ["todo-api", "todo-web"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{service}.1 |"))
+                    && l.contains("registered")),
+            "{service} did not register: {text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{service}.1 |"))
+                    && l.contains("deregistered")),
+            "{service} did not leave the registry: {text}"
+        );
+    }
 }
 
 #[test]
