@@ -342,6 +342,21 @@ impl Bound {
 
     /// Serves until `shutdown` resolves, then drains every listener.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        // Self-registration (FLOTILLA_REGISTRY_URL) under the first public listener's address:
+        // that is where routers send work. Refused before serving when no address can be chosen.
+        let registration = self.shared.common.serve_options().registration;
+        let registered = match (&registration, self.listeners.first()) {
+            (Some(config), Some(first)) => Some(
+                platform::registration::start(
+                    config,
+                    "gateway",
+                    first.listener.local_addr()?,
+                    self.readiness.clone(),
+                )
+                .map_err(io::Error::other)?,
+            ),
+            _ => None,
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut pools = self.pools;
         pools.start_health_checks();
@@ -386,6 +401,10 @@ impl Bound {
             // A listener that fails on its own takes the gateway down rather than half-serving.
             result = &mut maintained => flatten(result),
         };
+        // Out of the registry before the listeners start their shutdown delay and drain.
+        if let Some(registered) = registered {
+            registered.leave().await;
+        }
         let _ = stop_tx.send(true);
         if !maintained.is_finished() {
             outcome = outcome.and(flatten(maintained.await));

@@ -166,21 +166,17 @@ struct Client {
     preferred: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Starts registering `service` (listening on `bound`) once `readiness` says ready; `None` when
-/// the address to advertise cannot be found (logged: the service runs, unregistered).
+/// Starts registering `service` (listening on `bound`) once `readiness` says ready. An error when
+/// no address to advertise can be found: a service told to register must not run unseen, nor
+/// guess (the caller refuses to start, naming the addresses there are).
 pub fn start(
     config: &RegistrationConfig,
     service: &str,
     bound: SocketAddr,
     readiness: Readiness,
-) -> Option<Registered> {
-    let ip = match advertise::choose(config.addr, config.network.as_ref(), bound.ip()) {
-        Ok(ip) => ip,
-        Err(error) => {
-            tracing::error!(%error, "cannot choose the address to register; not registering");
-            return None;
-        }
-    };
+) -> Result<Registered, String> {
+    let ip = advertise::choose(config.addr, config.network.as_ref(), bound.ip())
+        .map_err(|error| format!("cannot choose the address to register: {error}"))?;
     let app = config
         .app
         .clone()
@@ -220,7 +216,7 @@ pub fn start(
         preferred: Default::default(),
     };
     let task = tokio::spawn(client.clone().keep_registered(config.renewal, readiness));
-    Some(Registered { task, client })
+    Ok(Registered { task, client })
 }
 
 impl Registered {

@@ -113,11 +113,14 @@ where
     let timeouts = options.timeouts();
     let max_header_size = options.max_header_size;
     let registered = match &options.registration {
-        Some(config) => crate::registration::start(
-            config,
-            "flotilla",
-            listener.local_addr()?,
-            readiness.clone(),
+        Some(config) => Some(
+            crate::registration::start(
+                config,
+                "flotilla",
+                listener.local_addr()?,
+                readiness.clone(),
+            )
+            .map_err(io::Error::other)?,
         ),
         None => None,
     };

@@ -48,3 +48,49 @@ async fn a_service_registers_itself_fails_over_and_leaves_before_draining() {
     );
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_gateway_registers_its_public_listener_never_its_admin_one_and_leaves_on_shutdown() {
+    let registry = spawn_registry(&[]).await;
+    let text = r#"access_log = "off"
+[admin]
+bind = "127.0.0.1:0"
+[[listener]]
+bind = "127.0.0.1:0"
+[[route]]
+path = "/"
+upstream = "board"
+[upstream.board]
+server = [{ address = "127.0.0.1:9" }]
+"#;
+    let loaded = gateway::load::from_text("test.toml", text, &Source::default()).unwrap();
+    let url = registry.eureka_url();
+    let common = platform::CommonConfig::from_source(&Source::from_pairs([
+        ("FLOTILLA_REGISTRY_URL", url.as_str()),
+        ("FLOTILLA_APP_NAME", "front"),
+        ("FLOTILLA_REGISTRY_RENEWAL", "1s"),
+        ("HOSTNAME", "front-test"),
+    ]))
+    .unwrap();
+    let bound = gateway::bind(&gateway::Config::new(loaded, common))
+        .await
+        .unwrap();
+    let public = bound.addresses()[0];
+    let admin = bound.admin_address().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bound.serve(async {
+        let _ = stopped.await;
+    }));
+    wait_until(|| async { registry.ids("FRONT").await.len() == 1 }).await;
+    let app = registry.get_json("/eureka/apps/FRONT").await;
+    let instances = app["application"]["instance"].as_array().unwrap().clone();
+    assert_eq!(instances.len(), 1, "one instance: the admin listener is not registered");
+    assert_eq!(instances[0]["ipAddr"], "127.0.0.1");
+    assert_eq!(instances[0]["port"]["$"], public.port());
+    assert_ne!(instances[0]["port"]["$"], admin.port());
+    assert_eq!(instances[0]["status"], "UP");
+
+    stop.send(()).unwrap();
+    wait_until(|| async { registry.ids("FRONT").await.is_empty() }).await;
+    server.await.unwrap().unwrap();
+}
