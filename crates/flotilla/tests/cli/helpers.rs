@@ -53,7 +53,13 @@ pub(crate) fn start_on(
     args.extend_from_slice(extra_args);
     let mut env = env.to_vec();
     env.push(("LOG_FORMAT", "json"));
-    let mut child = flotilla(&args, &env)
+    spawn(flotilla(&args, &env), admin)
+}
+
+/// Spawns `command` (a `flotilla` service with JSON logs, possibly behind a wrapper such as
+/// `ip netns exec`) and waits for its "listening" line (not the one of the `admin` address).
+pub(crate) fn spawn(mut command: Command, admin: Option<String>) -> Running {
+    let mut child = command
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

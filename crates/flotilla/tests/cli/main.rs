@@ -1,5 +1,6 @@
 //! The `flotilla` binary as a user runs it: real processes, signals, exit codes, logs.
 
+mod advertise;
 mod gateway;
 mod helpers;
 mod lifecycle;
