@@ -134,6 +134,7 @@ async fn the_gateway_routes_by_service_name_to_every_registered_instance() {
 
     // A story replica killed with SIGKILL: retries and passive health keep every answer good
     // until the registry evicts it.
+    let killed = Instant::now();
     stories[0].signal(nix::sys::signal::Signal::SIGKILL);
     for _ in 0..20 {
         let (status, body) = get(format!("{base}/api/story-service/story")).await;
@@ -141,4 +142,7 @@ async fn the_gateway_routes_by_service_name_to_every_registered_instance() {
         assert_eq!(body, format!("story from {}/story", ports[1]));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Its lease (3 s) runs out: evicted, and the gateway's servers follow.
+    wait_until(|| async { registry.ids("STORY-SERVICE").await.len() == 1 }).await;
+    eprintln!("SIGKILL to evicted: {:?}", killed.elapsed());
 }

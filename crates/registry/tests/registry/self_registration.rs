@@ -84,7 +84,11 @@ server = [{ address = "127.0.0.1:9" }]
     wait_until(|| async { registry.ids("FRONT").await.len() == 1 }).await;
     let app = registry.get_json("/eureka/apps/FRONT").await;
     let instances = app["application"]["instance"].as_array().unwrap().clone();
-    assert_eq!(instances.len(), 1, "one instance: the admin listener is not registered");
+    assert_eq!(
+        instances.len(),
+        1,
+        "one instance: the admin listener is not registered"
+    );
     assert_eq!(instances[0]["ipAddr"], "127.0.0.1");
     assert_eq!(instances[0]["port"]["$"], public.port());
     assert_ne!(instances[0]["port"]["$"], admin.port());
