@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The TODO system on a real Docker Swarm, end to end: builds the images, creates the network,
-# secrets and node label, deploys the four stacks of deploy/swarm/, waits until every service has
-# converged, runs a smoke test through the published port (the board renders; a TODO created and
+# secrets and node label, deploys the five stacks of deploy/swarm/, waits until every service has
+# converged, checks that the API tasks registered with both registries under their overlay
+# address, runs a smoke test through the published port (the board renders; a TODO created and
 # read through /api/; the write reaches both database replicas), then, under a bounded steady load
 # (reads of the board and the API, and writes), rolls the API and the board with
 # `docker service update --force` and scales the API up and down, counting failed requests. It
@@ -12,6 +13,7 @@
 # Needs a Docker engine in Swarm mode (a single node is enough), wrk, curl and python3.
 # Settings (environment):
 #   E2E_PORT            published port of the front gateway          (default 18080)
+#   E2E_REGISTRY_PORT   published port of the first registry         (default 18761)
 #   E2E_BUILD_TARGET    `host`: image from `cargo build --release` on this host (Debian 12, no
 #                       image pulls); `runtime`: from source in Docker (BuildKit, pulls rust)
 #                                                                    (default host)
@@ -22,11 +24,12 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 port=${E2E_PORT:-18080}
+registry_port=${E2E_REGISTRY_PORT:-18761}
 target=${E2E_BUILD_TARGET:-host}
 rate=${E2E_RATE:-100}
 image=flotilla:e2e
 db_image=flotilla-mariadb:e2e
-stacks=(todo_ingress todo_frontend todo_app todo_mysql)   # removal order
+stacks=(todo_ingress todo_frontend todo_app todo_mysql todo_registry)   # removal order
 secrets=(tododb_root_password tododb_password tododb_repl_password todo_primary_url todo_replica_urls)
 work=$(mktemp -d /tmp/flotilla-e2e.XXXXXX)
 base="http://127.0.0.1:$port"
@@ -76,7 +79,7 @@ done
 [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ] \
   || die "the Docker engine is not in Swarm mode (docker swarm init)"
 [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || die "run this on a Swarm manager"
-if docker stack ls --format '{{.Name}}' | grep -qx -e todo_mysql -e todo_app -e todo_frontend -e todo_ingress; then
+if docker stack ls --format '{{.Name}}' | grep -qx -e todo_registry -e todo_mysql -e todo_app -e todo_frontend -e todo_ingress; then
   stacks=()   # not ours to remove
   die "a todo_* stack is already deployed; remove it first"
 fi
@@ -100,9 +103,12 @@ fi
 # --- network, node label, secrets -----------------------------------------------------------------
 say "network, label, secrets"
 if ! docker network inspect todoapp >/dev/null 2>&1; then
-  docker network create --driver overlay --attachable todoapp >/dev/null
+  docker network create --driver overlay --attachable --subnet 10.0.9.0/24 todoapp >/dev/null
   created_network=1
 fi
+# The API tasks register the address they have in this network (FLOTILLA_ADVERTISE_NETWORK).
+FLOTILLA_OVERLAY_SUBNET=$(docker network inspect todoapp --format '{{(index .IPAM.Config 0).Subnet}}')
+export FLOTILLA_OVERLAY_SUBNET
 if [ -z "$(docker node inspect "$node_id" --format '{{index .Spec.Labels "flotilla.db"}}')" ]; then
   docker node update --label-add flotilla.db=true "$node_id" >/dev/null
   labelled_node=1
@@ -144,13 +150,43 @@ wait_converged() {
 }
 
 export FLOTILLA_IMAGE=$image FLOTILLA_MARIADB_IMAGE=$db_image FLOTILLA_PORT=$port
-for pair in todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress; do
+export FLOTILLA_REGISTRY_PORT=$registry_port
+for pair in todo_registry:registry todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress; do
   stack=${pair%%:*}
   say "deploying $stack"
   docker stack deploy -c "deploy/swarm/${pair#*:}.yml" "$stack" >/dev/null || die "docker stack deploy $stack"
   wait_converged "$stack" 240 || die "$stack did not converge within 240 s"
 done
-pass "four stacks deployed and converged"
+pass "five stacks deployed and converged"
+
+# --- registry -------------------------------------------------------------------------------------
+say "registry: the API tasks registered with their overlay address, on both peers"
+registry_base="http://127.0.0.1:$registry_port"
+# "ip ip ..." of the UP TODO-API instances a registry lists.
+registered() {
+  curl -fsS -H 'accept: application/json' "$1" | python3 -c '
+import json, sys
+apps = json.load(sys.stdin)["applications"]["application"]
+print(" ".join(sorted(i["ipAddr"] for a in apps if a["name"] == "TODO-API" for i in a["instance"] if i["status"] == "UP")))'
+}
+api_ips=$(docker service ps todo_app_api --filter desired-state=running -q | while read -r task; do
+  docker inspect "$task" --format '{{range .NetworksAttachments}}{{if eq .Network.Spec.Name "todoapp"}}{{range .Addresses}}{{.}} {{end}}{{end}}{{end}}'
+done | tr ' ' '\n' | sed 's#/.*##' | grep . | sort | tr '\n' ' ' | sed 's/ $//')
+seen=""
+for _ in $(seq 30); do
+  seen=$(registered "$registry_base/eureka/apps" 2>/dev/null || true)
+  [ "$seen" = "$api_ips" ] && break
+  sleep 1
+done
+if [ -n "$api_ips" ] && [ "$seen" = "$api_ips" ]; then
+  pass "both API tasks registered with their todoapp addresses ($seen)"
+else
+  fail "registry lists TODO-API at [$seen]; the tasks' todoapp addresses are [$api_ips]"
+fi
+# registry-2 has them too (peer replication); asked from a throwaway task on the overlay.
+peer=$(docker run --rm --network todoapp --entrypoint /usr/local/bin/flotilla "$image" \
+  healthcheck http://todo_registry_registry-2:8761/eureka/apps/TODO-API 2>&1) \
+  && pass "the peer registry lists TODO-API too" || fail "the peer registry: $peer"
 
 # --- smoke test -----------------------------------------------------------------------------------
 say "smoke test through $base"
