@@ -17,8 +17,8 @@ command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 # The Swarm end-to-end test (run when a Docker engine in Swarm mode is there) loads with wrk.
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
-# The registry's tests run real Eureka clients: py-eureka-client (Python, in a venv) and
-# eureka-js-client (Node).
+# The registry's and the trace collector's tests run real clients: Python ones in a venv, Node
+# ones with npm.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
@@ -39,16 +39,20 @@ if ! cargo machete --version >/dev/null 2>&1; then
   echo "setup: installing cargo-machete"
   cargo install --locked --quiet cargo-machete@0.9.2
 fi
-# The Eureka clients, pinned, into target/clients (where the registry's tests look).
+# The real clients the tests run, pinned, into target/clients (where the tests look): Eureka's
+# (the registry's tests) and Zipkin's (the trace collector's). One pip and one npm install each,
+# so a newer list replaces an older one (npm removes what the install does not name).
 clients="$(cd "$(dirname "$0")/.." && pwd)/target/clients"
-if [ ! -x "$clients/py/bin/python" ] || ! "$clients/py/bin/python" -c 'import py_eureka_client' 2>/dev/null; then
-  echo "setup: installing py-eureka-client into $clients/py"
+if [ ! -x "$clients/py/bin/python" ] || ! "$clients/py/bin/python" -c 'import py_eureka_client, py_zipkin' 2>/dev/null; then
+  echo "setup: installing py-eureka-client and py_zipkin into $clients/py"
   python3 -m venv "$clients/py"
-  "$clients/py/bin/pip" install --quiet --disable-pip-version-check py-eureka-client==0.13.3
+  "$clients/py/bin/pip" install --quiet --disable-pip-version-check py-eureka-client==0.13.3 py_zipkin==1.2.8
 fi
-if [ ! -f "$clients/js/node_modules/eureka-js-client/package.json" ]; then
-  echo "setup: installing eureka-js-client into $clients/js"
+if [ ! -f "$clients/js/node_modules/eureka-js-client/package.json" ] \
+  || [ ! -f "$clients/js/node_modules/zipkin-transport-http/package.json" ]; then
+  echo "setup: installing eureka-js-client and zipkin-js into $clients/js"
   mkdir -p "$clients/js"
-  (cd "$clients/js" && npm install --silent --no-audit --no-fund --no-save eureka-js-client@4.5.0)
+  (cd "$clients/js" && npm install --silent --no-audit --no-fund --no-save \
+    eureka-js-client@4.5.0 zipkin@0.22.0 zipkin-transport-http@0.22.0)
 fi
 echo "setup: ready"

@@ -76,6 +76,11 @@ fn command() -> Command {
             registry::SETTINGS,
         ))
         .subcommand(service(
+            "traces",
+            "The trace collector: Zipkin's v2 API on an embedded SQLite store (TRACES_BIND)",
+            traces::SETTINGS,
+        ))
+        .subcommand(service(
             "echo",
             "A tiny backend answering '<hostname>, current time : <millis>' (the seeds' test-web)",
             echo::SETTINGS,
@@ -133,6 +138,20 @@ fn main() -> ExitCode {
             |config| async move {
                 let listener = platform::bind(config.bind).await?;
                 registry::run(listener, config, platform::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+        ),
+        "traces" => launch(
+            name,
+            sub,
+            traces::SETTINGS,
+            traces::Config::from_source,
+            |c| &c.common,
+            |_| None,
+            |config| async move {
+                let listener = platform::bind(config.bind).await?;
+                traces::run(listener, config, platform::shutdown_signal())
                     .await
                     .map_err(anyhow::Error::from)
             },
@@ -354,6 +373,7 @@ trait OneShot {
 impl OneShot for todo_api::Config {}
 impl OneShot for echo::Config {}
 impl OneShot for registry::Config {}
+impl OneShot for traces::Config {}
 impl OneShot for stack::Config {}
 impl OneShot for gateway::Config {
     fn one_shot(&self) -> Option<Result<String, String>> {
