@@ -7,6 +7,7 @@
 //! - [`span`]: Zipkin v2 spans, read strictly and normalised.
 //! - [`store`]: the SQLite store, its queries, dependency links and retention.
 //! - [`routes`]: the HTTP API (ingest and queries).
+//! - [`ui`]: the pages (search, one trace as a waterfall, the dependency graph).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 pub mod routes;
 pub mod span;
 pub mod store;
+pub mod ui;
 
 pub const BIND: Setting = Setting::bind("TRACES_BIND", "0.0.0.0:9411");
 pub const DATA: Setting = Setting::new(
@@ -112,7 +114,11 @@ impl Config {
 
 /// The collector's routes, wrapped in the service contract.
 pub fn app(shared: routes::Shared, readiness: &Readiness) -> platform::Contracted {
-    platform::contract_router(routes::zipkin(shared), readiness, ErrorStyle::Json)
+    platform::contract_router(
+        routes::zipkin(shared.clone()).merge(ui::pages(shared)),
+        readiness,
+        ErrorStyle::Json,
+    )
 }
 
 /// Removes old spans every [`PRUNE_INTERVAL`], until the process ends.

@@ -65,6 +65,16 @@ impl IntoResponse for Refused {
     }
 }
 
+impl Refused {
+    /// What the client is told.
+    pub fn message(&self) -> String {
+        match self {
+            Refused::BadRequest(m) | Refused::NotFound(m) | Refused::Unsupported(m) => m.clone(),
+            Refused::Store(_) => "the trace store is unavailable".to_string(),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for Refused {
     fn from(error: crate::store::StoreError) -> Self {
         Refused::Store(error)

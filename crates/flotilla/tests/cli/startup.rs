@@ -119,6 +119,7 @@ fn the_readme_documents_every_setting() {
         gateway::SETTINGS,
         stack::SETTINGS,
         registry::SETTINGS,
+        traces::SETTINGS,
         &[platform::health::HEALTHCHECK_URL],
     ];
     for setting in all.iter().flat_map(|s| s.iter()) {

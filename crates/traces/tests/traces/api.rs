@@ -9,7 +9,7 @@ use crate::helpers::{TestCollector, now_us, spawn_collector};
 
 /// The 128-bit form of trace A's id (high half zero): stored and found as its 64-bit form.
 const TRACE_A_LONG: &str = "00000000000000004D1E00C0DB9010DB";
-const TRACE_A: &str = "4d1e00c0db9010db";
+pub(crate) const TRACE_A: &str = "4d1e00c0db9010db";
 const TRACE_B: &str = "463ac35c9f6413ad48485a3953bb6124";
 const TRACE_OLD: &str = "00000000000000aa";
 
@@ -19,7 +19,7 @@ fn endpoint(service: &str) -> Value {
 
 /// Trace A (10 s ago): frontend's request calls backend, which fails and queries its database.
 /// Trace B (2 h ago): a quick health check. An old trace (2 days ago).
-fn batch(now: u64) -> Value {
+pub(crate) fn batch(now: u64) -> Value {
     let a = now - 10_000_000;
     json!([
         {"traceId": TRACE_A_LONG, "id": "a1", "kind": "SERVER", "name": "GET /",
@@ -373,7 +373,13 @@ fn old_spans_go_by_age_and_the_oldest_past_the_count() {
     store.prune(now, 1_000_000_000_000, 1000).unwrap();
     assert_eq!(store.count().unwrap(), 1000);
     let newest = traces::span::trace_id(&format!("{:x}", 3000)).unwrap();
-    assert_eq!(store.traces_by_id(std::slice::from_ref(&newest)).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .traces_by_id(std::slice::from_ref(&newest))
+            .unwrap()
+            .len(),
+        1
+    );
     let query = traces::store::TraceQuery {
         end_ts: now,
         lookback: 1_000_000_000_000,

@@ -4,3 +4,4 @@
 mod api;
 mod clients;
 mod helpers;
+mod ui;
