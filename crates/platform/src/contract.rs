@@ -47,11 +47,12 @@ pub fn contract_router(app: Router, readiness: &Readiness, errors: ErrorStyle) -
     let routed = app
         .merge(contract)
         .route_layer(from_fn(crate::observe::matched_path_to_response));
-    // JSON error bodies sit outside the router: axum adds the `Allow` header of a 405 after its
-    // route-level layers have run.
+    // JSON error bodies wrap the whole router as one service, not its routes (`Router::layer`):
+    // axum adds the `Allow` header of a 405 after a route's own layers have run, and the message
+    // names the allowed methods.
     let router = match errors {
         ErrorStyle::Json => {
-            Router::new().fallback_service(routed.layer(from_fn(json_error_bodies)))
+            Router::new().fallback_service(tower::Layer::layer(&from_fn(json_error_bodies), routed))
         }
         ErrorStyle::Plain => routed,
     };
