@@ -336,6 +336,17 @@ where
         }
     }
     let _log = platform::init_logging(&common(&config).log);
+    let app = match source.get(&registration::APP_NAME) {
+        Ok(Some(app)) => app.value.trim().to_string(),
+        _ => name.to_string(),
+    };
+    let _tracing = match platform::otel::init(&common(&config).tracing, &app) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("flotilla {name}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let mut runtime = match threads(&config) {
         Some(0) => tokio::runtime::Builder::new_current_thread(),

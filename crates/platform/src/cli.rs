@@ -55,6 +55,11 @@ pub const COMMON_SETTINGS: &[Setting] = &[
     registration::ADVERTISE_NETWORK,
     registration::ADVERTISE_ADDR,
     registration::RENEWAL,
+    crate::otel::TRACES_URL,
+    crate::otel::OTLP_ENDPOINT,
+    crate::otel::SERVICE_NAME,
+    crate::otel::SAMPLER,
+    crate::otel::SAMPLER_ARG,
 ];
 
 /// Adds one flag per setting that has one, with the env var and default in its help.

@@ -153,7 +153,10 @@ impl<H: Handler> RequestLayers<H> {
                 id
             }
         };
-        let observation = crate::observe::Observation::begin(&request, Some(request_id.clone()));
+        let mut observation =
+            crate::observe::Observation::begin(&request, Some(request_id.clone()));
+        let span = crate::otel::RequestSpan::start(&mut request);
+        observation.trace_id = span.as_ref().map(crate::otel::RequestSpan::trace_id);
         self.0.prepare();
         let handler = self.0.clone();
         let started = observation.started();
@@ -170,6 +173,10 @@ impl<H: Handler> RequestLayers<H> {
                 .headers_mut()
                 .entry(crate::observe::REQUEST_ID)
                 .or_insert(request_id);
+            if let Some(span) = span {
+                let route = crate::observe::route_of(&response, route.as_ref());
+                span.finish(route, response.status().as_u16());
+            }
             observation.finish_as(&response, route.as_ref());
             response
         }

@@ -11,6 +11,8 @@
 //! - [`health`]: liveness and readiness with dependency checks.
 //! - [`contract`]: the router every service is wrapped in.
 //! - [`observe`]: per-request log line and metrics.
+//! - [`otel`]: distributed tracing: a span per request, W3C and B3 propagation, export to
+//!   Zipkin or OTLP.
 //! - [`errors`]: the JSON error body of the JSON APIs.
 //! - [`server`]: HTTP/1.1 + HTTP/2 server on hyper with limits (connection cap with recycling,
 //!   first-request, idle and send timeouts) and graceful shutdown; its parts also serve the
@@ -27,6 +29,7 @@ pub mod contract;
 pub mod errors;
 pub mod health;
 pub mod observe;
+pub mod otel;
 pub mod registration;
 pub mod server;
 pub mod telemetry;
@@ -53,6 +56,8 @@ pub struct CommonConfig {
     pub shutdown_delay: Duration,
     /// Where to register, when a registry is given.
     pub registration: Option<registration::RegistrationConfig>,
+    /// Where spans go, when a collector is given.
+    pub tracing: otel::TracingConfig,
 }
 
 impl CommonConfig {
@@ -63,6 +68,7 @@ impl CommonConfig {
             shutdown_delay: source
                 .parse_or_default(&cli::SHUTDOWN_DELAY, config::parse_duration)?,
             registration: registration::RegistrationConfig::from_source(source)?,
+            tracing: otel::TracingConfig::from_source(source)?,
         })
     }
 

@@ -73,6 +73,18 @@ pub(crate) struct Observation {
     // Cheap clones (shared bytes): only logging uses them.
     uri: http::Uri,
     request_id: Option<http::HeaderValue>,
+    /// The request's trace id, when it is traced.
+    pub(crate) trace_id: Option<String>,
+}
+
+/// The route a request took, for its metrics and span: as the handler names it, else the route
+/// template the router matched.
+pub(crate) fn route_of<'a>(response: &'a Response, label: Option<&'a RouteLabel>) -> &'a str {
+    match (label, response.extensions().get::<MatchedPath>()) {
+        (Some(label), _) => label.name,
+        (None, Some(matched)) => matched.as_str(),
+        (None, None) => "unmatched",
+    }
 }
 
 impl Observation {
@@ -84,6 +96,7 @@ impl Observation {
             method: request.method().clone(),
             uri: request.uri().clone(),
             request_id,
+            trace_id: None,
         }
     }
 
@@ -96,11 +109,7 @@ impl Observation {
     /// [`crate::Handler`] that routes by itself), else the route template the router matched.
     pub(crate) fn finish_as(self, response: &Response, label: Option<&RouteLabel>) {
         let elapsed = self.start.elapsed();
-        let route = match (label, response.extensions().get::<MatchedPath>()) {
-            (Some(label), _) => label.name,
-            (None, Some(matched)) => matched.as_str(),
-            (None, None) => "unmatched",
-        };
+        let route = route_of(response, label);
         let status = response.status().as_u16();
         count_request(&self.method, route, status, elapsed);
 
@@ -114,10 +123,11 @@ impl Observation {
             .unwrap_or("-");
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let (method, path) = (&self.method, self.uri.path());
+        let trace_id = self.trace_id.as_deref();
         if PROBES.contains(&path) {
-            tracing::debug!(target: "access", %method, %path, status, latency_ms, request_id, "request");
+            tracing::debug!(target: "access", %method, %path, status, latency_ms, request_id, trace_id, "request");
         } else {
-            tracing::info!(target: "access", %method, %path, status, latency_ms, request_id, "request");
+            tracing::info!(target: "access", %method, %path, status, latency_ms, request_id, trace_id, "request");
         }
     }
 }

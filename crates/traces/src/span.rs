@@ -120,7 +120,9 @@ pub fn normalise(mut span: Span) -> Result<Span, String> {
     span.trace_id = trace_id(&span.trace_id).map_err(|e| format!("traceId {e}"))?;
     span.id = span_id(&span.id).map_err(|e| format!("id {e}"))?;
     span.parent_id = match span.parent_id.as_deref() {
+        // All zeros is "no parent" to Zipkin (OpenTelemetry's Zipkin exporter sends it so).
         None | Some("") => None,
+        Some(parent) if parent.bytes().all(|b| b == b'0') => None,
         Some(parent) => Some(span_id(parent).map_err(|e| format!("parentId {e}"))?),
     };
     span.name = lower_name(span.name.take(), "name")?;
@@ -240,6 +242,9 @@ mod tests {
         assert_eq!(spans[0].name.as_deref(), Some("get /todo"));
         assert_eq!(spans[0].service(), Some("todo-api"));
         assert_eq!(spans[0].kind, Some(Kind::Server));
+
+        let root = br#"[{"traceId":"a","id":"1","parentId":"0000000000000000"}]"#;
+        assert_eq!(parse_batch(root).unwrap()[0].parent_id, None);
 
         let bad = br#"[{"traceId":"a","id":"1"},{"traceId":"a","id":"zz"}]"#;
         assert_eq!(

@@ -5,4 +5,5 @@ mod gateway;
 mod helpers;
 mod lifecycle;
 mod startup;
+mod tracing;
 mod up;

@@ -1,0 +1,331 @@
+//! Distributed tracing for every service, on the OpenTelemetry SDK: a SERVER span per request
+//! (started by [`crate::RequestLayers`]), its parent taken from the request's W3C
+//! `traceparent`/`tracestate`, else B3 (`b3`, then Sleuth's `X-B3-*` headers); outgoing calls
+//! carry both W3C and B3 ([`inject`]). Spans go in batches to a Zipkin collector
+//! (`FLOTILLA_TRACES_URL`, such as `flotilla traces`) or an OTLP endpoint
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`), from a bounded queue on a thread of their own: a request
+//! never waits for the collector, and when it is down spans are dropped, not queued without end.
+//!
+//! Off (no URL given), nothing is set up and a request pays one branch.
+
+use std::sync::OnceLock;
+
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+
+use crate::config::{ConfigError, Setting, Source};
+
+mod zipkin;
+
+/// `FLOTILLA_TRACES_URL`: a Zipkin collector, as Sleuth's `spring.zipkin.base-url`.
+pub const TRACES_URL: Setting = Setting::new(
+    "FLOTILLA_TRACES_URL",
+    "traces-url",
+    "URL",
+    "Zipkin collector to send spans to (http://traces:9411, or its full /api/v2/spans URL)",
+);
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: an OTLP/HTTP endpoint instead.
+pub const OTLP_ENDPOINT: Setting = Setting::new(
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otlp-endpoint",
+    "URL",
+    "OTLP/HTTP endpoint to send spans to instead (http://collector:4318)",
+);
+/// `OTEL_SERVICE_NAME`: the service name on spans (default: the service's own name).
+pub const SERVICE_NAME: Setting = Setting::new(
+    "OTEL_SERVICE_NAME",
+    "otel-service-name",
+    "NAME",
+    "service name on the spans (default: FLOTILLA_APP_NAME, else the service's name)",
+);
+/// `OTEL_TRACES_SAMPLER`: OpenTelemetry's sampler names.
+pub const SAMPLER: Setting = Setting::new(
+    "OTEL_TRACES_SAMPLER",
+    "traces-sampler",
+    "SAMPLER",
+    "parentbased_traceidratio, parentbased_always_on, always_on, always_off, traceidratio, ...",
+)
+.default("parentbased_always_on");
+/// `OTEL_TRACES_SAMPLER_ARG`: the ratio of the ratio samplers.
+pub const SAMPLER_ARG: Setting = Setting::new(
+    "OTEL_TRACES_SAMPLER_ARG",
+    "traces-sampler-arg",
+    "RATIO",
+    "ratio of traces sampled by the *traceidratio samplers, 0 to 1",
+)
+.default("1.0");
+
+/// Most spans waiting to be sent; past it new ones are dropped.
+const QUEUE: usize = 4096;
+
+/// Where spans go and which are kept.
+#[derive(Debug, Clone)]
+pub struct TracingConfig {
+    pub exporter: Option<Exporter>,
+    pub service_name: Option<String>,
+    pub sampler: SamplerChoice,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exporter {
+    /// The full `/api/v2/spans` URL.
+    Zipkin(String),
+    Otlp(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamplerChoice {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+    ParentBased(Box<SamplerChoice>),
+}
+
+impl SamplerChoice {
+    fn sampler(&self) -> Sampler {
+        match self {
+            SamplerChoice::AlwaysOn => Sampler::AlwaysOn,
+            SamplerChoice::AlwaysOff => Sampler::AlwaysOff,
+            SamplerChoice::Ratio(ratio) => Sampler::TraceIdRatioBased(*ratio),
+            SamplerChoice::ParentBased(root) => Sampler::ParentBased(Box::new(root.sampler())),
+        }
+    }
+}
+
+fn http_url(value: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(value.trim())
+        .map_err(|_| "an http:// URL such as http://traces:9411".to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("an http:// URL such as http://traces:9411".to_string());
+    }
+    Ok(url)
+}
+
+impl TracingConfig {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let zipkin = source.parse(&TRACES_URL, |v| {
+            let url = http_url(v)?;
+            let text = url.as_str().trim_end_matches('/').to_string();
+            Ok(if text.ends_with("/api/v2/spans") {
+                text
+            } else {
+                format!("{text}/api/v2/spans")
+            })
+        })?;
+        let otlp = source.parse(&OTLP_ENDPOINT, |v| {
+            let url = http_url(v)?;
+            let text = url.as_str().trim_end_matches('/').to_string();
+            Ok(if text.ends_with("/v1/traces") {
+                text
+            } else {
+                format!("{text}/v1/traces")
+            })
+        })?;
+        let ratio = source.parse_or_default(&SAMPLER_ARG, |v| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| "a ratio from 0 to 1, such as 0.1".to_string())
+        })?;
+        let sampler = source.parse_or_default(&SAMPLER, |v| {
+            use SamplerChoice::*;
+            Ok(match v.trim() {
+                "always_on" => AlwaysOn,
+                "always_off" => AlwaysOff,
+                "traceidratio" => Ratio(ratio),
+                "parentbased_always_on" => ParentBased(Box::new(AlwaysOn)),
+                "parentbased_always_off" => ParentBased(Box::new(AlwaysOff)),
+                "parentbased_traceidratio" => ParentBased(Box::new(Ratio(ratio))),
+                _ => {
+                    return Err("one of always_on, always_off, traceidratio, \
+                        parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+                        .to_string());
+                }
+            })
+        })?;
+        Ok(TracingConfig {
+            exporter: zipkin.map(Exporter::Zipkin).or(otlp.map(Exporter::Otlp)),
+            service_name: source.parse(&SERVICE_NAME, |v| Ok(v.trim().to_string()))?,
+            sampler,
+        })
+    }
+}
+
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+/// The propagation every service uses: B3 (single header, then multi-header) and W3C Trace
+/// Context, W3C winning when both are there; both are written on outgoing calls.
+// opentelemetry-zipkin is marked deprecated in favour of OTLP; its B3 propagator is still
+// released with the SDK and is the one there is (B3 is what Sleuth sends). Its exporter is not
+// used: see `zipkin`.
+#[allow(deprecated)]
+fn propagator() -> &'static TextMapCompositePropagator {
+    static PROPAGATOR: OnceLock<TextMapCompositePropagator> = OnceLock::new();
+    PROPAGATOR.get_or_init(|| {
+        TextMapCompositePropagator::new(vec![
+            Box::new(opentelemetry_zipkin::Propagator::with_encoding(
+                opentelemetry_zipkin::B3Encoding::SingleAndMultiHeader,
+            )),
+            Box::new(TraceContextPropagator::new()),
+        ])
+    })
+}
+
+/// Flushes what is queued when dropped (at exit). Hold it until the process ends.
+#[must_use = "dropping the guard stops tracing"]
+pub struct TracingGuard(Option<SdkTracerProvider>);
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Starts exporting, when the config names a collector; `service` names the spans unless
+/// `OTEL_SERVICE_NAME` does. Call once, before serving (later calls keep the first tracer).
+pub fn init(config: &TracingConfig, service: &str) -> Result<TracingGuard, String> {
+    let Some(exporter) = &config.exporter else {
+        return Ok(TracingGuard(None));
+    };
+    let name = config
+        .service_name
+        .clone()
+        .unwrap_or_else(|| service.to_ascii_lowercase());
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(name)
+        .build();
+    let batch = opentelemetry_sdk::trace::BatchConfigBuilder::default()
+        .with_max_queue_size(QUEUE)
+        .with_max_export_batch_size(512)
+        .with_scheduled_delay(std::time::Duration::from_millis(500))
+        .build();
+    let processor = match exporter {
+        Exporter::Zipkin(url) => {
+            BatchSpanProcessor::builder(zipkin::ZipkinExporter::new(url.clone())?)
+                .with_batch_config(batch)
+                .build()
+        }
+        Exporter::Otlp(url) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .build()
+                .map_err(|e| format!("the OTLP exporter: {e}"))?;
+            BatchSpanProcessor::builder(exporter)
+                .with_batch_config(batch)
+                .build()
+        }
+    };
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(config.sampler.sampler())
+        .with_resource(resource)
+        .build();
+    let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "flotilla");
+    let _ = TRACER.set(tracer);
+    Ok(TracingGuard(Some(provider)))
+}
+
+/// The tracer, when tracing is on.
+pub fn tracer() -> Option<&'static SdkTracer> {
+    TRACER.get()
+}
+
+struct HeaderReader<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+struct HeaderWriter<'a>(&'a mut http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeaderWriter<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The trace context a request carries (W3C, else B3); an empty context when it carries none
+/// or only malformed headers, so a new trace starts.
+pub fn extract(headers: &http::HeaderMap) -> Context {
+    propagator().extract(&HeaderReader(headers))
+}
+
+/// Writes `context`'s span into `headers` as W3C and B3, for an outgoing call.
+pub fn inject(context: &Context, headers: &mut http::HeaderMap) {
+    propagator().inject_context(context, &mut HeaderWriter(headers));
+}
+
+/// The SERVER span of one request, ended by [`RequestSpan::finish`] (or when dropped).
+pub struct RequestSpan {
+    context: Context,
+    method: String,
+}
+
+/// The trace context a handler runs in, in the request's extensions: outgoing calls made for
+/// the request take it to [`inject`] it.
+#[derive(Clone)]
+pub struct RequestContext(pub Context);
+
+impl RequestSpan {
+    /// Starts the span of `request`, a child of the context its headers carry, when tracing is
+    /// on; puts the span's context in the request's extensions.
+    pub fn start(request: &mut http::Request<axum::body::Body>) -> Option<RequestSpan> {
+        let tracer = tracer()?;
+        let parent = extract(request.headers());
+        let method = request.method().as_str().to_string();
+        let span = tracer
+            .span_builder(method.clone())
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", method),
+                KeyValue::new("url.path", request.uri().path().to_string()),
+            ])
+            .start_with_context(tracer, &parent);
+        let context = parent.with_span(span);
+        request
+            .extensions_mut()
+            .insert(RequestContext(context.clone()));
+        Some(RequestSpan {
+            context,
+            method: request.method().as_str().to_string(),
+        })
+    }
+
+    /// The W3C trace id, for the request's log line.
+    pub fn trace_id(&self) -> String {
+        self.context.span().span_context().trace_id().to_string()
+    }
+
+    /// Names the span by its route, records the status, marks 5xx answers as errors, and ends it.
+    pub fn finish(self, route: &str, status: u16) {
+        let span = self.context.span();
+        span.update_name(format!("{} {route}", self.method));
+        span.set_attribute(KeyValue::new("http.route", route.to_string()));
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if status >= 500 {
+            span.set_status(Status::error(format!("answered {status}")));
+        }
+        span.end();
+    }
+}
