@@ -273,6 +273,71 @@ pub fn inject(context: &Context, headers: &mut http::HeaderMap) {
     propagator().inject_context(context, &mut HeaderWriter(headers));
 }
 
+/// The headers that carry a trace context, in either format.
+const PROPAGATION_HEADERS: &[&str] = &[
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
+
+/// The CLIENT span of one outgoing call, a child of the trace context `parent` headers carry
+/// (a request's headers, which name its SERVER span).
+pub struct ClientSpan {
+    context: Context,
+}
+
+impl ClientSpan {
+    /// Starts the span of a call to `peer` (the service's name, for the dependency graph), when
+    /// tracing is on.
+    pub fn start(parent: &http::HeaderMap, method: &str, url: &str, peer: &str) -> Option<Self> {
+        let tracer = tracer()?;
+        let parent = extract(parent);
+        let span = tracer
+            .span_builder(format!("{method} {peer}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("http.request.method", method.to_string()),
+                KeyValue::new("url.full", url.to_string()),
+                KeyValue::new("peer.service", peer.to_string()),
+            ])
+            .start_with_context(tracer, &parent);
+        Some(ClientSpan {
+            context: parent.with_span(span),
+        })
+    }
+
+    /// The W3C and B3 headers the call carries.
+    pub fn headers(&self) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        inject(&self.context, &mut headers);
+        headers
+    }
+
+    /// Records the answer's status (`None`: no answer) and ends the span; a failure to get an
+    /// answer and a 5xx are errors.
+    pub fn finish(self, status: Option<u16>) {
+        let span = self.context.span();
+        match status {
+            Some(status) => {
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                if status >= 500 {
+                    span.set_status(Status::error(format!("answered {status}")));
+                }
+            }
+            None => span.set_status(Status::error("no answer")),
+        }
+        span.end();
+    }
+}
+
 /// The SERVER span of one request, ended by [`RequestSpan::finish`] (or when dropped).
 pub struct RequestSpan {
     context: Context,
@@ -300,6 +365,14 @@ impl RequestSpan {
             ])
             .start_with_context(tracer, &parent);
         let context = parent.with_span(span);
+        // The request's propagation headers now name this span: a handler that forwards them
+        // (the gateway to its upstream) or reads them for its own calls makes this span the
+        // parent of what comes next.
+        let headers = request.headers_mut();
+        for name in PROPAGATION_HEADERS {
+            headers.remove(*name);
+        }
+        inject(&context, headers);
         request
             .extensions_mut()
             .insert(RequestContext(context.clone()));

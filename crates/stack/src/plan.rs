@@ -137,6 +137,9 @@ pub(crate) fn args(
             "500ms".into(),
         ]);
     }
+    // Each under its own name (the two gateways are both `gateway` otherwise): in the registry,
+    // and on its spans when FLOTILLA_TRACES_URL is set.
+    args.extend(["--app-name".into(), service.app().into()]);
     // Replicas get a short shutdown window: the gateway stops sending to them before they stop.
     args.extend(["--drain-timeout".into(), "10s".into()]);
     args

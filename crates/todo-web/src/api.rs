@@ -86,10 +86,10 @@ impl Api {
     pub(crate) async fn list(
         &self,
         status: &str,
-        request_id: &str,
+        caller: &Caller<'_>,
     ) -> Result<(Vec<Todo>, bool), ApiError> {
         let url = format!("{}/todo?status={status}&limit={COLUMN_LIMIT}", self.base);
-        self.call(self.client.get(url), request_id, |response| async move {
+        self.call(self.client.get(url), caller, |response| async move {
             let more = response.headers().contains_key(http::header::LINK);
             Ok((
                 response.json::<Vec<Todo>>().await.map_err(unavailable)?,
@@ -103,11 +103,11 @@ impl Api {
         &self,
         title: &str,
         content: &str,
-        request_id: &str,
+        caller: &Caller<'_>,
     ) -> Result<Todo, ApiError> {
         let url = format!("{}/todo", self.base);
         let body = serde_json::json!({ "title": title, "content": content });
-        self.call(self.client.post(url).json(&body), request_id, json)
+        self.call(self.client.post(url).json(&body), caller, json)
             .await
     }
 
@@ -115,41 +115,58 @@ impl Api {
         &self,
         id: i64,
         changes: &Changes<'_>,
-        request_id: &str,
+        caller: &Caller<'_>,
     ) -> Result<Todo, ApiError> {
         let url = format!("{}/todo/{id}", self.base);
-        self.call(self.client.patch(url).json(changes), request_id, json)
+        self.call(self.client.patch(url).json(changes), caller, json)
             .await
     }
 
-    pub(crate) async fn delete(&self, id: i64, request_id: &str) -> Result<(), ApiError> {
+    pub(crate) async fn delete(&self, id: i64, caller: &Caller<'_>) -> Result<(), ApiError> {
         let url = format!("{}/todo/{id}", self.base);
-        self.call(self.client.delete(url), request_id, |_| async { Ok(()) })
+        self.call(self.client.delete(url), caller, |_| async { Ok(()) })
             .await
     }
 
     /// Whether the API answers its liveness probe (for `/ready`).
     pub(crate) async fn probe(&self) -> Result<(), ApiError> {
         let url = format!("{}/hc", self.base);
-        self.call(self.client.get(url), "-", |_| async { Ok(()) })
+        self.call(self.client.get(url), &Caller::probe(), |_| async { Ok(()) })
             .await
     }
 
     async fn call<T, F, Fut>(
         &self,
         request: reqwest::RequestBuilder,
-        request_id: &str,
+        caller: &Caller<'_>,
         read: F,
     ) -> Result<T, ApiError>
     where
         F: FnOnce(reqwest::Response) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let request = request.header("x-request-id", request_id);
+        let mut request = request.header("x-request-id", caller.request_id);
+        // A CLIENT span for the call, child of the page request's span, carried as W3C and B3.
+        let span = caller.trace.and_then(|headers| {
+            let built = request.try_clone()?.build().ok()?;
+            platform::otel::ClientSpan::start(
+                headers,
+                built.method().as_str(),
+                built.url().as_str(),
+                "todo-api",
+            )
+        });
+        if let Some(span) = &span {
+            request = request.headers(span.headers());
+        }
         let result = self
             .breaker
             .call(ApiError::is_failure, async {
-                let response = request.send().await.map_err(unavailable)?;
+                let response = request.send().await;
+                if let Some(span) = span {
+                    span.finish(response.as_ref().ok().map(|r| r.status().as_u16()));
+                }
+                let response = response.map_err(unavailable)?;
                 let status = response.status();
                 if status.is_success() {
                     return read(response).await;
@@ -168,6 +185,23 @@ impl Api {
             Ok(value) => Ok(value),
             Err(CallError::Failed(error)) => Err(error),
             Err(open @ CallError::Open(_)) => Err(ApiError::Unavailable(open.to_string())),
+        }
+    }
+}
+
+/// Who a call to the API is made for: the page request's id and its headers, which carry its
+/// trace context.
+pub(crate) struct Caller<'a> {
+    pub(crate) request_id: &'a str,
+    pub(crate) trace: Option<&'a http::HeaderMap>,
+}
+
+impl Caller<'_> {
+    /// The readiness probe: no page request behind it.
+    fn probe() -> Caller<'static> {
+        Caller {
+            request_id: "-",
+            trace: None,
         }
     }
 }

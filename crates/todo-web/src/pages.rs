@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::api::{ApiError, Changes, STATUSES, Todo};
+use crate::api::{ApiError, Caller, Changes, STATUSES, Todo};
 use crate::assets;
 
 #[derive(Template)]
@@ -78,18 +78,22 @@ struct FailedEdit {
     form: FormState,
 }
 
-fn request_id(headers: &HeaderMap) -> &str {
-    headers
-        .get(platform::observe::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
+/// Who the page's calls to the API are made for: its request id and trace context.
+fn caller(headers: &HeaderMap) -> Caller<'_> {
+    Caller {
+        request_id: headers
+            .get(platform::observe::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
+        trace: Some(headers),
+    }
 }
 
 /// `GET /`.
 pub(crate) async fn board(State(state): State<AppState>, headers: HeaderMap) -> Response {
     render(
         &state,
-        request_id(&headers),
+        &caller(&headers),
         FormState::default(),
         None,
         StatusCode::OK,
@@ -100,15 +104,13 @@ pub(crate) async fn board(State(state): State<AppState>, headers: HeaderMap) -> 
 /// Loads the three columns concurrently and renders the board.
 async fn render(
     state: &AppState,
-    request_id: &str,
+    caller: &Caller<'_>,
     new: FormState,
     failed_edit: Option<FailedEdit>,
     status: StatusCode,
 ) -> Response {
     let lists = futures_util::future::join_all(
-        STATUSES
-            .iter()
-            .map(|status| state.api.list(status, request_id)),
+        STATUSES.iter().map(|status| state.api.list(status, caller)),
     )
     .await;
     let mut notice = None;
@@ -222,12 +224,12 @@ pub(crate) async fn create(
     headers: HeaderMap,
     Form(form): Form<TodoForm>,
 ) -> Response {
-    let id = request_id(&headers);
-    match state.api.create(&form.title, &form.content, id).await {
+    let caller = caller(&headers);
+    match state.api.create(&form.title, &form.content, &caller).await {
         Ok(_) => back_to_board(),
         Err(error) => {
             let new = FormState::failed(&form.title, &form.content, &error);
-            render(&state, id, new, None, failure_status(&error)).await
+            render(&state, &caller, new, None, failure_status(&error)).await
         }
     }
 }
@@ -239,13 +241,13 @@ pub(crate) async fn edit(
     headers: HeaderMap,
     Form(form): Form<TodoForm>,
 ) -> Response {
-    let id = request_id(&headers);
+    let caller = caller(&headers);
     let changes = Changes {
         title: Some(&form.title),
         content: Some(&form.content),
         status: None,
     };
-    match state.api.update(todo, &changes, id).await {
+    match state.api.update(todo, &changes, &caller).await {
         Ok(_) => back_to_board(),
         Err(error) => {
             let failed = FailedEdit {
@@ -264,7 +266,7 @@ pub(crate) async fn edit(
                 },
                 _ => FormState::default(),
             };
-            render(&state, id, notice_form, Some(failed), status).await
+            render(&state, &caller, notice_form, Some(failed), status).await
         }
     }
 }
@@ -276,20 +278,20 @@ pub(crate) async fn move_to(
     headers: HeaderMap,
     Form(form): Form<StatusForm>,
 ) -> Response {
-    let id = request_id(&headers);
+    let caller = caller(&headers);
     let changes = Changes {
         title: None,
         content: None,
         status: Some(&form.status),
     };
-    match state.api.update(todo, &changes, id).await {
+    match state.api.update(todo, &changes, &caller).await {
         Ok(_) => back_to_board(),
         Err(error) => {
             let new = FormState {
                 error: Some(FormState::failed("", "", &error).error.unwrap_or_default()),
                 ..FormState::default()
             };
-            render(&state, id, new, None, failure_status(&error)).await
+            render(&state, &caller, new, None, failure_status(&error)).await
         }
     }
 }
@@ -300,8 +302,8 @@ pub(crate) async fn delete(
     Path(todo): Path<i64>,
     headers: HeaderMap,
 ) -> Response {
-    let id = request_id(&headers);
-    match state.api.delete(todo, id).await {
+    let caller = caller(&headers);
+    match state.api.delete(todo, &caller).await {
         Ok(()) => back_to_board(),
         // Already gone is what the user wanted.
         Err(ApiError::Rejected { status: 404, .. }) => back_to_board(),
@@ -310,7 +312,7 @@ pub(crate) async fn delete(
                 error: Some(FormState::failed("", "", &error).error.unwrap_or_default()),
                 ..FormState::default()
             };
-            render(&state, id, new, None, failure_status(&error)).await
+            render(&state, &caller, new, None, failure_status(&error)).await
         }
     }
 }

@@ -35,6 +35,11 @@ impl Up {
 
     /// With its standard output going to `stdout` (not a terminal: plain lines).
     fn start_printing_to(stdout: impl Into<Stdio>) -> Up {
+        Self::start_with(stdout, &[])
+    }
+
+    /// With `env` besides a PATH (its children inherit it).
+    fn start_with(stdout: impl Into<Stdio>, env: &[(&str, &str)]) -> Up {
         let port = free_port();
         let data_dir = tempfile::tempdir().unwrap();
         let child = flotilla(
@@ -45,7 +50,7 @@ impl Up {
                 "--data-dir",
                 data_dir.path().to_str().unwrap(),
             ],
-            &[("PATH", "/usr/bin:/bin")],
+            &[&[("PATH", "/usr/bin:/bin")], env].concat(),
         )
         .stdout(stdout)
         .stderr(Stdio::null())
@@ -389,5 +394,120 @@ fn the_children_stop_when_the_supervisor_is_killed_with_sigkill() {
             "{left:?} outlived their supervisor"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
+    let collector = crate::helpers::start("traces", &[], &[("TRACES_DATA", ":memory:")]);
+    let traces_url = format!("http://{}", collector.addr);
+    let up = Up::start_with(
+        Stdio::null(),
+        &[("FLOTILLA_TRACES_URL", traces_url.as_str())],
+    );
+    // As Spring Cloud Sleuth calls: multi-header B3 with a 64-bit trace id.
+    let (trace_id, caller_span) = ("5af7183fb1d4cf5f", "6b221d5bc9e6496c");
+    let board = reqwest::blocking::Client::new()
+        .get(up.url("/"))
+        .header("X-B3-TraceId", trace_id)
+        .header("X-B3-SpanId", caller_span)
+        .header("X-B3-Sampled", "1")
+        .send()
+        .unwrap();
+    assert_eq!(board.status(), 200);
+
+    // front gateway -> board -> 3 calls -> API gateway -> API: 11 spans.
+    let url = collector.url(&format!("/api/v2/trace/{trace_id}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans: Vec<serde_json::Value> = loop {
+        let found: Vec<serde_json::Value> = reqwest::blocking::get(&url)
+            .ok()
+            .filter(|r| r.status() == 200)
+            .and_then(|r| r.json().ok())
+            .unwrap_or_default();
+        if found.len() >= 11 {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} spans of 11: {found:#?}",
+            found.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let service = |s: &serde_json::Value| {
+        s["localEndpoint"]["serviceName"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let count = |name: &str, kind: &str| {
+        spans
+            .iter()
+            .filter(|s| service(s) == name && s["kind"] == kind)
+            .count()
+    };
+    assert_eq!(count("front-gateway", "SERVER"), 1);
+    assert_eq!(count("todo-web", "SERVER"), 1);
+    assert_eq!(count("todo-web", "CLIENT"), 3, "one call per column");
+    assert_eq!(count("api-gateway", "SERVER"), 3);
+    assert_eq!(count("todo-api", "SERVER"), 3);
+    // Correctly parented: the front gateway's span under the caller's, every other span under
+    // one of the trace.
+    let ids: std::collections::HashSet<&str> =
+        spans.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    for span in &spans {
+        let parent = span["parentId"].as_str().unwrap_or("none");
+        if service(span) == "front-gateway" {
+            assert_eq!(parent, caller_span);
+        } else {
+            assert!(
+                ids.contains(parent),
+                "{span} has a parent outside the trace"
+            );
+        }
+    }
+    let parent_service = |span: &serde_json::Value| {
+        let parent = span["parentId"].as_str().unwrap();
+        service(spans.iter().find(|s| s["id"] == parent).unwrap())
+    };
+    for span in &spans {
+        let expected = match (service(span).as_str(), span["kind"].as_str()) {
+            ("todo-web", Some("SERVER")) => "front-gateway",
+            ("todo-web", Some("CLIENT")) => "todo-web",
+            ("api-gateway", _) => "todo-web",
+            ("todo-api", _) => "api-gateway",
+            _ => continue,
+        };
+        assert_eq!(parent_service(span), expected, "{span}");
+    }
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 1000;
+    let links: Vec<serde_json::Value> =
+        reqwest::blocking::get(collector.url(&format!("/api/v2/dependencies?endTs={end}")))
+            .unwrap()
+            .json()
+            .unwrap();
+    let pairs: Vec<(String, String)> = links
+        .iter()
+        .map(|l| {
+            (
+                l["parent"].as_str().unwrap().into(),
+                l["child"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    for (parent, child) in [
+        ("front-gateway", "todo-web"),
+        ("todo-web", "api-gateway"),
+        ("api-gateway", "todo-api"),
+    ] {
+        assert!(
+            pairs.contains(&(parent.to_string(), child.to_string())),
+            "{parent} -> {child} in {pairs:?}"
+        );
     }
 }
