@@ -340,7 +340,15 @@ where
         Ok(Some(app)) => app.value.trim().to_string(),
         _ => name.to_string(),
     };
-    let _tracing = match platform::otel::init(&common(&config).tracing, &app) {
+    // The collector does not trace itself: each batch it stores would make spans to send it.
+    let tracing = match name {
+        "traces" => platform::otel::TracingConfig {
+            exporter: None,
+            ..common(&config).tracing.clone()
+        },
+        _ => common(&config).tracing.clone(),
+    };
+    let _tracing = match platform::otel::init(&tracing, &app) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("flotilla {name}: {error}");

@@ -175,6 +175,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
         singletons: plan::Singletons {
             api_gateway: free_port()?,
             registry: free_port()?,
+            traces: free_port()?,
         },
         admin_ports: HashMap::from([
             (Service::ApiGateway, free_port()?),
@@ -200,6 +201,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
         println!(
             "flotilla up: the TODO system is on http://127.0.0.1:{} (Ctrl-C stops it)",
             config.port
+        );
+        println!(
+            "flotilla up: its traces are on http://127.0.0.1:{}",
+            stack.singletons.traces
         );
         shutdown.await;
     }
@@ -228,6 +233,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
 }
 
 async fn start_all(stack: &Arc<Stack>, config: &Config) -> error::Result<()> {
+    let id = start_replica(stack, Service::Traces, 1, stack.singletons.traces, false)?;
+    wait_ready(stack, id, Service::Traces).await?;
     let id = start_replica(
         stack,
         Service::Registry,

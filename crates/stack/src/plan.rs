@@ -7,6 +7,7 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Service {
+    Traces,
     Registry,
     TodoApi,
     ApiGateway,
@@ -15,7 +16,8 @@ pub(crate) enum Service {
 }
 
 impl Service {
-    pub(crate) const ALL: [Service; 5] = [
+    pub(crate) const ALL: [Service; 6] = [
+        Service::Traces,
         Service::Registry,
         Service::TodoApi,
         Service::ApiGateway,
@@ -25,6 +27,7 @@ impl Service {
 
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Service::Traces => "traces",
             Service::Registry => "registry",
             Service::TodoApi => "todo-api",
             Service::ApiGateway => "api-gateway",
@@ -40,7 +43,7 @@ impl Service {
     /// The path that says a replica can take traffic.
     pub(crate) fn ready_path(self) -> &'static str {
         match self {
-            Service::Registry | Service::TodoApi | Service::TodoWeb => "/ready",
+            Service::Traces | Service::Registry | Service::TodoApi | Service::TodoWeb => "/ready",
             Service::ApiGateway | Service::FrontGateway => "/hc",
         }
     }
@@ -77,6 +80,7 @@ pub(crate) fn registry_url(port: u16) -> String {
 pub(crate) struct Singletons {
     pub(crate) api_gateway: u16,
     pub(crate) registry: u16,
+    pub(crate) traces: u16,
 }
 
 /// The command line of one replica (after the binary).
@@ -91,6 +95,18 @@ pub(crate) fn args(
 ) -> Vec<String> {
     let bind = format!("127.0.0.1:{port}");
     let mut args: Vec<String> = match service {
+        Service::Traces => vec![
+            "traces".into(),
+            "--bind".into(),
+            bind,
+            "--data".into(),
+            run_dir
+                .parent()
+                .unwrap_or(run_dir)
+                .join("traces.db")
+                .display()
+                .to_string(),
+        ],
         Service::Registry => vec!["registry".into(), "--bind".into(), bind],
         Service::TodoApi => {
             let mut args = vec![
@@ -138,8 +154,15 @@ pub(crate) fn args(
         ]);
     }
     // Each under its own name (the two gateways are both `gateway` otherwise): in the registry,
-    // and on its spans when FLOTILLA_TRACES_URL is set.
+    // and on its spans, which go to the trace collector (not the collector's own: it would
+    // trace its own ingest of them, without end).
     args.extend(["--app-name".into(), service.app().into()]);
+    if service != Service::Traces {
+        args.extend([
+            "--traces-url".into(),
+            format!("http://127.0.0.1:{}", singletons.traces),
+        ]);
+    }
     // Replicas get a short shutdown window: the gateway stops sending to them before they stop.
     args.extend(["--drain-timeout".into(), "10s".into()]);
     args

@@ -35,11 +35,6 @@ impl Up {
 
     /// With its standard output going to `stdout` (not a terminal: plain lines).
     fn start_printing_to(stdout: impl Into<Stdio>) -> Up {
-        Self::start_with(stdout, &[])
-    }
-
-    /// With `env` besides a PATH (its children inherit it).
-    fn start_with(stdout: impl Into<Stdio>, env: &[(&str, &str)]) -> Up {
         let port = free_port();
         let data_dir = tempfile::tempdir().unwrap();
         let child = flotilla(
@@ -50,7 +45,7 @@ impl Up {
                 "--data-dir",
                 data_dir.path().to_str().unwrap(),
             ],
-            &[&[("PATH", "/usr/bin:/bin")], env].concat(),
+            &[("PATH", "/usr/bin:/bin")],
         )
         .stdout(stdout)
         .stderr(Stdio::null())
@@ -89,11 +84,12 @@ impl Up {
             .skip(1)
             .filter_map(|line| {
                 let cols: Vec<&str> = line.split_whitespace().collect();
-                let [service, replica, pid, _address, state, restarts] = cols[..] else {
+                let [service, replica, pid, address, state, restarts] = cols[..] else {
                     return None;
                 };
                 let row = Row {
                     pid: pid.parse().ok(),
+                    address: address.to_string(),
                     state: state.to_string(),
                     restarts: restarts.parse().unwrap_or(0),
                 };
@@ -106,6 +102,7 @@ impl Up {
 #[derive(Debug)]
 struct Row {
     pid: Option<i32>,
+    address: String,
     state: String,
     restarts: u32,
 }
@@ -263,7 +260,11 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
     let output = dir.path().join("up.out");
     let mut up = Up::start_printing_to(std::fs::File::create(&output).unwrap());
     let pids: Vec<i32> = up.ps().values().filter_map(|r| r.pid).collect();
-    assert_eq!(pids.len(), 7, "a registry, 2 APIs, 2 boards, 2 gateways");
+    assert_eq!(
+        pids.len(),
+        8,
+        "a trace collector, a registry, 2 APIs, 2 boards, 2 gateways"
+    );
     assert_eq!(
         reqwest::blocking::get(up.url("/api/todo"))
             .unwrap()
@@ -280,6 +281,7 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
     let text = std::fs::read_to_string(&output).unwrap();
     // What started and where, one plain line per change (stdout is not a terminal here).
     for replica in [
+        "traces.1",
         "registry.1",
         "todo-api.1",
         "todo-api.2",
@@ -300,13 +302,14 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
         prefixed("todo-api.1") && prefixed("todo-web.2") && prefixed("front-gateway.1"),
         "{text}"
     );
-    // Stopped front to back, the registry last.
+    // Stopped front to back, the registry and the trace collector last.
     let order: Vec<usize> = [
         "front-gateway",
         "todo-web",
         "api-gateway",
         "todo-api",
         "registry",
+        "traces",
     ]
     .iter()
     .map(|s| {
@@ -399,12 +402,9 @@ fn the_children_stop_when_the_supervisor_is_killed_with_sigkill() {
 
 #[test]
 fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
-    let collector = crate::helpers::start("traces", &[], &[("TRACES_DATA", ":memory:")]);
-    let traces_url = format!("http://{}", collector.addr);
-    let up = Up::start_with(
-        Stdio::null(),
-        &[("FLOTILLA_TRACES_URL", traces_url.as_str())],
-    );
+    // flotilla up runs a trace collector and points every service at it.
+    let up = Up::start();
+    let collector = format!("http://{}", up.ps()["traces.1"].address);
     // As Spring Cloud Sleuth calls: multi-header B3 with a 64-bit trace id.
     let (trace_id, caller_span) = ("5af7183fb1d4cf5f", "6b221d5bc9e6496c");
     let board = reqwest::blocking::Client::new()
@@ -417,7 +417,7 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
     assert_eq!(board.status(), 200);
 
     // front gateway -> board -> 3 calls -> API gateway -> API: 11 spans.
-    let url = collector.url(&format!("/api/v2/trace/{trace_id}"));
+    let url = format!("{collector}/api/v2/trace/{trace_id}");
     let deadline = Instant::now() + Duration::from_secs(15);
     let spans: Vec<serde_json::Value> = loop {
         let found: Vec<serde_json::Value> = reqwest::blocking::get(&url)
@@ -487,7 +487,7 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
         .as_millis()
         + 1000;
     let links: Vec<serde_json::Value> =
-        reqwest::blocking::get(collector.url(&format!("/api/v2/dependencies?endTs={end}")))
+        reqwest::blocking::get(format!("{collector}/api/v2/dependencies?endTs={end}"))
             .unwrap()
             .json()
             .unwrap();
