@@ -52,7 +52,7 @@ impl RouteLabel {
     }
 }
 
-const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
+pub(crate) const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
 
 /// Copies the route template the router matched into the response, where the per-request
 /// layers (outside the router) look for it.

@@ -352,8 +352,13 @@ pub struct RequestContext(pub Context);
 impl RequestSpan {
     /// Starts the span of `request`, a child of the context its headers carry, when tracing is
     /// on; puts the span's context in the request's extensions.
+    /// Health checks and metric scrapes are not traced (as Sleuth skips its actuator paths):
+    /// they would bury the requests people look for.
     pub fn start(request: &mut http::Request<axum::body::Body>) -> Option<RequestSpan> {
         let tracer = tracer()?;
+        if crate::observe::PROBES.contains(&request.uri().path()) {
+            return None;
+        }
         let parent = extract(request.headers());
         let method = request.method().as_str().to_string();
         let span = tracer

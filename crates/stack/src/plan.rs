@@ -154,10 +154,11 @@ pub(crate) fn args(
         ]);
     }
     // Each under its own name (the two gateways are both `gateway` otherwise): in the registry,
-    // and on its spans, which go to the trace collector (not the collector's own: it would
-    // trace its own ingest of them, without end).
+    // and on its spans, which go to the trace collector. Not the collector's own (it would
+    // trace its own ingest of them, without end), nor the registry's (heartbeats and watches
+    // every few seconds would bury the requests people look for).
     args.extend(["--app-name".into(), service.app().into()]);
-    if service != Service::Traces {
+    if !matches!(service, Service::Traces | Service::Registry) {
         args.extend([
             "--traces-url".into(),
             format!("http://127.0.0.1:{}", singletons.traces),

@@ -97,6 +97,18 @@ fn a_service_joins_the_callers_trace_in_each_format_and_exports_it() {
         assert_eq!(line["trace_id"], format!("{trace_id:0>32}"));
     }
 
+    // Health checks are not traced: a probe's trace never arrives, though a later request's
+    // does (spans leave in the order they end).
+    let probe = "0af7651916cd43dd8448eb211c80319c";
+    let probe_header = format!("00-{probe}-b7ad6b7169203331-01");
+    assert_eq!(get(&echo, "/hc", &[("traceparent", &probe_header)]), 200);
+    let after = "1af7651916cd43dd8448eb211c80319c";
+    let after_header = format!("00-{after}-b7ad6b7169203331-01");
+    assert_eq!(get(&echo, "/", &[("traceparent", &after_header)]), 200);
+    spans(&collector, after, 1);
+    let probe_trace = reqwest::blocking::get(collector.url(&format!("/api/v2/trace/{probe}")));
+    assert_eq!(probe_trace.unwrap().status(), 404);
+
     // Malformed headers: ignored, a new trace, the request served.
     for headers in [
         &[(
