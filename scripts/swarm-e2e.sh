@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The TODO system on a real Docker Swarm, end to end: builds the images, creates the network,
-# secrets and node label, deploys the five stacks of deploy/swarm/, waits until every service has
+# secrets and node label, deploys the six stacks of deploy/swarm/, waits until every service has
 # converged, checks that the API tasks registered with both registries under their overlay
-# address, runs a smoke test through the published port (the board renders; a TODO created and
+# address, runs a smoke test through the published port (the board renders, and is one trace in
+# the trace collector from the front gateway to the API; a TODO created and
 # read through /api/; the write reaches both database replicas), then, under a bounded steady load
 # (reads of the board and the API, and writes), rolls the API and the board with
 # `docker service update --force` and scales the API up and down, counting failed requests. It
@@ -14,6 +15,7 @@
 # Settings (environment):
 #   E2E_PORT            published port of the front gateway          (default 18080)
 #   E2E_REGISTRY_PORT   published port of the first registry         (default 18761)
+#   E2E_TRACES_PORT     published port of the trace collector        (default 19411)
 #   E2E_BUILD_TARGET    `host`: image from `cargo build --release` on this host (Debian 12, no
 #                       image pulls); `runtime`: from source in Docker (BuildKit, pulls rust)
 #                                                                    (default host)
@@ -25,11 +27,12 @@ repo=$PWD
 
 port=${E2E_PORT:-18080}
 registry_port=${E2E_REGISTRY_PORT:-18761}
+traces_port=${E2E_TRACES_PORT:-19411}
 target=${E2E_BUILD_TARGET:-host}
 rate=${E2E_RATE:-100}
 image=flotilla:e2e
 db_image=flotilla-mariadb:e2e
-stacks=(todo_ingress todo_frontend todo_app todo_mysql todo_registry)   # removal order
+stacks=(todo_ingress todo_frontend todo_app todo_mysql todo_registry todo_traces)   # removal order
 secrets=(tododb_root_password tododb_password tododb_repl_password todo_primary_url todo_replica_urls)
 work=$(mktemp -d /tmp/flotilla-e2e.XXXXXX)
 base="http://127.0.0.1:$port"
@@ -58,6 +61,7 @@ cleanup() {
     done
     for s in "${secrets[@]}"; do docker secret rm "$s" >/dev/null 2>&1 || true; done
     docker volume ls -q --filter name=todo_mysql_ | xargs -r docker volume rm >/dev/null 2>&1 || true
+    docker volume rm todo_traces_data >/dev/null 2>&1 || true
     if [ "$created_network" = 1 ]; then
       for _ in $(seq 20); do docker network rm todoapp >/dev/null 2>&1 && break; sleep 1; done
     fi
@@ -79,7 +83,7 @@ done
 [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ] \
   || die "the Docker engine is not in Swarm mode (docker swarm init)"
 [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || die "run this on a Swarm manager"
-if docker stack ls --format '{{.Name}}' | grep -qx -e todo_registry -e todo_mysql -e todo_app -e todo_frontend -e todo_ingress; then
+if docker stack ls --format '{{.Name}}' | grep -qx -e todo_traces -e todo_registry -e todo_mysql -e todo_app -e todo_frontend -e todo_ingress; then
   stacks=()   # not ours to remove
   die "a todo_* stack is already deployed; remove it first"
 fi
@@ -150,14 +154,14 @@ wait_converged() {
 }
 
 export FLOTILLA_IMAGE=$image FLOTILLA_MARIADB_IMAGE=$db_image FLOTILLA_PORT=$port
-export FLOTILLA_REGISTRY_PORT=$registry_port
-for pair in todo_registry:registry todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress; do
+export FLOTILLA_REGISTRY_PORT=$registry_port FLOTILLA_TRACES_PORT=$traces_port
+for pair in todo_traces:traces todo_registry:registry todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress; do
   stack=${pair%%:*}
   say "deploying $stack"
   docker stack deploy -c "deploy/swarm/${pair#*:}.yml" "$stack" >/dev/null || die "docker stack deploy $stack"
   wait_converged "$stack" 240 || die "$stack did not converge within 240 s"
 done
-pass "five stacks deployed and converged"
+pass "six stacks deployed and converged"
 
 # --- registry -------------------------------------------------------------------------------------
 say "registry: the API tasks registered with their overlay address, on both peers"
@@ -194,6 +198,26 @@ for _ in $(seq 30); do curl -fsS -o /dev/null "$base/" 2>/dev/null && break; sle
 board=$(curl -fsS "$base/") || die "GET / through the front gateway"
 grep -q '<title>TODO List</title>' <<<"$board" && pass "the board renders through port $port" \
   || fail "GET / is not the board"
+
+# The board's request is one trace, as Sleuth would start it (multi-header B3): the front gateway,
+# the board gateway, the board, its calls to the API gateway, the API.
+trace_id=$(python3 -c 'import secrets; print(secrets.token_hex(8))')
+curl -fsS -o /dev/null "$base/" -H "X-B3-TraceId: $trace_id" -H "X-B3-SpanId: 6b221d5bc9e6496c" \
+  -H "X-B3-Sampled: 1" || die "GET / with a B3 header"
+services_in_trace() {
+  curl -fsS "http://127.0.0.1:$traces_port/api/v2/trace/$1" 2>/dev/null | python3 -c '
+import json, sys
+print(" ".join(sorted({s["localEndpoint"]["serviceName"] for s in json.load(sys.stdin)})))'
+}
+wanted="api-gateway front todo-api todo-web web-gateway"
+traced=""
+for _ in $(seq 20); do
+  traced=$(services_in_trace "$trace_id" || true)
+  [ "$traced" = "$wanted" ] && break
+  sleep 0.5
+done
+[ "$traced" = "$wanted" ] && pass "one board request is one trace through $wanted" \
+  || fail "trace $trace_id has spans of [$traced]; wanted [$wanted]"
 
 title="e2e-$(date +%s)-$RANDOM"
 created=$(curl -fsS -X POST "$base/api/todo" -H 'content-type: application/json' \

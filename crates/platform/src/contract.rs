@@ -160,12 +160,18 @@ impl<H: Handler> RequestLayers<H> {
         self.0.prepare();
         let handler = self.0.clone();
         let started = observation.started();
+        // While the handler runs, the request's span is the current context: spans the handler
+        // starts (database queries, calls) are its children.
+        let handled = handler.handle(request, started);
+        let handled = match &span {
+            Some(span) => futures_util::future::Either::Left(
+                opentelemetry::trace::FutureExt::with_context(handled, span.context().clone()),
+            ),
+            None => futures_util::future::Either::Right(handled),
+        };
         async move {
             let (mut response, route) =
-                match std::panic::AssertUnwindSafe(handler.handle(request, started))
-                    .catch_unwind()
-                    .await
-                {
+                match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
                     Ok(answered) => answered,
                     Err(panic) => (panic_response(panic), None),
                 };

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+/// The paths of health checks and metric scrapes: logged at debug level, and never traced.
+pub(crate) const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -52,8 +52,6 @@ impl RouteLabel {
     }
 }
 
-pub(crate) const PROBES: &[&str] = &["/hc", "/ready", "/metrics", "/healthcheck"];
-
 /// Copies the route template the router matched into the response, where the per-request
 /// layers (outside the router) look for it.
 pub(crate) async fn matched_path_to_response(request: Request, next: Next) -> Response {
@@ -124,7 +122,7 @@ impl Observation {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let (method, path) = (&self.method, self.uri.path());
         let trace_id = self.trace_id.as_deref();
-        if PROBES.contains(&path) {
+        if crate::health::PROBES.contains(&path) {
             tracing::debug!(target: "access", %method, %path, status, latency_ms, request_id, trace_id, "request");
         } else {
             tracing::info!(target: "access", %method, %path, status, latency_ms, request_id, trace_id, "request");

@@ -338,6 +338,41 @@ impl ClientSpan {
     }
 }
 
+/// A span within a request (a database query, say): a child of the request's span, which is
+/// the current context while its handler runs.
+pub struct ChildSpan {
+    context: Context,
+}
+
+impl ChildSpan {
+    /// Starts a span of `kind` under the current request's span; `None` when tracing is off or
+    /// no request is being traced (background work makes no orphan traces).
+    pub fn start(name: &str, kind: SpanKind, attributes: Vec<KeyValue>) -> Option<Self> {
+        let tracer = tracer()?;
+        let parent = Context::current();
+        if !parent.has_active_span() {
+            return None;
+        }
+        let span = tracer
+            .span_builder(name.to_string())
+            .with_kind(kind)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent);
+        Some(ChildSpan {
+            context: parent.with_span(span),
+        })
+    }
+
+    /// Ends the span, as an error when `error` says what failed.
+    pub fn finish(self, error: Option<String>) {
+        let span = self.context.span();
+        if let Some(error) = error {
+            span.set_status(Status::error(error));
+        }
+        span.end();
+    }
+}
+
 /// The SERVER span of one request, ended by [`RequestSpan::finish`] (or when dropped).
 pub struct RequestSpan {
     context: Context,
@@ -356,7 +391,7 @@ impl RequestSpan {
     /// they would bury the requests people look for.
     pub fn start(request: &mut http::Request<axum::body::Body>) -> Option<RequestSpan> {
         let tracer = tracer()?;
-        if crate::observe::PROBES.contains(&request.uri().path()) {
+        if crate::health::PROBES.contains(&request.uri().path()) {
             return None;
         }
         let parent = extract(request.headers());
@@ -385,6 +420,11 @@ impl RequestSpan {
             context,
             method: request.method().as_str().to_string(),
         })
+    }
+
+    /// The span's context: the current one while the request's handler runs.
+    pub fn context(&self) -> &Context {
+        &self.context
     }
 
     /// The W3C trace id, for the request's log line.

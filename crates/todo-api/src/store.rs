@@ -283,6 +283,7 @@ impl Store {
     /// the primary. An unreachable replica is taken out and the read moves on.
     async fn read<'a, T>(
         &'a self,
+        statement: &'static str,
         client: Option<&Position>,
         op: impl Fn(&'a Node) -> NodeFuture<'a, T>,
     ) -> Result<T, StoreError> {
@@ -310,7 +311,7 @@ impl Store {
                     continue;
                 }
             }
-            match op(&member.node).await {
+            match member.traced(statement, op(&member.node)).await {
                 Ok(value) => {
                     member.count("read");
                     return Ok(value);
@@ -327,7 +328,7 @@ impl Store {
             }
         }
         let primary = &members.primary;
-        let result = op(&primary.node).await;
+        let result = primary.traced(statement, op(&primary.node)).await;
         primary.count("read");
         match result {
             Err(StoreError::Unreachable(cause)) => {
@@ -344,6 +345,7 @@ impl Store {
     /// every request wait for a connect timeout; the background check notices its return.
     async fn write<'a, T>(
         &'a self,
+        statement: &'static str,
         op: impl FnOnce(&'a Node) -> NodeFuture<'a, (T, Option<Position>)>,
     ) -> Result<Written<T>, StoreError> {
         let primary = &self.members.primary;
@@ -359,7 +361,7 @@ impl Store {
             )));
         }
         primary.count("write");
-        match op(&primary.node).await {
+        match primary.traced(statement, op(&primary.node)).await {
             Ok((value, position)) => {
                 if let Some(position) = &position {
                     let mut last = self
@@ -390,15 +392,17 @@ impl Store {
         query: &ListQuery,
         after: Option<&Position>,
     ) -> Result<Page, StoreError> {
-        self.read(after, |node| Box::pin(node.list(query))).await
+        self.read("SELECT todo", after, |node| Box::pin(node.list(query)))
+            .await
     }
 
     pub async fn get(&self, id: i64, after: Option<&Position>) -> Result<Option<Todo>, StoreError> {
-        self.read(after, |node| Box::pin(node.get(id))).await
+        self.read("SELECT todo", after, |node| Box::pin(node.get(id)))
+            .await
     }
 
     pub async fn create(&self, new: &NewTodo, now: Timestamp) -> Result<Written<Todo>, StoreError> {
-        self.write(|node| {
+        self.write("INSERT todo", |node| {
             Box::pin(async move {
                 match node {
                     Node::Sqlite(db) => db.create(new, now).await.map(|todo| (todo, None)),
@@ -431,7 +435,7 @@ impl Store {
         changes: &Changes,
         now: Timestamp,
     ) -> Result<Written<Option<Todo>>, StoreError> {
-        self.write(|node| {
+        self.write("UPDATE todo", |node| {
             Box::pin(async move {
                 match node {
                     Node::Sqlite(db) => db.update(id, changes, now).await.map(|todo| (todo, None)),
@@ -444,7 +448,7 @@ impl Store {
 
     /// `false` when there was no such item.
     pub async fn delete(&self, id: i64) -> Result<Written<bool>, StoreError> {
-        self.write(|node| {
+        self.write("DELETE todo", |node| {
             Box::pin(async move {
                 match node {
                     Node::Sqlite(db) => db.delete(id).await.map(|gone| (gone, None)),
@@ -462,7 +466,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let written = self
-            .write(|node| {
+            .write("INSERT todo", |node| {
                 Box::pin(async move {
                     let inserted = match node {
                         Node::Sqlite(db) => db.seed_if_empty(rows, now).await,

@@ -37,6 +37,7 @@ const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id);
     CREATE INDEX IF NOT EXISTS spans_service_ts ON spans (service, ts);
+    CREATE INDEX IF NOT EXISTS spans_service_name_ts ON spans (service, name, ts);
     CREATE INDEX IF NOT EXISTS spans_ts ON spans (ts);
     CREATE TABLE IF NOT EXISTS tags (
         trace_id TEXT NOT NULL,
@@ -46,7 +47,6 @@ const SCHEMA: &str = "
         ts INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS tags_key ON tags (key, value, ts);
-    CREATE INDEX IF NOT EXISTS tags_trace ON tags (trace_id);
     CREATE INDEX IF NOT EXISTS tags_ts ON tags (ts);
 ";
 
@@ -246,52 +246,54 @@ impl Store {
     }
 
     /// The traces matching `query`, newest first, each as its spans.
+    ///
+    /// Spans are walked newest first through an index on what one span must match (the service
+    /// and the span name, when asked for), and the traces they belong to are checked against the
+    /// whole query a chunk at a time, until `limit` match: a search reads as much of the store as
+    /// it needs, not every span in its time range.
     pub fn traces(&self, query: &TraceQuery) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
         let start = query.end_ts.saturating_sub(query.lookback) as i64;
         let end = query.end_ts as i64;
-        let mut sql = String::from("SELECT trace_id FROM spans WHERE ts BETWEEN ? AND ?");
-        let mut args = vec![Value::Integer(start), Value::Integer(end)];
+        let mut walk = String::from("SELECT trace_id FROM spans WHERE ts BETWEEN ? AND ?");
+        let mut walk_args = vec![Value::Integer(start), Value::Integer(end)];
         if let Some(service) = &query.service {
-            sql.push_str(" AND service = ?");
-            args.push(Value::Text(service.clone()));
-        }
-        for (key, value) in &query.annotations {
-            sql.push_str(
-                " AND trace_id IN (SELECT trace_id FROM tags WHERE key = ? AND ts BETWEEN ? AND ?",
-            );
-            args.extend([
-                Value::Text(key.clone()),
-                Value::Integer(start),
-                Value::Integer(end),
-            ]);
-            if let Some(value) = value {
-                sql.push_str(" AND value = ?");
-                args.push(Value::Text(value.clone()));
+            walk.push_str(" AND service = ?");
+            walk_args.push(Value::Text(service.clone()));
+            if let Some(name) = &query.span_name {
+                walk.push_str(" AND name = ?");
+                walk_args.push(Value::Text(name.clone()));
             }
-            if let Some(service) = &query.service {
-                sql.push_str(" AND service = ?");
-                args.push(Value::Text(service.clone()));
+        }
+        walk.push_str(" ORDER BY ts DESC");
+        let (check, check_args) = trace_check(query, start, end);
+        let ids = self.read(|c| {
+            let mut walking = c.prepare(&walk)?;
+            let mut rows = walking.query(params_from_iter(walk_args))?;
+            let mut seen = HashSet::new();
+            let mut found: Vec<String> = Vec::new();
+            let mut chunk: Vec<String> = Vec::new();
+            loop {
+                let next = rows.next()?;
+                if let Some(row) = next {
+                    let id: String = row.get(0)?;
+                    if seen.insert(id.clone()) {
+                        chunk.push(id);
+                    }
+                }
+                if chunk.len() >= 64 || (next.is_none() && !chunk.is_empty()) {
+                    let matching = matching_traces(c, &check, &check_args, &chunk)?;
+                    found.extend(chunk.drain(..).filter(|id| matching.contains(id)));
+                    if found.len() >= query.limit {
+                        found.truncate(query.limit);
+                        break;
+                    }
+                }
+                if next.is_none() {
+                    break;
+                }
             }
-            sql.push(')');
-        }
-        sql.push_str(" GROUP BY trace_id HAVING 1");
-        if let Some(name) = &query.span_name {
-            sql.push_str(" AND SUM(name = ?) > 0");
-            args.push(Value::Text(name.clone()));
-        }
-        if let Some(remote) = &query.remote_service {
-            sql.push_str(" AND SUM(remote_service = ?) > 0");
-            args.push(Value::Text(remote.clone()));
-        }
-        if query.min_duration.is_some() || query.max_duration.is_some() {
-            let min = query.min_duration.unwrap_or(0) as i64;
-            let max = query.max_duration.map_or(i64::MAX, |d| d as i64);
-            sql.push_str(" AND SUM(duration BETWEEN ? AND ?) > 0");
-            args.extend([Value::Integer(min), Value::Integer(max)]);
-        }
-        sql.push_str(" ORDER BY MAX(ts) DESC LIMIT ?");
-        args.push(Value::Integer(query.limit as i64));
-        let ids = self.strings(&sql, args)?;
+            Ok(found)
+        })?;
         self.traces_by_id(&ids)
     }
 
@@ -372,6 +374,77 @@ impl Store {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM spans", [], |row| row.get::<_, i64>(0)))
             .map(|n| n.max(0) as u64)
     }
+}
+
+/// The query a trace must match as a whole, as SQL over one chunk of trace ids (appended as
+/// `IN (...)`): conditions may hold on different spans of the trace, as in Zipkin.
+fn trace_check(query: &TraceQuery, start: i64, end: i64) -> (String, Vec<Value>) {
+    let mut sql = String::from("SELECT trace_id FROM spans WHERE ts BETWEEN ? AND ?");
+    let mut args = vec![Value::Integer(start), Value::Integer(end)];
+    if let Some(service) = &query.service {
+        sql.push_str(" AND service = ?");
+        args.push(Value::Text(service.clone()));
+    }
+    for (key, value) in &query.annotations {
+        sql.push_str(
+            " AND trace_id IN (SELECT trace_id FROM tags WHERE key = ? AND ts BETWEEN ? AND ?",
+        );
+        args.extend([
+            Value::Text(key.clone()),
+            Value::Integer(start),
+            Value::Integer(end),
+        ]);
+        if let Some(value) = value {
+            sql.push_str(" AND value = ?");
+            args.push(Value::Text(value.clone()));
+        }
+        if let Some(service) = &query.service {
+            sql.push_str(" AND service = ?");
+            args.push(Value::Text(service.clone()));
+        }
+        sql.push(')');
+    }
+    // The chunk's ids go here; then the trace-wide conditions.
+    sql.push_str(" AND trace_id IN ({ids}) GROUP BY trace_id HAVING 1");
+    if let Some(name) = &query.span_name {
+        sql.push_str(" AND SUM(name = ?) > 0");
+        args.push(Value::Text(name.clone()));
+    }
+    if let Some(remote) = &query.remote_service {
+        sql.push_str(" AND SUM(remote_service = ?) > 0");
+        args.push(Value::Text(remote.clone()));
+    }
+    if query.min_duration.is_some() || query.max_duration.is_some() {
+        let min = query.min_duration.unwrap_or(0) as i64;
+        let max = query.max_duration.map_or(i64::MAX, |d| d as i64);
+        sql.push_str(" AND SUM(duration BETWEEN ? AND ?) > 0");
+        args.extend([Value::Integer(min), Value::Integer(max)]);
+    }
+    (sql, args)
+}
+
+/// Which of `ids` match the trace-wide `check`.
+fn matching_traces(
+    connection: &Connection,
+    check: &str,
+    args: &[Value],
+    ids: &[String],
+) -> rusqlite::Result<HashSet<String>> {
+    let marks = vec!["?"; ids.len()].join(",");
+    let sql = check.replace("{ids}", &marks);
+    // The ids come after the conditions before them and before those after them.
+    let split = check[..check.find("{ids}").unwrap_or(check.len())]
+        .matches('?')
+        .count();
+    let all: Vec<Value> = args[..split]
+        .iter()
+        .cloned()
+        .chain(ids.iter().map(|id| Value::Text(id.clone())))
+        .chain(args[split..].iter().cloned())
+        .collect();
+    let mut statement = connection.prepare(&sql)?;
+    let rows = statement.query_map(params_from_iter(all), |row| row.get(0))?;
+    rows.collect()
 }
 
 fn kind_name(kind: &Kind) -> &'static str {

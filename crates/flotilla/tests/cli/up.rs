@@ -416,7 +416,7 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
         .unwrap();
     assert_eq!(board.status(), 200);
 
-    // front gateway -> board -> 3 calls -> API gateway -> API: 11 spans.
+    // front gateway -> board -> 3 calls -> API gateway -> API -> database: 14 spans.
     let url = format!("{collector}/api/v2/trace/{trace_id}");
     let deadline = Instant::now() + Duration::from_secs(15);
     let spans: Vec<serde_json::Value> = loop {
@@ -425,12 +425,12 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
             .filter(|r| r.status() == 200)
             .and_then(|r| r.json().ok())
             .unwrap_or_default();
-        if found.len() >= 11 {
+        if found.len() >= 14 {
             break found;
         }
         assert!(
             Instant::now() < deadline,
-            "{} spans of 11: {found:#?}",
+            "{} spans of 14: {found:#?}",
             found.len()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -452,6 +452,14 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
     assert_eq!(count("todo-web", "CLIENT"), 3, "one call per column");
     assert_eq!(count("api-gateway", "SERVER"), 3);
     assert_eq!(count("todo-api", "SERVER"), 3);
+    assert_eq!(count("todo-api", "CLIENT"), 3, "one query per call");
+    let query = spans
+        .iter()
+        .find(|s| service(s) == "todo-api" && s["kind"] == "CLIENT")
+        .unwrap();
+    assert_eq!(query["name"], "select todo");
+    assert_eq!(query["tags"]["db.system.name"], "sqlite");
+    assert_eq!(query["remoteEndpoint"]["serviceName"], "sqlite");
     // Correctly parented: the front gateway's span under the caller's, every other span under
     // one of the trace.
     let ids: std::collections::HashSet<&str> =
@@ -476,7 +484,8 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
             ("todo-web", Some("SERVER")) => "front-gateway",
             ("todo-web", Some("CLIENT")) => "todo-web",
             ("api-gateway", _) => "todo-web",
-            ("todo-api", _) => "api-gateway",
+            ("todo-api", Some("SERVER")) => "api-gateway",
+            ("todo-api", Some("CLIENT")) => "todo-api",
             _ => continue,
         };
         assert_eq!(parent_service(span), expected, "{span}");
@@ -504,6 +513,7 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
         ("front-gateway", "todo-web"),
         ("todo-web", "api-gateway"),
         ("api-gateway", "todo-api"),
+        ("todo-api", "sqlite"),
     ] {
         assert!(
             pairs.contains(&(parent.to_string(), child.to_string())),

@@ -58,6 +58,38 @@ pub(super) struct Member {
 }
 
 impl Member {
+    /// Runs `query` on this node inside a CLIENT span of the request being served (when it is
+    /// traced): named by the statement's shape (`SELECT todo`, never its values), with the
+    /// database system and the node, and marked as an error when the query fails.
+    pub(super) async fn traced<T>(
+        &self,
+        statement: &'static str,
+        query: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let system = match self.node {
+            Node::Sqlite(_) => "sqlite",
+            Node::MySql(_) => "mariadb",
+        };
+        let (operation, table) = statement.split_once(' ').unwrap_or((statement, ""));
+        let span = platform::otel::ChildSpan::start(
+            statement,
+            opentelemetry::trace::SpanKind::Client,
+            vec![
+                opentelemetry::KeyValue::new("db.system.name", system),
+                opentelemetry::KeyValue::new("db.operation.name", operation),
+                opentelemetry::KeyValue::new("db.collection.name", table),
+                opentelemetry::KeyValue::new("db.query.summary", statement),
+                opentelemetry::KeyValue::new("db.node", self.name.clone()),
+                opentelemetry::KeyValue::new("peer.service", system),
+            ],
+        );
+        let result = query.await;
+        if let Some(span) = span {
+            span.finish(result.as_ref().err().map(|e| e.to_string()));
+        }
+        result
+    }
+
     pub(super) fn new(name: String, node: Node, replica: bool) -> Self {
         metrics::gauge!("todo_db_node_up", "node" => name.clone()).set(1.0);
         Member {
