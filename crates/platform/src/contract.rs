@@ -164,10 +164,10 @@ impl<H: Handler> RequestLayers<H> {
         // starts (database queries, calls) are its children.
         let handled = handler.handle(request, started);
         let handled = match &span {
-            Some(span) => futures_util::future::Either::Left(
+            Some(span) if span.sampled() => futures_util::future::Either::Left(
                 opentelemetry::trace::FutureExt::with_context(handled, span.context().clone()),
             ),
-            None => futures_util::future::Either::Right(handled),
+            _ => futures_util::future::Either::Right(handled),
         };
         async move {
             let (mut response, route) =

@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
@@ -376,7 +376,22 @@ impl ChildSpan {
 /// The SERVER span of one request, ended by [`RequestSpan::finish`] (or when dropped).
 pub struct RequestSpan {
     context: Context,
-    method: String,
+    method: &'static str,
+    sampled: bool,
+}
+
+/// A method's name without an allocation for the usual ones.
+fn method_name(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// The trace context a handler runs in, in the request's extensions: outgoing calls made for
@@ -395,31 +410,46 @@ impl RequestSpan {
             return None;
         }
         let parent = extract(request.headers());
-        let method = request.method().as_str().to_string();
-        let span = tracer
-            .span_builder(method.clone())
+        let method = method_name(request.method());
+        let mut span = tracer
+            .span_builder(method)
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", method),
-                KeyValue::new("url.path", request.uri().path().to_string()),
-            ])
             .start_with_context(tracer, &parent);
-        let context = parent.with_span(span);
-        // The request's propagation headers now name this span: a handler that forwards them
-        // (the gateway to its upstream) or reads them for its own calls makes this span the
-        // parent of what comes next.
-        let headers = request.headers_mut();
-        for name in PROPAGATION_HEADERS {
-            headers.remove(*name);
+        let sampled = span.span_context().is_sampled();
+        if sampled {
+            span.set_attribute(KeyValue::new("http.request.method", method));
+            span.set_attribute(KeyValue::new("url.path", request.uri().path().to_string()));
         }
-        inject(&context, headers);
-        request
-            .extensions_mut()
-            .insert(RequestContext(context.clone()));
+        let context = parent.with_span(span);
+        let headers = request.headers_mut();
+        if sampled {
+            // The request's propagation headers now name this span: a handler that forwards
+            // them (the gateway to its upstream) or reads them for its own calls makes this
+            // span the parent of what comes next.
+            for name in PROPAGATION_HEADERS {
+                headers.remove(*name);
+            }
+            inject(&context, headers);
+            request
+                .extensions_mut()
+                .insert(RequestContext(context.clone()));
+        } else if !PROPAGATION_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+            // Not sampled, and the first hop: only the W3C header, which says so (flags 00), so
+            // the next services do not sample a trace this one left out. (When the caller sent
+            // headers, they already carry its decision, which this one followed.)
+            TraceContextPropagator::new().inject_context(&context, &mut HeaderWriter(headers));
+        }
         Some(RequestSpan {
             context,
-            method: request.method().as_str().to_string(),
+            method,
+            sampled,
         })
+    }
+
+    /// Whether the span is recorded and exported; an unsampled one costs little, and has no
+    /// children.
+    pub fn sampled(&self) -> bool {
+        self.sampled
     }
 
     /// The span's context: the current one while the request's handler runs.
@@ -435,6 +465,10 @@ impl RequestSpan {
     /// Names the span by its route, records the status, marks 5xx answers as errors, and ends it.
     pub fn finish(self, route: &str, status: u16) {
         let span = self.context.span();
+        if !self.sampled {
+            span.end();
+            return;
+        }
         span.update_name(format!("{} {route}", self.method));
         span.set_attribute(KeyValue::new("http.route", route.to_string()));
         span.set_attribute(KeyValue::new(

@@ -254,17 +254,26 @@ impl Store {
     pub fn traces(&self, query: &TraceQuery) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
         let start = query.end_ts.saturating_sub(query.lookback) as i64;
         let end = query.end_ts as i64;
-        let mut walk = String::from("SELECT trace_id FROM spans WHERE ts BETWEEN ? AND ?");
-        let mut walk_args = vec![Value::Integer(start), Value::Integer(end)];
-        if let Some(service) = &query.service {
-            walk.push_str(" AND service = ?");
-            walk_args.push(Value::Text(service.clone()));
-            if let Some(name) = &query.span_name {
-                walk.push_str(" AND name = ?");
-                walk_args.push(Value::Text(name.clone()));
-            }
-        }
-        walk.push_str(" ORDER BY ts DESC");
+        // The index is named: without statistics SQLite may walk another one and read every
+        // span of the window.
+        let (index, filter, mut walk_args) = match (&query.service, &query.span_name) {
+            (Some(service), Some(name)) => (
+                "spans_service_name_ts",
+                " AND service = ? AND name = ?",
+                vec![Value::Text(service.clone()), Value::Text(name.clone())],
+            ),
+            (Some(service), None) => (
+                "spans_service_ts",
+                " AND service = ?",
+                vec![Value::Text(service.clone())],
+            ),
+            _ => ("spans_ts", "", vec![]),
+        };
+        let walk = format!(
+            "SELECT trace_id FROM spans INDEXED BY {index} WHERE ts BETWEEN ? AND ?{filter} \
+             ORDER BY ts DESC"
+        );
+        walk_args.splice(0..0, [Value::Integer(start), Value::Integer(end)]);
         let (check, check_args) = trace_check(query, start, end);
         let ids = self.read(|c| {
             let mut walking = c.prepare(&walk)?;
@@ -379,7 +388,9 @@ impl Store {
 /// The query a trace must match as a whole, as SQL over one chunk of trace ids (appended as
 /// `IN (...)`): conditions may hold on different spans of the trace, as in Zipkin.
 fn trace_check(query: &TraceQuery, start: i64, end: i64) -> (String, Vec<Value>) {
-    let mut sql = String::from("SELECT trace_id FROM spans WHERE ts BETWEEN ? AND ?");
+    // By trace: the chunk's ids are the selective part.
+    let mut sql =
+        String::from("SELECT trace_id FROM spans INDEXED BY spans_trace WHERE ts BETWEEN ? AND ?");
     let mut args = vec![Value::Integer(start), Value::Integer(end)];
     if let Some(service) = &query.service {
         sql.push_str(" AND service = ?");

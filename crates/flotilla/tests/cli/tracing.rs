@@ -168,3 +168,46 @@ fn with_the_collector_down_the_service_serves_and_counts_what_it_could_not_send(
     assert!(failed >= 20.0, "spans not sent are counted ({failed})");
     assert_eq!(get(&echo, "/", &[]), 200);
 }
+
+#[test]
+fn a_request_left_out_by_the_sampler_is_served_and_exports_nothing() {
+    let collector = start("traces", &[], &[("TRACES_DATA", ":memory:")]);
+    let traces_url = format!("http://{}", collector.addr);
+    let sampled_out = start(
+        "echo",
+        &[],
+        &[
+            ("FLOTILLA_TRACES_URL", traces_url.as_str()),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+        ],
+    );
+    let sampled_in = start("echo", &[], &[("FLOTILLA_TRACES_URL", traces_url.as_str())]);
+    let left_out = "2af7651916cd43dd8448eb211c80319c";
+    for _ in 0..10 {
+        assert_eq!(get(&sampled_out, "/", &[]), 200);
+    }
+    // A caller's "not sampled" is followed too (parent-based sampling, the default).
+    let header = format!("00-{left_out}-b7ad6b7169203331-00");
+    assert_eq!(get(&sampled_in, "/", &[("traceparent", &header)]), 200);
+    // A sampled request after them arrives; nothing of the others did.
+    let kept = "3af7651916cd43dd8448eb211c80319c";
+    let header = format!("00-{kept}-b7ad6b7169203331-01");
+    assert_eq!(get(&sampled_in, "/", &[("traceparent", &header)]), 200);
+    let found = spans(&collector, kept, 1);
+    assert_eq!(found.len(), 1);
+    let status = |id: &str| {
+        reqwest::blocking::get(collector.url(&format!("/api/v2/trace/{id}")))
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(left_out), 404);
+    let names: Vec<String> =
+        reqwest::blocking::get(collector.url("/api/v2/traces?limit=100&lookback=600000"))
+            .unwrap()
+            .json::<Vec<Vec<Value>>>()
+            .unwrap()
+            .iter()
+            .map(|t| t[0]["traceId"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(names, [kept], "only the sampled request was exported");
+}
