@@ -60,7 +60,8 @@ measure_one() {
       ;;
     gateway)
       env $(variant_env "$variant") SERVER_PORT="$port" BACKEND_HOST="127.0.0.1:$echo_port" \
-        GATEWAY_ADMIN_BIND=off LOG_LEVEL=warn "$bin" gateway >/dev/null 2>&1 &
+        GATEWAY_ADMIN_BIND=off GATEWAY_ACCESS_LOG="$work/access.log" LOG_LEVEL=warn "$bin" gateway \
+        >/dev/null 2>&1 &
       pid=$!
       wait_ready "http://127.0.0.1:$port/"
       url="http://127.0.0.1:$port/"

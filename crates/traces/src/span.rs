@@ -91,27 +91,43 @@ impl Span {
     }
 }
 
-/// Reads a batch: a JSON array of v2 spans, each checked and normalised.
+/// Reads a batch: a JSON array of v2 spans, each checked and normalised. Read straight into
+/// spans (not through a JSON tree first: that doubled the collector's cost per span); an error
+/// names the span by its place in the array.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Span>, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
-    let serde_json::Value::Array(items) = value else {
-        return Err("expected a JSON array of v2 spans".to_string());
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let spans: Vec<Span> = match serde_path_to_error::deserialize(&mut reader) {
+        Ok(spans) => spans,
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(format!("malformed JSON: {inner}"));
+            }
+            // `[3].localEndpoint.port`: span 3.
+            let index = path
+                .strip_prefix('[')
+                .and_then(|rest| rest.split(']').next())
+                .and_then(|i| i.parse::<usize>().ok());
+            return Err(match index {
+                Some(index) => format!("span {index}: {inner} (expected Zipkin v2 JSON)"),
+                None => "expected a JSON array of v2 spans".to_string(),
+            });
+        }
     };
-    if items.len() > MAX_SPANS_PER_BATCH {
+    if reader.end().is_err() {
+        return Err("malformed JSON: trailing characters after the array".to_string());
+    }
+    if spans.len() > MAX_SPANS_PER_BATCH {
         return Err(format!(
             "{} spans in one request; at most {MAX_SPANS_PER_BATCH}",
-            items.len()
+            spans.len()
         ));
     }
-    items
+    spans
         .into_iter()
         .enumerate()
-        .map(|(index, item)| {
-            let span: Span = serde_json::from_value(item)
-                .map_err(|e| format!("span {index}: {e} (expected Zipkin v2 JSON)"))?;
-            normalise(span).map_err(|e| format!("span {index}: {e}"))
-        })
+        .map(|(index, span)| normalise(span).map_err(|e| format!("span {index}: {e}")))
         .collect()
 }
 
