@@ -1,6 +1,6 @@
 //! The access log: one JSON object per request, with the seeds' nginx fields in their order
 //! (`time`, `remote_addr`, `request`, ..., `upstream_response_time`) plus `upstream_addr`,
-//! `request_id` and `route`. Every value is a string, `-` when empty, as nginx writes them; unlike
+//! `request_id`, `trace_id` (from the W3C `traceparent`) and `route`. Every value is a string, `-` when empty, as nginx writes them; unlike
 //! nginx's, the line is always valid JSON whatever the request contains.
 //!
 //! A line is written when the response's last byte has gone out (so `request_time` and
@@ -145,6 +145,8 @@ pub(crate) struct Entry {
     pub(crate) user_agent: Option<HeaderValue>,
     pub(crate) forwarded_for: Option<HeaderValue>,
     pub(crate) request_id: Option<HeaderValue>,
+    /// The W3C `traceparent` the request was forwarded with, for `trace_id`.
+    pub(crate) traceparent: Option<HeaderValue>,
     pub(crate) route: &'static str,
     pub(crate) status: u16,
     pub(crate) head_bytes: u64,
@@ -241,8 +243,25 @@ impl Entry {
             self.upstream_addr.as_ref().map_or(b"", Address::as_bytes),
         );
         line.text(key!("request_id"), header(&self.request_id));
+        line.text(key!("trace_id"), trace_id(&self.traceparent));
         line.text(key!("route"), self.route.as_bytes());
         line.0.extend_from_slice(b"}\n");
+    }
+}
+
+/// The trace id in a `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), empty when there is none
+/// or it is not of that shape.
+fn trace_id(traceparent: &Option<HeaderValue>) -> &[u8] {
+    match traceparent.as_ref().map(HeaderValue::as_bytes) {
+        Some(value)
+            if value.len() == 55
+                && value[2] == b'-'
+                && value[35] == b'-'
+                && value[3..35].iter().all(u8::is_ascii_hexdigit) =>
+        {
+            &value[3..35]
+        }
+        _ => b"",
     }
 }
 
@@ -445,6 +464,9 @@ mod tests {
             // UTF-8 that is not ASCII is kept.
             forwarded_for: Some(HeaderValue::from_bytes("café".as_bytes()).unwrap()),
             request_id: Some(HeaderValue::from_static("abc")),
+            traceparent: Some(HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )),
             route: "/",
             status: 200,
             head_bytes: 100,
@@ -558,6 +580,7 @@ mod tests {
         assert_eq!(value["uri"], "/todo");
         assert_eq!(value["query_string"], "status=%22DONE%22");
         assert_eq!(value["request_id"], "abc");
+        assert_eq!(value["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(value["referer"], "-");
         assert_eq!(value["bytes_sent"], "125");
         assert_eq!(value["upstream_response_time"], "0.004");
@@ -587,6 +610,7 @@ mod tests {
                 "upstream_response_time",
                 "upstream_addr",
                 "request_id",
+                "trace_id",
                 "route"
             ]
         );

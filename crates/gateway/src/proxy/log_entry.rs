@@ -16,6 +16,7 @@ pub(super) fn entry_for(request: &Request, started: Instant) -> Entry {
     // One pass over the headers finds the logged ones and their size on the wire, where a lookup
     // for each would hash its name.
     let (mut referer, mut user_agent, mut forwarded_for, mut request_id) = (None, None, None, None);
+    let mut traceparent = None;
     let (mut body_len, mut wire_len) = (0, 0);
     for (name, value) in request.headers() {
         wire_len += name.as_str().len() + value.len() + 4;
@@ -27,6 +28,9 @@ pub(super) fn entry_for(request: &Request, started: Instant) -> Entry {
             &mut forwarded_for
         } else if name == platform::observe::REQUEST_ID {
             &mut request_id
+        } else if name.as_str() == "traceparent" {
+            // Named by the request's span when the gateway traces (else the caller's).
+            &mut traceparent
         } else {
             if name == header::CONTENT_LENGTH && body_len == 0 {
                 body_len = value
@@ -63,6 +67,7 @@ pub(super) fn entry_for(request: &Request, started: Instant) -> Entry {
         user_agent,
         forwarded_for,
         request_id,
+        traceparent,
         // The route is known once the request is routed (`steps::AccessLog`).
         route: "unmatched",
         status: 0,
