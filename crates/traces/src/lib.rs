@@ -5,7 +5,8 @@
 //!
 //! Layout:
 //! - [`span`]: Zipkin v2 spans, read strictly and normalised.
-//! - [`store`]: the SQLite store, its queries, dependency links and retention.
+//! - [`store`]: the SQLite store, its queries, dependency links and retention; [`writer`]: the
+//!   thread that stores ingested batches, several per transaction.
 //! - [`routes`]: the HTTP API (ingest and queries).
 //! - [`ui`]: the pages (search, one trace as a waterfall, the dependency graph).
 
@@ -22,6 +23,7 @@ pub mod routes;
 pub mod span;
 pub mod store;
 pub mod ui;
+pub mod writer;
 
 pub const BIND: Setting = Setting::bind("TRACES_BIND", "0.0.0.0:9411");
 pub const DATA: Setting = Setting::new(
@@ -157,8 +159,10 @@ pub async fn run(
         config.retention,
         config.max_spans,
     ));
+    let writer = writer::Writer::start(Arc::clone(&store))?;
     let router = app(
         routes::Shared {
+            writer,
             store,
             autocomplete_keys: Arc::new(config.autocomplete_keys.clone()),
         },

@@ -28,6 +28,8 @@ const MAX_LIMIT: usize = 1000;
 #[derive(Clone)]
 pub struct Shared {
     pub store: Arc<Store>,
+    /// Stores ingested batches (group commit).
+    pub writer: crate::writer::Writer,
     /// The tag keys `autocompleteKeys` offers (`TRACES_AUTOCOMPLETE_KEYS`).
     pub autocomplete_keys: Arc<Vec<String>>,
 }
@@ -38,8 +40,12 @@ pub enum Refused {
     BadRequest(String),
     NotFound(String),
     Unsupported(String),
+    /// The collector cannot keep up: the client may retry later.
+    Busy,
     /// The store failed: logged in full, answered without internals.
     Store(crate::store::StoreError),
+    /// The store failed, already logged.
+    Unavailable,
 }
 
 impl IntoResponse for Refused {
@@ -48,6 +54,14 @@ impl IntoResponse for Refused {
             Refused::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             Refused::NotFound(message) => (StatusCode::NOT_FOUND, message),
             Refused::Unsupported(message) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, message),
+            Refused::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the collector is busy; send the spans again later".to_string(),
+            ),
+            Refused::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the trace store is unavailable".to_string(),
+            ),
             Refused::Store(error) => {
                 tracing::error!(error = %error, "trace store failed");
                 (
@@ -70,7 +84,10 @@ impl Refused {
     pub fn message(&self) -> String {
         match self {
             Refused::BadRequest(m) | Refused::NotFound(m) | Refused::Unsupported(m) => m.clone(),
-            Refused::Store(_) => "the trace store is unavailable".to_string(),
+            Refused::Busy => "the collector is busy; send the spans again later".to_string(),
+            Refused::Store(_) | Refused::Unavailable => {
+                "the trace store is unavailable".to_string()
+            }
         }
     }
 }
@@ -155,7 +172,16 @@ async fn ingest(
     let accepted = spans.len() as u64;
     if !spans.is_empty() {
         let now = now_micros();
-        blocking(&shared, move |store| store.insert(&spans, now)).await?;
+        match shared.writer.store(spans, now).await {
+            Ok(()) => {}
+            Err(crate::writer::NotStored::Busy) => {
+                metrics::counter!("traces_spans_total", "outcome" => "busy").increment(accepted);
+                return Err(Refused::Busy);
+            }
+            Err(crate::writer::NotStored::Failed) => {
+                return Err(Refused::Unavailable);
+            }
+        }
     }
     metrics::counter!("traces_spans_total", "outcome" => "accepted").increment(accepted);
     Ok(StatusCode::ACCEPTED)

@@ -136,6 +136,11 @@ impl Store {
 
     /// Stores a batch in one transaction. A span without a timestamp is filed under `now`.
     pub fn insert(&self, spans: &[Span], now: u64) -> Result<(), StoreError> {
+        self.insert_many(&[(spans, now)])
+    }
+
+    /// Stores several batches in one transaction (the writer thread groups them).
+    pub fn insert_many(&self, batches: &[(&[Span], u64)]) -> Result<(), StoreError> {
         let mut connection = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let transaction = connection.transaction().map_err(|e| self.error(e))?;
         {
@@ -150,7 +155,10 @@ impl Store {
                     "INSERT INTO tags (trace_id, service, key, value, ts) VALUES (?,?,?,?,?)",
                 )
                 .map_err(|e| self.error(e))?;
-            for span in spans {
+            for (span, now) in batches
+                .iter()
+                .flat_map(|(spans, now)| spans.iter().map(move |s| (s, *now)))
+            {
                 let ts = span.timestamp.unwrap_or(now) as i64;
                 let json = serde_json::to_string(span).unwrap_or_default();
                 span_row

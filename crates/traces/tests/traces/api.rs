@@ -389,3 +389,39 @@ fn old_spans_go_by_age_and_the_oldest_past_the_count() {
     };
     assert_eq!(store.traces(&query).unwrap().len(), 1000);
 }
+
+#[tokio::test]
+async fn concurrent_batches_are_all_stored_and_each_answered_once_committed() {
+    let collector = spawn_collector(&[]).await;
+    let now = now_us();
+    // 32 clients at once, 100 spans each: grouped into few transactions by the writer, every
+    // one answered 202 only once its spans can be read.
+    let posts = (0..32u64).map(|client| {
+        let spans: Vec<Value> = (0..100u64)
+            .map(|n| {
+                json!({"traceId": format!("{:x}", client * 1000 + n + 1), "id": "1",
+                    "name": "get /", "timestamp": now - 1_000_000,
+                    "localEndpoint": {"serviceName": format!("client-{client}")}})
+            })
+            .collect();
+        let collector = &collector;
+        async move {
+            let (status, _) = collector.post_spans(Value::from(spans).to_string()).await;
+            assert_eq!(status, 202);
+            // Read right after the answer: there.
+            let id = format!("{:x}", client * 1000 + 100);
+            assert_eq!(collector.get(&format!("/api/v2/trace/{id}")).await.0, 200);
+        }
+    });
+    futures_util::future::join_all(posts).await;
+    let services = collector.get_json("/api/v2/services").await;
+    assert_eq!(services.as_array().unwrap().len(), 32);
+    let all = collector
+        .get_json("/api/v2/traces?limit=1000&lookback=3600000")
+        .await;
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        1000,
+        "the limit, of 3,200 stored"
+    );
+}
