@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value};
 
@@ -76,8 +76,9 @@ pub struct Link {
 }
 
 pub struct Store {
-    writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    writer: Arc<Mutex<Connection>>,
+    /// The writer itself in memory (see [`Store::open`]).
+    reader: Arc<Mutex<Connection>>,
     path: String,
 }
 
@@ -96,33 +97,28 @@ impl Store {
                 }
                 let writer = Connection::open(path).map_err(error)?;
                 writer.execute_batch(SCHEMA).map_err(error)?;
-                (writer, Connection::open(path).map_err(error)?)
+                let reader = Connection::open(path).map_err(error)?;
+                for connection in [&reader, &writer] {
+                    connection
+                        .busy_timeout(std::time::Duration::from_secs(5))
+                        .map_err(error)?;
+                }
+                let writer = Arc::new(Mutex::new(writer));
+                (writer, Arc::new(Mutex::new(reader)))
             }
             None => {
-                // One in-memory database shared by both connections.
-                let uri = format!(
-                    "file:flotilla-traces-{}-{}?mode=memory&cache=shared",
-                    std::process::id(),
-                    fastrand::u64(..)
-                );
-                let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_URI;
-                let writer = Connection::open_with_flags(&uri, flags).map_err(error)?;
-                writer.execute_batch(SCHEMA).map_err(error)?;
-                (
-                    writer,
-                    Connection::open_with_flags(&uri, flags).map_err(error)?,
-                )
+                // In memory there is no WAL: a second connection reading while the first writes
+                // fails at once (a locked shared cache does not wait). One connection serves
+                // both, reads waiting for the write in progress.
+                let connection = Connection::open_in_memory().map_err(error)?;
+                connection.execute_batch(SCHEMA).map_err(error)?;
+                let connection = Arc::new(Mutex::new(connection));
+                (Arc::clone(&connection), connection)
             }
         };
-        reader
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(error)?;
-        writer
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(error)?;
         Ok(Store {
-            writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
+            writer,
+            reader,
             path: shown,
         })
     }
