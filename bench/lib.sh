@@ -20,9 +20,10 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# One wrk run -> "req/s p50 p99"; fails on any non-2xx answer or socket error.
+# One wrk run -> "req/s p50 p99"; fails on any non-2xx answer or socket error. `wrk_pin` (such
+# as "taskset -c 0") and `wrk_threads` (default 2) change how wrk runs.
 measure() {
-  wrk -t2 -c"$connections" -d"${duration}s" --latency "$@" | awk '
+  ${wrk_pin:-} wrk -t"${wrk_threads:-2}" -c"$connections" -d"${duration}s" --latency "$@" | awk '
     /Requests\/sec/ {rps=$2}
     $1=="50%" {p50=$2}
     $1=="99%" {p99=$2}

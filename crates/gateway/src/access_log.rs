@@ -145,8 +145,9 @@ pub(crate) struct Entry {
     pub(crate) user_agent: Option<HeaderValue>,
     pub(crate) forwarded_for: Option<HeaderValue>,
     pub(crate) request_id: Option<HeaderValue>,
-    /// The W3C `traceparent` the request was forwarded with, for `trace_id`.
-    pub(crate) traceparent: Option<HeaderValue>,
+    /// The request's trace id: its span's when the gateway traces it, else the one of the
+    /// W3C `traceparent` it came with.
+    pub(crate) trace_id: Option<[u8; 32]>,
     pub(crate) route: &'static str,
     pub(crate) status: u16,
     pub(crate) head_bytes: u64,
@@ -243,25 +244,27 @@ impl Entry {
             self.upstream_addr.as_ref().map_or(b"", Address::as_bytes),
         );
         line.text(key!("request_id"), header(&self.request_id));
-        line.text(key!("trace_id"), trace_id(&self.traceparent));
+        line.text(
+            key!("trace_id"),
+            self.trace_id.as_ref().map_or(&b""[..], |id| &id[..]),
+        );
         line.text(key!("route"), self.route.as_bytes());
         line.0.extend_from_slice(b"}\n");
     }
 }
 
-/// The trace id in a `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), empty when there is none
-/// or it is not of that shape.
-fn trace_id(traceparent: &Option<HeaderValue>) -> &[u8] {
-    match traceparent.as_ref().map(HeaderValue::as_bytes) {
-        Some(value)
-            if value.len() == 55
-                && value[2] == b'-'
-                && value[35] == b'-'
-                && value[3..35].iter().all(u8::is_ascii_hexdigit) =>
-        {
-            &value[3..35]
-        }
-        _ => b"",
+/// The trace id in a `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), none when it is not of
+/// that shape.
+pub(crate) fn trace_id_of(traceparent: &HeaderValue) -> Option<[u8; 32]> {
+    let value = traceparent.as_bytes();
+    if value.len() == 55
+        && value[2] == b'-'
+        && value[35] == b'-'
+        && value[3..35].iter().all(u8::is_ascii_hexdigit)
+    {
+        value[3..35].try_into().ok()
+    } else {
+        None
     }
 }
 
@@ -464,7 +467,7 @@ mod tests {
             // UTF-8 that is not ASCII is kept.
             forwarded_for: Some(HeaderValue::from_bytes("café".as_bytes()).unwrap()),
             request_id: Some(HeaderValue::from_static("abc")),
-            traceparent: Some(HeaderValue::from_static(
+            trace_id: trace_id_of(&HeaderValue::from_static(
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             )),
             route: "/",

@@ -54,7 +54,8 @@ impl Shared {
             access_log: Arc::clone(&self.access_log),
             scheme: if tls.is_some() { "https" } else { "http" },
         });
-        let service = platform::RequestLayers::new(proxy::Proxy::new(state));
+        let service =
+            platform::RequestLayers::new(proxy::Proxy::new(state)).forwarding_trace_context();
         let options = server::Options {
             listen: platform::server::listener::ListenOptions {
                 max_connections: config.max_connections,

@@ -266,6 +266,16 @@ async fn forward(
         let in_flight = InFlight::begin(proxy, route.index, index);
 
         let (attempt_body, replayable) = body.take()?;
+        // A CLIENT span per attempt when the request is traced: a retry shows as a second one.
+        let span = attempt_span(
+            &parts.method,
+            &server.address,
+            path.as_str(),
+            &upstream.name,
+        );
+        if let Some(span) = &span {
+            span.replace_headers(&mut parts.headers);
+        }
         let outgoing = Outgoing {
             method: &parts.method,
             path: path.as_str(),
@@ -296,6 +306,9 @@ async fn forward(
             _ => None,
         };
         upstream.metrics.record(status, head_time);
+        if let Some(span) = span {
+            span.finish(status.map(|s| s.as_u16()));
+        }
         match sent {
             Ok(Ok(mut response)) => {
                 let status = response.status();
@@ -355,6 +368,24 @@ async fn forward(
             }
         }
     }
+}
+
+/// The span of one attempt, when the request is sampled (its SERVER span is the current
+/// context while the proxy runs).
+fn attempt_span(
+    method: &http::Method,
+    server: &str,
+    path: &str,
+    upstream: &str,
+) -> Option<platform::otel::ClientSpan> {
+    if !platform::otel::current_sampled() {
+        return None;
+    }
+    platform::otel::ClientSpan::start_current(
+        method.as_str(),
+        &format!("http://{server}{path}"),
+        upstream,
+    )
 }
 
 fn client_body_error(error: ClientBodyError, max: Option<u64>) -> ProxyError {

@@ -125,13 +125,29 @@ impl Handler for RouterHandler {
 /// line, and a caught panic answered 500. Every service's requests, and the gateway's, pass
 /// through this one implementation.
 #[derive(Clone)]
-pub struct RequestLayers<H>(H);
+pub struct RequestLayers<H> {
+    handler: H,
+    /// Whether the handler passes the request's trace context on (see
+    /// [`crate::otel::RequestSpan::start`]).
+    forwards_trace: bool,
+}
 
 impl<H: Handler> RequestLayers<H> {
     pub fn new(handler: H) -> Self {
         // Install the recorder now: metrics recorded before it exists are lost.
         crate::telemetry::metrics_handle();
-        RequestLayers(handler)
+        RequestLayers {
+            handler,
+            forwards_trace: false,
+        }
+    }
+
+    /// For a handler that calls other services for its requests, or forwards them: their
+    /// propagation headers are rewritten to name the request's span, which makes the calls
+    /// its children.
+    pub fn forwarding_trace_context(mut self) -> Self {
+        self.forwards_trace = true;
+        self
     }
 
     /// The request's future, which owns what it needs: awaited in place by a connection loop
@@ -155,10 +171,10 @@ impl<H: Handler> RequestLayers<H> {
         };
         let mut observation =
             crate::observe::Observation::begin(&request, Some(request_id.clone()));
-        let span = crate::otel::RequestSpan::start(&mut request);
+        let span = crate::otel::RequestSpan::start(&mut request, self.forwards_trace);
         observation.trace_id = span.as_ref().map(crate::otel::RequestSpan::trace_id);
-        self.0.prepare();
-        let handler = self.0.clone();
+        self.handler.prepare();
+        let handler = self.handler.clone();
         let started = observation.started();
         // While the handler runs, the request's span is the current context: spans the handler
         // starts (database queries, calls) are its children.

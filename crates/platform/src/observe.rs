@@ -72,7 +72,7 @@ pub(crate) struct Observation {
     uri: http::Uri,
     request_id: Option<http::HeaderValue>,
     /// The request's trace id, when it is traced.
-    pub(crate) trace_id: Option<String>,
+    pub(crate) trace_id: Option<opentelemetry::trace::TraceId>,
 }
 
 /// The route a request took, for its metrics and span: as the handler names it, else the route
@@ -121,7 +121,8 @@ impl Observation {
             .unwrap_or("-");
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let (method, path) = (&self.method, self.uri.path());
-        let trace_id = self.trace_id.as_deref();
+        // Formatted only when the line is written.
+        let trace_id = self.trace_id.map(tracing::field::display);
         if crate::health::PROBES.contains(&path) {
             tracing::debug!(target: "access", %method, %path, status, latency_ms, request_id, trace_id, "request");
         } else {

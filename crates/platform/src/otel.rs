@@ -273,6 +273,43 @@ pub fn inject(context: &Context, headers: &mut http::HeaderMap) {
     propagator().inject_context(context, &mut HeaderWriter(headers));
 }
 
+/// Whether the current context (the request being handled, while its handler runs) is a
+/// sampled trace's: what spans started now would be recorded.
+pub fn current_sampled() -> bool {
+    tracer().is_some() && Context::current().span().span_context().is_sampled()
+}
+
+/// The current context's trace id (the request being handled, while its handler runs) as 32
+/// lower-case hex digits, when it is sampled.
+pub fn current_trace_id() -> Option<[u8; 32]> {
+    if !current_sampled() {
+        return None;
+    }
+    let mut text = [0u8; 32];
+    let id = Context::current()
+        .span()
+        .span_context()
+        .trace_id()
+        .to_bytes();
+    hex::encode_to_slice(id, &mut text).ok()?;
+    Some(text)
+}
+
+/// The trace context `headers` carry, to pass on with a call made for a request that is not
+/// sampled (its decision goes with it); empty when tracing is off.
+pub fn propagation_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::new();
+    if tracer().is_none() {
+        return out;
+    }
+    for name in PROPAGATION_HEADERS {
+        if let Some(value) = headers.get(*name) {
+            out.insert(*name, value.clone());
+        }
+    }
+    out
+}
+
 /// The headers that carry a trace context, in either format.
 const PROPAGATION_HEADERS: &[&str] = &[
     "traceparent",
@@ -292,11 +329,19 @@ pub struct ClientSpan {
 }
 
 impl ClientSpan {
-    /// Starts the span of a call to `peer` (the service's name, for the dependency graph), when
-    /// tracing is on.
-    pub fn start(parent: &http::HeaderMap, method: &str, url: &str, peer: &str) -> Option<Self> {
+    /// Starts the span of a call to `peer` (the service's name, for the dependency graph) under
+    /// the current context's span (the request being handled, while its handler runs); `None`
+    /// when tracing is off, or the request is not sampled (its calls then pass on its
+    /// [`propagation_headers`]).
+    pub fn start_current(method: &str, url: &str, peer: &str) -> Option<Self> {
+        if !current_sampled() {
+            return None;
+        }
+        Self::start_under(Context::current(), method, url, peer)
+    }
+
+    fn start_under(parent: Context, method: &str, url: &str, peer: &str) -> Option<Self> {
         let tracer = tracer()?;
-        let parent = extract(parent);
         let span = tracer
             .span_builder(format!("{method} {peer}"))
             .with_kind(SpanKind::Client)
@@ -316,6 +361,15 @@ impl ClientSpan {
         let mut headers = http::HeaderMap::new();
         inject(&self.context, &mut headers);
         headers
+    }
+
+    /// Replaces the propagation headers in `headers` (a request being passed on) with this
+    /// span's.
+    pub fn replace_headers(&self, headers: &mut http::HeaderMap) {
+        for name in PROPAGATION_HEADERS {
+            headers.remove(*name);
+        }
+        inject(&self.context, headers);
     }
 
     /// Records the answer's status (`None`: no answer) and ends the span; a failure to get an
@@ -394,22 +448,39 @@ fn method_name(method: &http::Method) -> &'static str {
     }
 }
 
-/// The trace context a handler runs in, in the request's extensions: outgoing calls made for
-/// the request take it to [`inject`] it.
-#[derive(Clone)]
-pub struct RequestContext(pub Context);
+/// Whether `headers` carry a trace context in either format (one pass over the names; most
+/// requests, the first hop's, carry none, and then nothing is parsed).
+fn has_propagation_headers(headers: &http::HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| PROPAGATION_HEADERS.contains(&name.as_str()))
+}
 
 impl RequestSpan {
     /// Starts the span of `request`, a child of the context its headers carry, when tracing is
-    /// on; puts the span's context in the request's extensions.
+    /// on.
+    ///
+    /// With `forwards` (a service that passes the request's headers on, or makes calls for
+    /// it: the gateway, the board), a request left out by the sampler that carries no trace
+    /// context gets a W3C header saying so, which its calls pass on ([`propagation_headers`]).
+    /// A sampled one's calls are [`ClientSpan`]s, whose headers replace the request's.
+    ///
     /// Health checks and metric scrapes are not traced (as Sleuth skips its actuator paths):
     /// they would bury the requests people look for.
-    pub fn start(request: &mut http::Request<axum::body::Body>) -> Option<RequestSpan> {
+    pub fn start(
+        request: &mut http::Request<axum::body::Body>,
+        forwards: bool,
+    ) -> Option<RequestSpan> {
         let tracer = tracer()?;
         if crate::health::PROBES.contains(&request.uri().path()) {
             return None;
         }
-        let parent = extract(request.headers());
+        let carried = has_propagation_headers(request.headers());
+        let parent = if carried {
+            extract(request.headers())
+        } else {
+            Context::new()
+        };
         let method = method_name(request.method());
         let mut span = tracer
             .span_builder(method)
@@ -421,22 +492,11 @@ impl RequestSpan {
             span.set_attribute(KeyValue::new("url.path", request.uri().path().to_string()));
         }
         let context = parent.with_span(span);
-        let headers = request.headers_mut();
-        if sampled {
-            // The request's propagation headers now name this span: a handler that forwards
-            // them (the gateway to its upstream) or reads them for its own calls makes this
-            // span the parent of what comes next.
-            for name in PROPAGATION_HEADERS {
-                headers.remove(*name);
-            }
-            inject(&context, headers);
-            request
-                .extensions_mut()
-                .insert(RequestContext(context.clone()));
-        } else if !PROPAGATION_HEADERS.iter().any(|h| headers.contains_key(*h)) {
-            // Not sampled, and the first hop: only the W3C header, which says so (flags 00), so
-            // the next services do not sample a trace this one left out. (When the caller sent
-            // headers, they already carry its decision, which this one followed.)
+        if forwards && !sampled && !carried {
+            // Not sampled, and the first hop: only the W3C header, which says so (flags 00),
+            // so the next services do not sample a trace this one left out. (When the caller
+            // sent headers, they already carry its decision, which this one followed.)
+            let headers = request.headers_mut();
             TraceContextPropagator::new().inject_context(&context, &mut HeaderWriter(headers));
         }
         Some(RequestSpan {
@@ -457,9 +517,9 @@ impl RequestSpan {
         &self.context
     }
 
-    /// The W3C trace id, for the request's log line.
-    pub fn trace_id(&self) -> String {
-        self.context.span().span_context().trace_id().to_string()
+    /// The trace id, for the request's log line.
+    pub fn trace_id(&self) -> opentelemetry::trace::TraceId {
+        self.context.span().span_context().trace_id()
     }
 
     /// Names the span by its route, records the status, marks 5xx answers as errors, and ends it.

@@ -146,18 +146,25 @@ impl Api {
         Fut: Future<Output = Result<T, ApiError>>,
     {
         let mut request = request.header("x-request-id", caller.request_id);
-        // A CLIENT span for the call, child of the page request's span, carried as W3C and B3.
-        let span = caller.trace.and_then(|headers| {
+        // A CLIENT span for the call, child of the page request's span (the current context),
+        // carried as W3C and B3; a page request left out by the sampler passes its decision on.
+        let span = caller.trace.and_then(|_| {
+            if !platform::otel::current_sampled() {
+                return None;
+            }
             let built = request.try_clone()?.build().ok()?;
-            platform::otel::ClientSpan::start(
-                headers,
+            platform::otel::ClientSpan::start_current(
                 built.method().as_str(),
                 built.url().as_str(),
                 "todo-api",
             )
         });
-        if let Some(span) = &span {
-            request = request.headers(span.headers());
+        match (&span, caller.trace) {
+            (Some(span), _) => request = request.headers(span.headers()),
+            (None, Some(headers)) => {
+                request = request.headers(platform::otel::propagation_headers(headers));
+            }
+            (None, None) => {}
         }
         let result = self
             .breaker

@@ -97,7 +97,8 @@ pub fn app(config: &Config, readiness: &Readiness) -> platform::Contracted {
         .route("/todo/{id}/delete", post(pages::delete))
         .route("/assets/{name}", get(assets::serve))
         .with_state(AppState { api });
-    platform::contract_router(routes, readiness, ErrorStyle::Plain)
+    // Its calls to the API are children of the page request's span.
+    platform::contract_router(routes, readiness, ErrorStyle::Plain).forwarding_trace_context()
 }
 
 /// Serves until `shutdown` resolves, then drains.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Running, start};
+use crate::helpers::{Running, free_port, start};
 
 fn get(service: &Running, path: &str, headers: &[(&str, &str)]) -> u16 {
     let mut request = reqwest::blocking::Client::new().get(service.url(path));
@@ -210,4 +210,143 @@ fn a_request_left_out_by_the_sampler_is_served_and_exports_nothing() {
             .map(|t| t[0]["traceId"].as_str().unwrap().to_string())
             .collect();
     assert_eq!(names, [kept], "only the sampled request was exported");
+}
+
+#[test]
+fn the_gateway_records_each_attempt_upstream_as_a_client_span() {
+    let collector = start("traces", &[], &[("TRACES_DATA", ":memory:")]);
+    let traces_url = format!("http://{}", collector.addr);
+    let echo = start("echo", &[], &[("FLOTILLA_TRACES_URL", traces_url.as_str())]);
+    let dead = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let log = dir.path().join("access.log");
+    std::fs::write(
+        &path,
+        format!(
+            "access_log = {:?}\n[admin]\nbind = \"off\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"app\"\n\
+             [upstream.app]\nserver = [{{ address = \"127.0.0.1:{dead}\" }}, {{ address = \"{}\" }}]\n",
+            log.to_str().unwrap(),
+            echo.addr
+        ),
+    )
+    .unwrap();
+    let gateway = start(
+        "gateway",
+        &["--config", path.to_str().unwrap()],
+        &[
+            ("FLOTILLA_TRACES_URL", traces_url.as_str()),
+            ("FLOTILLA_APP_NAME", "edge"),
+        ],
+    );
+    // Round robin over two servers: one of the first two requests tries the dead one first,
+    // then the other (a connection refused is retried), and both attempts are in its trace.
+    let mut retried = None;
+    for n in 0..2 {
+        let trace_id = format!("4bf92f3577b34da6a3ce929d0e0e473{n}");
+        let header = format!("00-{trace_id}-00f067aa0ba902b7-01");
+        assert_eq!(get(&gateway, "/", &[("traceparent", &header)]), 200);
+        // The gateway's SERVER span, its CLIENT spans, echo's SERVER span.
+        let found = spans(&collector, &trace_id, 3);
+        let attempts: Vec<&Value> = found
+            .iter()
+            .filter(|s| s["kind"] == "CLIENT" && s["localEndpoint"]["serviceName"] == "edge")
+            .collect();
+        if attempts.len() == 2 {
+            retried = Some(found.clone());
+            break;
+        }
+        assert_eq!(attempts.len(), 1, "{found:#?}");
+    }
+    let found = retried.expect("one request was retried");
+    let server = found
+        .iter()
+        .find(|s| s["kind"] == "SERVER" && s["localEndpoint"]["serviceName"] == "edge")
+        .unwrap();
+    let attempts: Vec<&Value> = found.iter().filter(|s| s["kind"] == "CLIENT").collect();
+    for attempt in &attempts {
+        assert_eq!(attempt["parentId"], server["id"], "{attempt}");
+        assert_eq!(attempt["remoteEndpoint"]["serviceName"], "app");
+    }
+    let failed = attempts
+        .iter()
+        .find(|s| {
+            s["tags"]["url.full"]
+                .as_str()
+                .unwrap()
+                .contains(&dead.to_string())
+        })
+        .expect("the attempt on the dead server");
+    assert_eq!(failed["tags"]["error"], "no answer");
+    let answered = attempts.iter().find(|s| s["id"] != failed["id"]).unwrap();
+    assert_eq!(answered["tags"]["http.response.status_code"], "200");
+    // echo's span is the answered attempt's child.
+    let trace_id = found[0]["traceId"].as_str().unwrap();
+    let all = spans(&collector, trace_id, 4);
+    let echo_span = all
+        .iter()
+        .find(|s| s["localEndpoint"]["serviceName"] != "edge")
+        .expect("echo's span");
+    assert_eq!(echo_span["parentId"], answered["id"]);
+
+    // A request that starts its trace at the gateway: the access log names the trace the
+    // gateway started, which is the one the collector has.
+    assert_eq!(get(&gateway, "/?hop=first", &[]), 200);
+    let mut line = None;
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        line = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|l| l["request_uri"] == "/?hop=first");
+        if line.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = line.expect("the request's access log line");
+    let trace_id = line["trace_id"].as_str().unwrap();
+    assert_eq!(trace_id.len(), 32, "{line}");
+    let found = spans(&collector, trace_id, 3);
+    let edge = |kind: &str| {
+        found
+            .iter()
+            .filter(|s| s["kind"] == kind && s["localEndpoint"]["serviceName"] == "edge")
+            .count()
+    };
+    assert_eq!((edge("SERVER"), edge("CLIENT")), (1, 1), "{found:#?}");
+}
+
+#[test]
+fn the_board_passes_a_left_out_requests_decision_on_to_the_api() {
+    let collector = start("traces", &[], &[("TRACES_DATA", ":memory:")]);
+    let traces_url = format!("http://{}", collector.addr);
+    // The board's "API" is echo, which follows its callers' decisions (parent-based sampling)
+    // and would start a trace of its own for a call that carries none.
+    let api = start("echo", &[], &[("FLOTILLA_TRACES_URL", traces_url.as_str())]);
+    let api_url = format!("http://{}", api.addr);
+    let board = start(
+        "todo-web",
+        &[],
+        &[
+            ("FLOTILLA_TRACES_URL", traces_url.as_str()),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            ("TODO_API_URL", api_url.as_str()),
+        ],
+    );
+    for _ in 0..3 {
+        // echo's answers are not the API's: the board says so, and answers.
+        get(&board, "/", &[]);
+    }
+    // A sampled request to echo after them arrives; nothing of the board's calls did.
+    let kept = "5af7651916cd43dd8448eb211c80319c";
+    let header = format!("00-{kept}-b7ad6b7169203331-01");
+    assert_eq!(get(&api, "/", &[("traceparent", &header)]), 200);
+    spans(&collector, kept, 1);
+    let traces: Vec<Vec<Value>> =
+        reqwest::blocking::get(collector.url("/api/v2/traces?limit=100&lookback=600000"))
+            .unwrap()
+            .json()
+            .unwrap();
+    assert_eq!(traces.len(), 1, "only the marked request: {traces:#?}");
 }

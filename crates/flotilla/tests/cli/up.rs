@@ -416,7 +416,8 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
         .unwrap();
     assert_eq!(board.status(), 200);
 
-    // front gateway -> board -> 3 calls -> API gateway -> API -> database: 14 spans.
+    // front gateway (+ its call) -> board -> 3 calls -> API gateway (+ its call) -> API ->
+    // database: 18 spans.
     let url = format!("{collector}/api/v2/trace/{trace_id}");
     let deadline = Instant::now() + Duration::from_secs(15);
     let spans: Vec<serde_json::Value> = loop {
@@ -425,12 +426,12 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
             .filter(|r| r.status() == 200)
             .and_then(|r| r.json().ok())
             .unwrap_or_default();
-        if found.len() >= 14 {
+        if found.len() >= 18 {
             break found;
         }
         assert!(
             Instant::now() < deadline,
-            "{} spans of 14: {found:#?}",
+            "{} spans of 18: {found:#?}",
             found.len()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -448,9 +449,11 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
             .count()
     };
     assert_eq!(count("front-gateway", "SERVER"), 1);
+    assert_eq!(count("front-gateway", "CLIENT"), 1, "one attempt upstream");
     assert_eq!(count("todo-web", "SERVER"), 1);
     assert_eq!(count("todo-web", "CLIENT"), 3, "one call per column");
     assert_eq!(count("api-gateway", "SERVER"), 3);
+    assert_eq!(count("api-gateway", "CLIENT"), 3);
     assert_eq!(count("todo-api", "SERVER"), 3);
     assert_eq!(count("todo-api", "CLIENT"), 3, "one query per call");
     let query = spans
@@ -466,7 +469,7 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
         spans.iter().map(|s| s["id"].as_str().unwrap()).collect();
     for span in &spans {
         let parent = span["parentId"].as_str().unwrap_or("none");
-        if service(span) == "front-gateway" {
+        if service(span) == "front-gateway" && span["kind"] == "SERVER" {
             assert_eq!(parent, caller_span);
         } else {
             assert!(
@@ -481,9 +484,11 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
     };
     for span in &spans {
         let expected = match (service(span).as_str(), span["kind"].as_str()) {
+            ("front-gateway", Some("CLIENT")) => "front-gateway",
             ("todo-web", Some("SERVER")) => "front-gateway",
             ("todo-web", Some("CLIENT")) => "todo-web",
-            ("api-gateway", _) => "todo-web",
+            ("api-gateway", Some("SERVER")) => "todo-web",
+            ("api-gateway", Some("CLIENT")) => "api-gateway",
             ("todo-api", Some("SERVER")) => "api-gateway",
             ("todo-api", Some("CLIENT")) => "todo-api",
             _ => continue,
@@ -520,4 +525,5 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
             "{parent} -> {child} in {pairs:?}"
         );
     }
+    assert_eq!(pairs.len(), 4, "no other links: {pairs:?}");
 }

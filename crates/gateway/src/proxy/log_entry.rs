@@ -29,7 +29,6 @@ pub(super) fn entry_for(request: &Request, started: Instant) -> Entry {
         } else if name == platform::observe::REQUEST_ID {
             &mut request_id
         } else if name.as_str() == "traceparent" {
-            // Named by the request's span when the gateway traces (else the caller's).
             &mut traceparent
         } else {
             if name == header::CONTENT_LENGTH && body_len == 0 {
@@ -67,7 +66,13 @@ pub(super) fn entry_for(request: &Request, started: Instant) -> Entry {
         user_agent,
         forwarded_for,
         request_id,
-        traceparent,
+        // The request's span's, when the gateway traces it (its SERVER span is the current
+        // context), else the caller's.
+        trace_id: platform::otel::current_trace_id().or_else(|| {
+            traceparent
+                .as_ref()
+                .and_then(crate::access_log::trace_id_of)
+        }),
         // The route is known once the request is routed (`steps::AccessLog`).
         route: "unmatched",
         status: 0,
