@@ -383,7 +383,7 @@ fn attempt_span(
     }
     platform::otel::ClientSpan::start_current(
         method.as_str(),
-        &format!("http://{server}{path}"),
+        format!("http://{server}{path}"),
         upstream,
     )
 }

@@ -60,6 +60,7 @@ pub const COMMON_SETTINGS: &[Setting] = &[
     crate::otel::SERVICE_NAME,
     crate::otel::SAMPLER,
     crate::otel::SAMPLER_ARG,
+    crate::otel::QUEUE_SIZE,
 ];
 
 /// Adds one flag per setting that has one, with the env var and default in its help.

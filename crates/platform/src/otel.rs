@@ -18,6 +18,7 @@ use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracer
 
 use crate::config::{ConfigError, Setting, Source};
 
+mod queue;
 mod zipkin;
 
 /// `FLOTILLA_TRACES_URL`: a Zipkin collector, as Sleuth's `spring.zipkin.base-url`.
@@ -58,8 +59,15 @@ pub const SAMPLER_ARG: Setting = Setting::new(
 )
 .default("1.0");
 
-/// Most spans waiting to be sent; past it new ones are dropped.
-const QUEUE: usize = 4096;
+/// `OTEL_BSP_MAX_QUEUE_SIZE`: most spans waiting to be sent; past it new ones are dropped
+/// (and counted).
+pub const QUEUE_SIZE: Setting = Setting::new(
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "traces-queue-size",
+    "SPANS",
+    "most spans waiting to be sent; past it new ones are dropped and counted",
+)
+.default("4096");
 
 /// Where spans go and which are kept.
 #[derive(Debug, Clone)]
@@ -67,6 +75,8 @@ pub struct TracingConfig {
     pub exporter: Option<Exporter>,
     pub service_name: Option<String>,
     pub sampler: SamplerChoice,
+    /// Most spans waiting to be sent.
+    pub queue_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,25 +161,40 @@ impl TracingConfig {
             exporter: zipkin.map(Exporter::Zipkin).or(otlp.map(Exporter::Otlp)),
             service_name: source.parse(&SERVICE_NAME, |v| Ok(v.trim().to_string()))?,
             sampler,
+            queue_size: source.parse_or_default(&QUEUE_SIZE, |v| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or_else(|| "a number of spans from 1 to 1000000".to_string())
+            })?,
         })
     }
 }
 
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
-/// The propagation every service uses: B3 (single header, then multi-header) and W3C Trace
-/// Context, W3C winning when both are there; both are written on outgoing calls.
+/// The propagation every service uses: it reads B3 (single header, then multi-header) and W3C
+/// Trace Context, W3C winning when both are there; it writes W3C and multi-header B3 (what
+/// Sleuth and the Zipkin clients read; the single `b3` header would say the same again).
 // opentelemetry-zipkin is marked deprecated in favour of OTLP; its B3 propagator is still
 // released with the SDK and is the one there is (B3 is what Sleuth sends). Its exporter is not
 // used: see `zipkin`.
 #[allow(deprecated)]
-fn propagator() -> &'static TextMapCompositePropagator {
-    static PROPAGATOR: OnceLock<TextMapCompositePropagator> = OnceLock::new();
-    PROPAGATOR.get_or_init(|| {
+fn propagator(reading: bool) -> &'static TextMapCompositePropagator {
+    static READING: OnceLock<TextMapCompositePropagator> = OnceLock::new();
+    static WRITING: OnceLock<TextMapCompositePropagator> = OnceLock::new();
+    let (cell, encoding) = if reading {
+        (
+            &READING,
+            opentelemetry_zipkin::B3Encoding::SingleAndMultiHeader,
+        )
+    } else {
+        (&WRITING, opentelemetry_zipkin::B3Encoding::MultipleHeader)
+    };
+    cell.get_or_init(|| {
         TextMapCompositePropagator::new(vec![
-            Box::new(opentelemetry_zipkin::Propagator::with_encoding(
-                opentelemetry_zipkin::B3Encoding::SingleAndMultiHeader,
-            )),
+            Box::new(opentelemetry_zipkin::Propagator::with_encoding(encoding)),
             Box::new(TraceContextPropagator::new()),
         ])
     })
@@ -201,16 +226,18 @@ pub fn init(config: &TracingConfig, service: &str) -> Result<TracingGuard, Strin
         .with_service_name(name)
         .build();
     let batch = opentelemetry_sdk::trace::BatchConfigBuilder::default()
-        .with_max_queue_size(QUEUE)
-        .with_max_export_batch_size(512)
+        .with_max_queue_size(config.queue_size)
+        .with_max_export_batch_size(512.min(config.queue_size))
         .with_scheduled_delay(std::time::Duration::from_millis(500))
         .build();
+    let admission = queue::Admission::new(config.queue_size);
     let processor = match exporter {
-        Exporter::Zipkin(url) => {
-            BatchSpanProcessor::builder(zipkin::ZipkinExporter::new(url.clone())?)
-                .with_batch_config(batch)
-                .build()
-        }
+        Exporter::Zipkin(url) => BatchSpanProcessor::builder(queue::Counted {
+            inner: zipkin::ZipkinExporter::new(url.clone())?,
+            admission: admission.clone(),
+        })
+        .with_batch_config(batch)
+        .build(),
         Exporter::Otlp(url) => {
             use opentelemetry_otlp::WithExportConfig;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -218,10 +245,17 @@ pub fn init(config: &TracingConfig, service: &str) -> Result<TracingGuard, Strin
                 .with_endpoint(url)
                 .build()
                 .map_err(|e| format!("the OTLP exporter: {e}"))?;
-            BatchSpanProcessor::builder(exporter)
-                .with_batch_config(batch)
-                .build()
+            BatchSpanProcessor::builder(queue::Counted {
+                inner: exporter,
+                admission: admission.clone(),
+            })
+            .with_batch_config(batch)
+            .build()
         }
+    };
+    let processor = queue::Bounded {
+        inner: processor,
+        admission,
     };
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
@@ -253,10 +287,25 @@ struct HeaderWriter<'a>(&'a mut http::HeaderMap);
 
 impl opentelemetry::propagation::Injector for HeaderWriter<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
+        // An empty `tracestate` (the usual one) is left out, as W3C allows.
+        if value.is_empty() {
+            return;
+        }
+        // The propagators' own names, without parsing them each time.
+        let name = match key {
+            "traceparent" => http::HeaderName::from_static("traceparent"),
+            "tracestate" => http::HeaderName::from_static("tracestate"),
+            "x-b3-traceid" => http::HeaderName::from_static("x-b3-traceid"),
+            "x-b3-spanid" => http::HeaderName::from_static("x-b3-spanid"),
+            "x-b3-parentspanid" => http::HeaderName::from_static("x-b3-parentspanid"),
+            "x-b3-sampled" => http::HeaderName::from_static("x-b3-sampled"),
+            "x-b3-flags" => http::HeaderName::from_static("x-b3-flags"),
+            other => match http::HeaderName::from_bytes(other.as_bytes()) {
+                Ok(name) => name,
+                Err(_) => return,
+            },
+        };
+        if let Ok(value) = http::HeaderValue::try_from(value) {
             self.0.insert(name, value);
         }
     }
@@ -265,12 +314,12 @@ impl opentelemetry::propagation::Injector for HeaderWriter<'_> {
 /// The trace context a request carries (W3C, else B3); an empty context when it carries none
 /// or only malformed headers, so a new trace starts.
 pub fn extract(headers: &http::HeaderMap) -> Context {
-    propagator().extract(&HeaderReader(headers))
+    propagator(true).extract(&HeaderReader(headers))
 }
 
 /// Writes `context`'s span into `headers` as W3C and B3, for an outgoing call.
 pub fn inject(context: &Context, headers: &mut http::HeaderMap) {
-    propagator().inject_context(context, &mut HeaderWriter(headers));
+    propagator(false).inject_context(context, &mut HeaderWriter(headers));
 }
 
 /// Whether the current context (the request being handled, while its handler runs) is a
@@ -333,21 +382,21 @@ impl ClientSpan {
     /// the current context's span (the request being handled, while its handler runs); `None`
     /// when tracing is off, or the request is not sampled (its calls then pass on its
     /// [`propagation_headers`]).
-    pub fn start_current(method: &str, url: &str, peer: &str) -> Option<Self> {
+    pub fn start_current(method: &str, url: String, peer: &str) -> Option<Self> {
         if !current_sampled() {
             return None;
         }
         Self::start_under(Context::current(), method, url, peer)
     }
 
-    fn start_under(parent: Context, method: &str, url: &str, peer: &str) -> Option<Self> {
+    fn start_under(parent: Context, method: &str, url: String, peer: &str) -> Option<Self> {
         let tracer = tracer()?;
         let span = tracer
             .span_builder(format!("{method} {peer}"))
             .with_kind(SpanKind::Client)
             .with_attributes([
                 KeyValue::new("http.request.method", method.to_string()),
-                KeyValue::new("url.full", url.to_string()),
+                KeyValue::new("url.full", url),
                 KeyValue::new("peer.service", peer.to_string()),
             ])
             .start_with_context(tracer, &parent);

@@ -155,7 +155,7 @@ impl Api {
             let built = request.try_clone()?.build().ok()?;
             platform::otel::ClientSpan::start_current(
                 built.method().as_str(),
-                built.url().as_str(),
+                built.url().to_string(),
                 "todo-api",
             )
         });

@@ -150,16 +150,7 @@ fn with_the_collector_down_the_service_serves_and_counts_what_it_could_not_send(
     }
     let mut failed = 0.0;
     for _ in 0..200 {
-        let metrics = reqwest::blocking::get(echo.url("/metrics"))
-            .unwrap()
-            .text()
-            .unwrap();
-        failed = metrics
-            .lines()
-            .find(|l| l.starts_with("traces_export_spans_total{outcome=\"failed\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        failed = export_count(&echo, "failed");
         if failed >= 20.0 {
             break;
         }
@@ -349,4 +340,41 @@ fn the_board_passes_a_left_out_requests_decision_on_to_the_api() {
             .json()
             .unwrap();
     assert_eq!(traces.len(), 1, "only the marked request: {traces:#?}");
+}
+
+/// A counter of `/metrics`, 0 when it is not there yet.
+fn export_count(service: &Running, outcome: &str) -> f64 {
+    let metrics = reqwest::blocking::get(service.url("/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let prefix = format!("traces_export_spans_total{{outcome=\"{outcome}\"}}");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn with_a_collector_that_never_answers_the_queue_stays_bounded_and_drops_are_counted() {
+    // Accepts connections (the backlog does) and never answers: each export waits its 5 s.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let echo = start(
+        "echo",
+        &[],
+        &[
+            ("FLOTILLA_TRACES_URL", url.as_str()),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+        ],
+    );
+    for _ in 0..40 {
+        assert_eq!(get(&echo, "/", &[]), 200);
+    }
+    // At most 8 spans wait (the first batch, stuck in its export); the rest were dropped.
+    let dropped = export_count(&echo, "dropped");
+    assert!((32.0..=40.0).contains(&dropped), "dropped {dropped}");
+    assert_eq!(get(&echo, "/", &[]), 200);
 }

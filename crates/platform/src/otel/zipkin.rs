@@ -182,7 +182,6 @@ fn encode(batch: &[ZipkinSpan]) -> Vec<u8> {
 
 impl SpanExporter for ZipkinExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let count = batch.len() as u64;
         let body: Vec<ZipkinSpan> = batch.iter().map(|s| to_zipkin(s, &self.service)).collect();
         // The batch processor runs exports on a thread of its own, outside any runtime: a
         // blocking call is what it expects.
@@ -192,11 +191,6 @@ impl SpanExporter for ZipkinExporter {
             .header("content-type", "application/json")
             .body(encode(&body))
             .send();
-        let outcome = match &sent {
-            Ok(answer) if answer.status().is_success() => "exported",
-            _ => "failed",
-        };
-        metrics::counter!("traces_export_spans_total", "outcome" => outcome).increment(count);
         match sent {
             Ok(answer) if answer.status().is_success() => Ok(()),
             Ok(answer) => Err(OTelSdkError::InternalFailure(format!(
