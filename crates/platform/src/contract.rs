@@ -179,11 +179,11 @@ impl<H: Handler> RequestLayers<H> {
         // While the handler runs, the request's span is the current context: spans the handler
         // starts (database queries, calls) are its children.
         let handled = handler.handle(request, started);
-        let handled = match &span {
-            Some(span) if span.sampled() => futures_util::future::Either::Left(
-                opentelemetry::trace::FutureExt::with_context(handled, span.context().clone()),
+        let handled = match span.as_ref().and_then(crate::otel::RequestSpan::context) {
+            Some(context) => futures_util::future::Either::Left(
+                opentelemetry::trace::FutureExt::with_context(handled, context.clone()),
             ),
-            _ => futures_util::future::Either::Right(handled),
+            None => futures_util::future::Either::Right(handled),
         };
         async move {
             let (mut response, route) =

@@ -10,16 +10,25 @@
 
 use std::sync::OnceLock;
 
-use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, Tracer as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer,
+    SdkTracerProvider, ShouldSample,
+};
 
 use crate::config::{ConfigError, Setting, Source};
 
+mod propagation;
 mod queue;
 mod zipkin;
+
+use propagation::{HeaderWriter, PROPAGATION_HEADERS, has_propagation_headers};
+pub use propagation::{extract, inject, propagation_headers};
 
 /// `FLOTILLA_TRACES_URL`: a Zipkin collector, as Sleuth's `spring.zipkin.base-url`.
 pub const TRACES_URL: Setting = Setting::new(
@@ -173,32 +182,8 @@ impl TracingConfig {
 }
 
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
-
-/// The propagation every service uses: it reads B3 (single header, then multi-header) and W3C
-/// Trace Context, W3C winning when both are there; it writes W3C and multi-header B3 (what
-/// Sleuth and the Zipkin clients read; the single `b3` header would say the same again).
-// opentelemetry-zipkin is marked deprecated in favour of OTLP; its B3 propagator is still
-// released with the SDK and is the one there is (B3 is what Sleuth sends). Its exporter is not
-// used: see `zipkin`.
-#[allow(deprecated)]
-fn propagator(reading: bool) -> &'static TextMapCompositePropagator {
-    static READING: OnceLock<TextMapCompositePropagator> = OnceLock::new();
-    static WRITING: OnceLock<TextMapCompositePropagator> = OnceLock::new();
-    let (cell, encoding) = if reading {
-        (
-            &READING,
-            opentelemetry_zipkin::B3Encoding::SingleAndMultiHeader,
-        )
-    } else {
-        (&WRITING, opentelemetry_zipkin::B3Encoding::MultipleHeader)
-    };
-    cell.get_or_init(|| {
-        TextMapCompositePropagator::new(vec![
-            Box::new(opentelemetry_zipkin::Propagator::with_encoding(encoding)),
-            Box::new(TraceContextPropagator::new()),
-        ])
-    })
-}
+/// The tracer's sampler, asked before a request's span is made.
+static REQUEST_SAMPLER: OnceLock<Sampler> = OnceLock::new();
 
 /// Flushes what is queued when dropped (at exit). Hold it until the process ends.
 #[must_use = "dropping the guard stops tracing"]
@@ -259,10 +244,13 @@ pub fn init(config: &TracingConfig, service: &str) -> Result<TracingGuard, Strin
     };
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_sampler(config.sampler.sampler())
+        // The configured sampler decides for each request (`RequestSpan::start`); a span is
+        // only started under a sampled request.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource)
         .build();
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "flotilla");
+    let _ = REQUEST_SAMPLER.set(config.sampler.sampler());
     let _ = TRACER.set(tracer);
     Ok(TracingGuard(Some(provider)))
 }
@@ -270,56 +258,6 @@ pub fn init(config: &TracingConfig, service: &str) -> Result<TracingGuard, Strin
 /// The tracer, when tracing is on.
 pub fn tracer() -> Option<&'static SdkTracer> {
     TRACER.get()
-}
-
-struct HeaderReader<'a>(&'a http::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for HeaderReader<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-struct HeaderWriter<'a>(&'a mut http::HeaderMap);
-
-impl opentelemetry::propagation::Injector for HeaderWriter<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        // An empty `tracestate` (the usual one) is left out, as W3C allows.
-        if value.is_empty() {
-            return;
-        }
-        // The propagators' own names, without parsing them each time.
-        let name = match key {
-            "traceparent" => http::HeaderName::from_static("traceparent"),
-            "tracestate" => http::HeaderName::from_static("tracestate"),
-            "x-b3-traceid" => http::HeaderName::from_static("x-b3-traceid"),
-            "x-b3-spanid" => http::HeaderName::from_static("x-b3-spanid"),
-            "x-b3-parentspanid" => http::HeaderName::from_static("x-b3-parentspanid"),
-            "x-b3-sampled" => http::HeaderName::from_static("x-b3-sampled"),
-            "x-b3-flags" => http::HeaderName::from_static("x-b3-flags"),
-            other => match http::HeaderName::from_bytes(other.as_bytes()) {
-                Ok(name) => name,
-                Err(_) => return,
-            },
-        };
-        if let Ok(value) = http::HeaderValue::try_from(value) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
-/// The trace context a request carries (W3C, else B3); an empty context when it carries none
-/// or only malformed headers, so a new trace starts.
-pub fn extract(headers: &http::HeaderMap) -> Context {
-    propagator(true).extract(&HeaderReader(headers))
-}
-
-/// Writes `context`'s span into `headers` as W3C and B3, for an outgoing call.
-pub fn inject(context: &Context, headers: &mut http::HeaderMap) {
-    propagator(false).inject_context(context, &mut HeaderWriter(headers));
 }
 
 /// Whether the current context (the request being handled, while its handler runs) is a
@@ -343,33 +281,6 @@ pub fn current_trace_id() -> Option<[u8; 32]> {
     hex::encode_to_slice(id, &mut text).ok()?;
     Some(text)
 }
-
-/// The trace context `headers` carry, to pass on with a call made for a request that is not
-/// sampled (its decision goes with it); empty when tracing is off.
-pub fn propagation_headers(headers: &http::HeaderMap) -> http::HeaderMap {
-    let mut out = http::HeaderMap::new();
-    if tracer().is_none() {
-        return out;
-    }
-    for name in PROPAGATION_HEADERS {
-        if let Some(value) = headers.get(*name) {
-            out.insert(*name, value.clone());
-        }
-    }
-    out
-}
-
-/// The headers that carry a trace context, in either format.
-const PROPAGATION_HEADERS: &[&str] = &[
-    "traceparent",
-    "tracestate",
-    "b3",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "x-b3-flags",
-];
 
 /// The CLIENT span of one outgoing call, a child of the trace context `parent` headers carry
 /// (a request's headers, which name its SERVER span).
@@ -478,9 +389,10 @@ impl ChildSpan {
 
 /// The SERVER span of one request, ended by [`RequestSpan::finish`] (or when dropped).
 pub struct RequestSpan {
-    context: Context,
+    /// The span's context; none for a request the sampler left out (no span is made).
+    context: Option<Context>,
+    trace_id: TraceId,
     method: &'static str,
-    sampled: bool,
 }
 
 /// A method's name without an allocation for the usual ones.
@@ -495,14 +407,6 @@ fn method_name(method: &http::Method) -> &'static str {
         http::Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
-}
-
-/// Whether `headers` carry a trace context in either format (one pass over the names; most
-/// requests, the first hop's, carry none, and then nothing is parsed).
-fn has_propagation_headers(headers: &http::HeaderMap) -> bool {
-    headers
-        .keys()
-        .any(|name| PROPAGATION_HEADERS.contains(&name.as_str()))
 }
 
 impl RequestSpan {
@@ -531,53 +435,76 @@ impl RequestSpan {
             Context::new()
         };
         let method = method_name(request.method());
+        // The configured sampler decides first, on the caller's trace id or a new one: a
+        // request it leaves out (most of them at a low ratio) makes no span at all, only the id
+        // its log line and, at the first hop of a forwarding service, its "not sampled" header
+        // need. (The tracer's own sampler then keeps every span it is asked for under a sampled
+        // parent, and every root: it is only asked for the sampled ones.)
+        let parent_span = parent.span().span_context().clone();
+        let trace_id = if parent_span.is_valid() {
+            parent_span.trace_id()
+        } else {
+            RandomIdGenerator::default().new_trace_id()
+        };
+        let decision = REQUEST_SAMPLER.get().map(|sampler| {
+            sampler
+                .should_sample(Some(&parent), trace_id, method, &SpanKind::Server, &[], &[])
+                .decision
+        });
+        if decision != Some(SamplingDecision::RecordAndSample) {
+            if forwards && !carried {
+                // Not sampled, and the first hop: only the W3C header, which says so (flags
+                // 00), so the next services do not sample a trace this one left out. (When the
+                // caller sent headers, they already carry its decision, which this one
+                // followed.)
+                let left_out = SpanContext::new(
+                    trace_id,
+                    RandomIdGenerator::default().new_span_id(),
+                    TraceFlags::default(),
+                    false,
+                    Default::default(),
+                );
+                let context = Context::new().with_remote_span_context(left_out);
+                let headers = request.headers_mut();
+                TraceContextPropagator::new().inject_context(&context, &mut HeaderWriter(headers));
+            }
+            return Some(RequestSpan {
+                context: None,
+                trace_id,
+                method,
+            });
+        }
         let mut span = tracer
             .span_builder(method)
             .with_kind(SpanKind::Server)
             .start_with_context(tracer, &parent);
-        let sampled = span.span_context().is_sampled();
-        if sampled {
-            span.set_attribute(KeyValue::new("http.request.method", method));
-            span.set_attribute(KeyValue::new("url.path", request.uri().path().to_string()));
-        }
-        let context = parent.with_span(span);
-        if forwards && !sampled && !carried {
-            // Not sampled, and the first hop: only the W3C header, which says so (flags 00),
-            // so the next services do not sample a trace this one left out. (When the caller
-            // sent headers, they already carry its decision, which this one followed.)
-            let headers = request.headers_mut();
-            TraceContextPropagator::new().inject_context(&context, &mut HeaderWriter(headers));
-        }
+        span.set_attribute(KeyValue::new("http.request.method", method));
+        span.set_attribute(KeyValue::new("url.path", request.uri().path().to_string()));
         Some(RequestSpan {
-            context,
+            // A root span has an id of the tracer's making.
+            trace_id: span.span_context().trace_id(),
+            context: Some(parent.with_span(span)),
             method,
-            sampled,
         })
     }
 
-    /// Whether the span is recorded and exported; an unsampled one costs little, and has no
-    /// children.
-    pub fn sampled(&self) -> bool {
-        self.sampled
-    }
-
-    /// The span's context: the current one while the request's handler runs.
-    pub fn context(&self) -> &Context {
-        &self.context
+    /// The span's context, the current one while the request's handler runs; none when the
+    /// request is not sampled (it has no span, and its handler makes none).
+    pub fn context(&self) -> Option<&Context> {
+        self.context.as_ref()
     }
 
     /// The trace id, for the request's log line.
-    pub fn trace_id(&self) -> opentelemetry::trace::TraceId {
-        self.context.span().span_context().trace_id()
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
     }
 
     /// Names the span by its route, records the status, marks 5xx answers as errors, and ends it.
     pub fn finish(self, route: &str, status: u16) {
-        let span = self.context.span();
-        if !self.sampled {
-            span.end();
+        let Some(context) = self.context else {
             return;
-        }
+        };
+        let span = context.span();
         span.update_name(format!("{} {route}", self.method));
         span.set_attribute(KeyValue::new("http.route", route.to_string()));
         span.set_attribute(KeyValue::new(
