@@ -185,6 +185,28 @@ static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 /// The tracer's sampler, asked before a request's span is made.
 static REQUEST_SAMPLER: OnceLock<Sampler> = OnceLock::new();
 
+thread_local! {
+    /// The trace id the next root span on this thread takes ([`PresetIds`]).
+    static PRESET_TRACE_ID: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The tracer's ids: random, except a root request span's trace id, which
+/// [`RequestSpan::start`] chose before asking the sampler and sets just before starting it.
+#[derive(Debug, Default)]
+struct PresetIds(RandomIdGenerator);
+
+impl IdGenerator for PresetIds {
+    fn new_trace_id(&self) -> TraceId {
+        PRESET_TRACE_ID
+            .take()
+            .unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> opentelemetry::trace::SpanId {
+        self.0.new_span_id()
+    }
+}
+
 /// Flushes what is queued when dropped (at exit). Hold it until the process ends.
 #[must_use = "dropping the guard stops tracing"]
 pub struct TracingGuard(Option<SdkTracerProvider>);
@@ -247,6 +269,7 @@ pub fn init(config: &TracingConfig, service: &str) -> Result<TracingGuard, Strin
         // The configured sampler decides for each request (`RequestSpan::start`); a span is
         // only started under a sampled request.
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+        .with_id_generator(PresetIds::default())
         .with_resource(resource)
         .build();
     let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "flotilla");
@@ -474,14 +497,22 @@ impl RequestSpan {
                 method,
             });
         }
+        // A root span gets the trace id the sampler decided on, so that the decision stays a
+        // function of the trace id (as `traceidratio` is, in every service).
+        let root = !parent_span.is_valid();
+        if root {
+            PRESET_TRACE_ID.set(Some(trace_id));
+        }
         let mut span = tracer
             .span_builder(method)
             .with_kind(SpanKind::Server)
             .start_with_context(tracer, &parent);
+        if root {
+            PRESET_TRACE_ID.set(None);
+        }
         span.set_attribute(KeyValue::new("http.request.method", method));
         span.set_attribute(KeyValue::new("url.path", request.uri().path().to_string()));
         Some(RequestSpan {
-            // A root span has an id of the tracer's making.
             trace_id: span.span_context().trace_id(),
             context: Some(parent.with_span(span)),
             method,
