@@ -40,13 +40,16 @@ if ! cargo machete --version >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-machete@0.9.2
 fi
 # The real clients the tests run, pinned, into target/clients (where the tests look): Eureka's
-# (the registry's tests) and Zipkin's (the trace collector's). One pip and one npm install each,
+# (the registry's tests), Zipkin's (the trace collector's) and OpenTelemetry's protobuf
+# definitions (the OTLP receiver of the tracing tests). One pip and one npm install each,
 # so a newer list replaces an older one (npm removes what the install does not name).
 clients="$(cd "$(dirname "$0")/.." && pwd)/target/clients"
-if [ ! -x "$clients/py/bin/python" ] || ! "$clients/py/bin/python" -c 'import py_eureka_client, py_zipkin' 2>/dev/null; then
-  echo "setup: installing py-eureka-client and py_zipkin into $clients/py"
+if [ ! -x "$clients/py/bin/python" ] \
+  || ! "$clients/py/bin/python" -c 'import py_eureka_client, py_zipkin, opentelemetry.proto' 2>/dev/null; then
+  echo "setup: installing py-eureka-client, py_zipkin and opentelemetry-proto into $clients/py"
   python3 -m venv "$clients/py"
-  "$clients/py/bin/pip" install --quiet --disable-pip-version-check py-eureka-client==0.13.3 py_zipkin==1.2.8
+  "$clients/py/bin/pip" install --quiet --disable-pip-version-check py-eureka-client==0.13.3 \
+    py_zipkin==1.2.8 opentelemetry-proto==1.45.2
 fi
 if [ ! -f "$clients/js/node_modules/eureka-js-client/package.json" ] \
   || [ ! -f "$clients/js/node_modules/zipkin-transport-http/package.json" ]; then

@@ -378,3 +378,76 @@ fn with_a_collector_that_never_answers_the_queue_stays_bounded_and_drops_are_cou
     assert!((32.0..=40.0).contains(&dropped), "dropped {dropped}");
     assert_eq!(get(&echo, "/", &[]), 200);
 }
+
+#[test]
+fn spans_reach_an_otlp_receiver_decoded_with_opentelemetrys_own_protobuf_definitions() {
+    // The receiver is Python with opentelemetry-proto (PyPI), which scripts/setup.sh installs.
+    let clients = std::env::var_os("FLOTILLA_CLIENTS_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/clients"),
+        std::path::PathBuf::from,
+    );
+    let python = clients.join("py/bin/python");
+    assert!(
+        python.exists(),
+        "the test clients are not installed in {}: run scripts/setup.sh",
+        clients.display()
+    );
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/otlp_receiver.py");
+    let mut receiver = std::process::Command::new(python)
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = receiver.stdout.take().unwrap();
+    let _receiver = Kill(receiver);
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    let port = first.strip_prefix("port ").expect("the receiver's port");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let echo = start(
+        "echo",
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "echo-otlp"),
+        ],
+    );
+    let header = "00-6bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    assert_eq!(get(&echo, "/", &[("traceparent", header)]), 200);
+    let line = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a span within 10 s");
+    let span: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(span["service"], "echo-otlp");
+    assert_eq!(span["kind"], "SERVER");
+    assert_eq!(span["trace_id"], "6bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span["parent_span_id"], "00f067aa0ba902b7");
+    assert_eq!(span["attributes"]["http.request.method"], "GET");
+    assert_eq!(span["attributes"]["http.response.status_code"], "200");
+    // Counted once the receiver has answered.
+    let mut exported = 0.0;
+    for _ in 0..100 {
+        exported = export_count(&echo, "exported");
+        if exported >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(exported, 1.0);
+}
