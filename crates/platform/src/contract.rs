@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, HeaderValue};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 
 use crate::errors::{error_response, json_error_bodies};
 use crate::health::{self, Readiness};
@@ -37,8 +37,17 @@ pub type Contracted = RequestLayers<RouterHandler>;
 /// Adds the contract endpoints and the per-request layers to a service's router.
 pub fn contract_router(app: Router, readiness: &Readiness, errors: ErrorStyle) -> Contracted {
     let contract = Router::new()
-        // The seeds' API answers /hc on any method.
-        .route("/hc", any(health::liveness))
+        // The seeds' API answers /hc on any method; here on every standard one but TRACE and
+        // CONNECT (which get 405 with `Allow`, as any method a route does not declare).
+        .route(
+            "/hc",
+            get(health::liveness)
+                .post(health::liveness)
+                .put(health::liveness)
+                .patch(health::liveness)
+                .delete(health::liveness)
+                .options(health::liveness),
+        )
         .route("/ready", get(health::readiness))
         .route("/metrics", get(metrics))
         .with_state(readiness.clone());

@@ -114,3 +114,23 @@ fn healthcheck_exits_0_only_for_a_2xx_answer_in_time() {
     assert!(stderr.contains("--timeout"), "{stderr}");
     api.signal(Signal::SIGTERM);
 }
+
+#[test]
+fn every_service_refuses_trace_on_its_contract_endpoints_with_allow() {
+    // The contract's routes are the platform's: one check per kind of service.
+    let traces = start("traces", &[], &[("TRACES_DATA", ":memory:")]);
+    let registry = start("registry", &[], &[]);
+    let echo = start("echo", &[], &[]);
+    let client = reqwest::blocking::Client::new();
+    for service in [&traces, &registry, &echo] {
+        for path in ["/hc", "/ready", "/metrics"] {
+            let response = client
+                .request(reqwest::Method::TRACE, service.url(path))
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 405, "TRACE {path}");
+            let allow = response.headers()["allow"].to_str().unwrap().to_string();
+            assert!(allow.contains("GET"), "TRACE {path}: Allow {allow}");
+        }
+    }
+}

@@ -6,13 +6,23 @@ use serde_json::Value;
 use crate::helpers::{Backend, spawn_app};
 
 #[tokio::test]
-async fn hc_answers_ok_on_any_method() {
+async fn hc_answers_ok_on_the_standard_methods_and_refuses_trace() {
     let app = spawn_app().await;
-    for method in ["GET", "POST", "PUT", "DELETE"] {
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
         let response = app.raw(method, "/hc", None, "").await;
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status(), StatusCode::OK, "{method}");
         assert_eq!(response.text().await.unwrap(), "OK");
     }
+    // TRACE echoes a request back (cross-site tracing): refused, like any method a route does
+    // not declare, with the methods it does.
+    let response = app.raw("TRACE", "/hc", None, "").await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = response.headers()["allow"].to_str().unwrap().to_string();
+    for method in ["GET", "HEAD", "POST", "DELETE"] {
+        assert!(allow.contains(method), "{allow}");
+    }
+    let body: Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("GET"), "{body}");
 }
 
 #[tokio::test]
