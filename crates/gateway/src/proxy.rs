@@ -267,10 +267,9 @@ async fn forward(
 
         let (attempt_body, replayable) = body.take()?;
         // A CLIENT span per attempt when the request is traced: a retry shows as a second one.
-        let span = attempt_span(
-            &parts.method,
-            &server.address,
-            path.as_str(),
+        let span = platform::otel::ClientSpan::start_current(
+            parts.method.as_str(),
+            || format!("http://{}{}", server.address, path.as_str()),
             &upstream.name,
         );
         if let Some(span) = &span {
@@ -368,24 +367,6 @@ async fn forward(
             }
         }
     }
-}
-
-/// The span of one attempt, when the request is sampled (its SERVER span is the current
-/// context while the proxy runs).
-fn attempt_span(
-    method: &http::Method,
-    server: &str,
-    path: &str,
-    upstream: &str,
-) -> Option<platform::otel::ClientSpan> {
-    if !platform::otel::current_sampled() {
-        return None;
-    }
-    platform::otel::ClientSpan::start_current(
-        method.as_str(),
-        format!("http://{server}{path}"),
-        upstream,
-    )
 }
 
 fn client_body_error(error: ClientBodyError, max: Option<u64>) -> ProxyError {

@@ -292,15 +292,14 @@ pub fn current_sampled() -> bool {
 /// The current context's trace id (the request being handled, while its handler runs) as 32
 /// lower-case hex digits, when it is sampled.
 pub fn current_trace_id() -> Option<[u8; 32]> {
-    if !current_sampled() {
+    tracer()?;
+    let current = Context::current();
+    let span = current.span();
+    if !span.span_context().is_sampled() {
         return None;
     }
     let mut text = [0u8; 32];
-    let id = Context::current()
-        .span()
-        .span_context()
-        .trace_id()
-        .to_bytes();
+    let id = span.span_context().trace_id().to_bytes();
     hex::encode_to_slice(id, &mut text).ok()?;
     Some(text)
 }
@@ -316,11 +315,12 @@ impl ClientSpan {
     /// the current context's span (the request being handled, while its handler runs); `None`
     /// when tracing is off, or the request is not sampled (its calls then pass on its
     /// [`propagation_headers`]).
-    pub fn start_current(method: &str, url: String, peer: &str) -> Option<Self> {
+    /// `url` is only made for a span that is started.
+    pub fn start_current(method: &str, url: impl FnOnce() -> String, peer: &str) -> Option<Self> {
         if !current_sampled() {
             return None;
         }
-        Self::start_under(Context::current(), method, url, peer)
+        Self::start_under(Context::current(), method, url(), peer)
     }
 
     fn start_under(parent: Context, method: &str, url: String, peer: &str) -> Option<Self> {
@@ -475,11 +475,11 @@ impl RequestSpan {
                 .decision
         });
         if decision != Some(SamplingDecision::RecordAndSample) {
-            if forwards && !carried {
-                // Not sampled, and the first hop: only the W3C header, which says so (flags
-                // 00), so the next services do not sample a trace this one left out. (When the
-                // caller sent headers, they already carry its decision, which this one
-                // followed.)
+            if forwards && !parent_span.is_valid() {
+                // Not sampled, and the first hop (no caller's context, or only malformed
+                // headers): a W3C header saying so (flags 00), so the next services do not
+                // sample a trace this one left out. (A caller's valid headers already carry its
+                // decision, which this one followed.)
                 let left_out = SpanContext::new(
                     trace_id,
                     RandomIdGenerator::default().new_span_id(),

@@ -149,13 +149,14 @@ impl Api {
         // A CLIENT span for the call, child of the page request's span (the current context),
         // carried as W3C and B3; a page request left out by the sampler passes its decision on.
         let span = caller.trace.and_then(|_| {
+            // Building a copy of the request is the costly part: not for an unsampled one.
             if !platform::otel::current_sampled() {
                 return None;
             }
             let built = request.try_clone()?.build().ok()?;
             platform::otel::ClientSpan::start_current(
                 built.method().as_str(),
-                built.url().to_string(),
+                || built.url().to_string(),
                 "todo-api",
             )
         });
