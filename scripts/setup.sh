@@ -51,6 +51,13 @@ if [ ! -x "$clients/py/bin/python" ] \
   "$clients/py/bin/pip" install --quiet --disable-pip-version-check py-eureka-client==0.13.3 \
     py_zipkin==1.2.8 opentelemetry-proto==1.45.2
 fi
+# schemathesis checks the TODO API against its own OpenAPI document (tests/api/schemathesis.rs),
+# in a venv of its own: it pins many libraries of its own.
+if [ ! -x "$clients/st/bin/st" ] || [ "$("$clients/st/bin/st" --version 2>/dev/null)" != "st, version 4.32.0" ]; then
+  echo "setup: installing schemathesis into $clients/st"
+  python3 -m venv "$clients/st"
+  "$clients/st/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.0
+fi
 if [ ! -f "$clients/js/node_modules/eureka-js-client/package.json" ] \
   || [ ! -f "$clients/js/node_modules/zipkin-transport-http/package.json" ]; then
   echo "setup: installing eureka-js-client and zipkin-js into $clients/js"

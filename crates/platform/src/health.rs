@@ -148,7 +148,8 @@ impl Readiness {
 }
 
 /// `GET /hc`: the process is alive.
-#[utoipa::path(get, path = "/hc", tag = "contract",
+#[utoipa::path(method(get, head, post, put, patch, delete, options), path = "/hc", tag = "contract",
+    description = "Liveness. Answers every standard method, as the seeds' API did, except TRACE and CONNECT (405).",
     responses((status = 200, description = "The process is alive", body = String, example = "OK")))]
 pub(crate) async fn liveness() -> &'static str {
     "OK"

@@ -1,5 +1,6 @@
 //! The API's one error type, and the extractors that turn bad requests into it.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -7,11 +8,12 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::model::Invalid;
+use crate::model::{Invalid, MAX_ID};
 use crate::store::StoreError;
 
-/// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body accepted: room for any valid item even with every character written as a
+/// JSON escape (16,383 characters of content at up to 12 bytes each).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -87,11 +89,86 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                    _ => ApiError::BadRequest(rejection.body_text()),
+                })?;
+        // A struct would also deserialize from an array of its fields in order; bodies are
+        // objects only.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                    Err(error) => ApiError::BadRequest(format!("malformed JSON: {error}")),
+                    Ok(_) => ApiError::BadRequest("invalid body: expected a JSON object".into()),
+                },
+            );
+        }
+        if too_deep(&bytes) {
+            return Err(ApiError::BadRequest(format!(
+                "malformed JSON: nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(JsonBody(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// Deepest nesting of arrays and objects a body may have: serde_json's own limit for what it
+/// parses, applied also to the values of fields the API ignores (which it skips unbounded).
+const MAX_DEPTH: usize = 128;
+
+/// Whether arrays and objects nest deeper than [`MAX_DEPTH`], brackets inside strings aside. A
+/// body that is not JSON at all may pass; the parser refuses it next.
+fn too_deep(bytes: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `application/json` or any `application/*+json`, parameters aside (what `axum::Json` takes).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5 && subtype[subtype.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -115,7 +192,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// The `{id}` of `/todo/{id}`: a positive integer.
+/// The `{id}` of `/todo/{id}`: a positive 32-bit integer.
 pub struct TodoId(pub i64);
 
 impl<S: Send + Sync> FromRequestParts<S> for TodoId {
@@ -125,10 +202,11 @@ impl<S: Send + Sync> FromRequestParts<S> for TodoId {
         let raw = axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e: PathRejection| ApiError::BadRequest(e.body_text()))?;
+        let digits = !raw.0.is_empty() && raw.0.bytes().all(|b| b.is_ascii_digit());
         match raw.0.parse::<i64>() {
-            Ok(id) if id > 0 => Ok(TodoId(id)),
+            Ok(id) if digits && (1..=MAX_ID).contains(&id) => Ok(TodoId(id)),
             _ => Err(ApiError::BadRequest(format!(
-                "id must be a positive integer, got {:?}",
+                "id must be a positive integer up to {MAX_ID}, got {:?}",
                 raw.0
             ))),
         }
@@ -151,5 +229,49 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
                     .unwrap_or_else(|| e.body_text());
                 ApiError::BadRequest(format!("invalid query string: {cause}"))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!too_deep(nested(MAX_DEPTH).as_bytes()));
+        assert!(too_deep(nested(MAX_DEPTH + 1).as_bytes()));
+        let in_string = format!(r#"{{"a": "{}"}}"#, "[".repeat(1000));
+        assert!(!too_deep(in_string.as_bytes()));
+        let escaped_quote = format!(r#"{{"a": "\"{}"}}"#, "[".repeat(1000));
+        assert!(!too_deep(escaped_quote.as_bytes()));
+        let after_string = format!(r#"{{"a": "\\", "b": {}}}"#, nested(MAX_DEPTH));
+        assert!(too_deep(after_string.as_bytes()));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |value: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(axum::http::header::CONTENT_TYPE, value.parse().unwrap());
+            is_json(&headers)
+        };
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in [
+            "text/json",
+            "application/jsonx",
+            "application/+json",
+            "json",
+            "",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+        assert!(!is_json(&axum::http::HeaderMap::new()));
     }
 }

@@ -9,9 +9,11 @@
 //! - [`model`]: the item, its status, request bodies and their validation.
 //! - [`routes`]: HTTP handlers and the OpenAPI document generated from them.
 //! - [`error`]: the error type and the extractors that produce it.
+//! - `conditional`: `ETag` and `If-None-Match` on reads.
 //! - [`store`]: the primary/replica storage layer and its backends.
 //! - [`seed`]: the original sample rows.
 
+mod conditional;
 pub mod config;
 pub mod error;
 pub mod model;

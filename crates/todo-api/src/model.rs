@@ -5,14 +5,132 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
-/// Longest title, in characters: the original schema's `VARCHAR(188)`.
+/// Longest title, in characters once trimmed: the original schema's `VARCHAR(188)`.
 pub const MAX_TITLE_CHARS: usize = 188;
-/// Longest content, in bytes: MySQL's `TEXT`.
-pub const MAX_CONTENT_BYTES: usize = 65_535;
+/// Longest content, in characters: the column is MySQL's `TEXT` (65,535 bytes), which holds this
+/// many characters whatever they are (utf8mb4 takes up to 4 bytes each).
+pub const MAX_CONTENT_CHARS: usize = 16_383;
+/// Largest item id: ids are positive 32-bit integers.
+pub const MAX_ID: i64 = i32::MAX as i64;
+
+/// The characters a title is trimmed of, as the inside of a regular-expression class: exactly
+/// those `char::is_whitespace` accepts (Unicode's White_Space), which `str::trim` removes. A test
+/// checks the two agree on every character. The escapes mean the same in ECMA-262 (the document's
+/// dialect), Python and Rust's `regex`.
+const WHITESPACE_CLASS: &str =
+    "\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// The rule [`valid_title`] enforces, as a JSON Schema `pattern`: 1 to [`MAX_TITLE_CHARS`]
+/// characters once leading and trailing whitespace is removed, none of them NUL.
+pub fn title_pattern() -> String {
+    let w = WHITESPACE_CLASS;
+    format!(
+        "^[{w}]*[^{w}\\u0000](?:[^\\u0000]{{0,{}}}[^{w}\\u0000])?[{w}]*$",
+        MAX_TITLE_CHARS - 2
+    )
+}
+
+/// Text fields hold no NUL character: SQLite's string functions stop at one, and other
+/// databases refuse it.
+const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
+fn title_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(title_pattern()))
+        .description(Some(format!(
+            "1 to {MAX_TITLE_CHARS} characters once leading and trailing whitespace (Unicode White_Space) is removed, no NUL; stored trimmed"
+        )))
+        .build()
+}
+
+fn content_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_CONTENT_CHARS))
+        .pattern(Some(NO_NUL_PATTERN))
+        .description(Some(format!(
+            "Free text, at most {MAX_CONTENT_CHARS} characters, no NUL; missing means empty"
+        )))
+        .build()
+}
+
+/// An item id as the API accepts it: a positive 32-bit integer.
+pub fn id_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+        .minimum(Some(1))
+        .maximum(Some(MAX_ID))
+        .build()
+}
+
+/// Deserializes a field that may be left out (`None`, with `#[serde(default)]`) or sent as null
+/// (`Some(None)`), so that validation can refuse a null by name.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Deserializes a body id like [`nullable`], taking any JSON number with no fractional part as
+/// JSON Schema's `integer` does (`7.0` is 7); other numbers are refused by name later.
+fn nullable_integer<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<Number>>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer).map(|n| Some(n.map(Number)))
+}
+
+/// A JSON number as sent, for ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Number(serde_json::Number);
+
+impl Number {
+    /// The whole number this is, or why not.
+    fn integer(&self, name: &str) -> Result<i64, Invalid> {
+        if let Some(n) = self.0.as_i64() {
+            return Ok(n);
+        }
+        match self.0.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+            _ => Err(Invalid(format!(
+                "{name} must be a positive integer up to {MAX_ID}, got {}",
+                self.0
+            ))),
+        }
+    }
+}
+
+impl From<i64> for Number {
+    fn from(n: i64) -> Self {
+        Number(n.into())
+    }
+}
+
+/// A field that may be left out but is never null.
+fn not_null<T>(field: Option<Option<T>>, name: &str) -> Result<Option<T>, Invalid> {
+    match field {
+        Some(None) => Err(Invalid(format!("{name} must not be null"))),
+        Some(value) => Ok(value),
+        None => Ok(None),
+    }
+}
+
+/// Checks a body id: a positive 32-bit integer.
+fn valid_id(id: i64) -> Result<i64, Invalid> {
+    if (1..=MAX_ID).contains(&id) {
+        Ok(id)
+    } else {
+        Err(Invalid(format!(
+            "id must be a positive integer up to {MAX_ID}, got {id}"
+        )))
+    }
+}
 
 /// Which column of the board an item is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -177,38 +295,72 @@ impl Serialize for Todo {
     }
 }
 
-/// `POST /todo`: a new item; it starts in TODO unless `status` says otherwise.
+/// `POST /todo`: a new item; it starts in TODO unless `status` says otherwise. A field may be
+/// left out where it is optional, but never sent as null.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateTodo {
-    /// 1 to 188 characters, not only spaces.
-    #[schema(required = true)]
-    pub title: Option<String>,
-    pub content: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = title_schema, required = true)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = content_schema)]
+    pub content: Option<Option<String>>,
     /// The starting column (default TODO).
-    pub status: Option<Status>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Status, required = false)]
+    pub status: Option<Option<Status>>,
 }
 
-/// `PUT /todo` and `PUT /todo/{id}`: every field of the item is replaced.
+/// `PUT /todo` (the original form): every field of the item whose `id` is in the body is
+/// replaced.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ReplaceTodo {
-    /// Required by `PUT /todo` (the original form); optional with `PUT /todo/{id}`, where it
-    /// must match the path.
-    pub id: Option<i64>,
-    #[schema(required = true)]
-    pub title: Option<String>,
-    /// Missing means empty.
-    pub content: Option<String>,
-    #[schema(required = true)]
-    pub status: Option<Status>,
+    #[serde(default, deserialize_with = "nullable_integer")]
+    #[schema(schema_with = id_schema, required = true)]
+    pub id: Option<Option<Number>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = title_schema, required = true)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = content_schema)]
+    pub content: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Status, required = true)]
+    pub status: Option<Option<Status>>,
 }
 
-/// `PATCH /todo/{id}`: only the fields present change.
+/// `PUT /todo/{id}`: every field of the item is replaced. An `id` in the body is not needed; if
+/// one is sent it must equal the path's (400 otherwise), so a client may send back an item it read.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ReplaceTodoAt {
+    #[serde(default, deserialize_with = "nullable_integer")]
+    #[schema(ignore)]
+    pub id: Option<Option<Number>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = title_schema, required = true)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = content_schema)]
+    pub content: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Status, required = true)]
+    pub status: Option<Option<Status>>,
+}
+
+/// `PATCH /todo/{id}`: only the fields present change; at least one must be, and no other.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct PatchTodo {
-    pub title: Option<String>,
-    pub content: Option<String>,
-    pub status: Option<Status>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = title_schema)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = content_schema)]
+    pub content: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Status, required = false)]
+    pub status: Option<Option<Status>>,
 }
 
 /// A validated new item.
@@ -232,11 +384,14 @@ pub struct Changes {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-fn valid_title(title: Option<String>) -> Result<String, Invalid> {
-    let title = title.ok_or_else(|| Invalid("title is required".into()))?;
+fn valid_title(title: Option<Option<String>>) -> Result<String, Invalid> {
+    let title = not_null(title, "title")?.ok_or_else(|| Invalid("title is required".into()))?;
     let title = title.trim();
     if title.is_empty() {
         return Err(Invalid("title must not be empty".into()));
+    }
+    if title.contains('\0') {
+        return Err(Invalid("title must not contain the NUL character".into()));
     }
     let chars = title.chars().count();
     if chars > MAX_TITLE_CHARS {
@@ -247,15 +402,22 @@ fn valid_title(title: Option<String>) -> Result<String, Invalid> {
     Ok(title.to_string())
 }
 
-fn valid_content(content: Option<String>) -> Result<String, Invalid> {
-    let content = content.unwrap_or_default();
-    if content.len() > MAX_CONTENT_BYTES {
+fn valid_content(content: Option<Option<String>>) -> Result<String, Invalid> {
+    let content = not_null(content, "content")?.unwrap_or_default();
+    if content.contains('\0') {
+        return Err(Invalid("content must not contain the NUL character".into()));
+    }
+    let chars = content.chars().count();
+    if chars > MAX_CONTENT_CHARS {
         return Err(Invalid(format!(
-            "content must be at most {MAX_CONTENT_BYTES} bytes, got {}",
-            content.len()
+            "content must be at most {MAX_CONTENT_CHARS} characters, got {chars}"
         )));
     }
     Ok(content)
+}
+
+fn required_status(status: Option<Option<Status>>) -> Result<Status, Invalid> {
+    not_null(status, "status")?.ok_or_else(|| Invalid("status is required".into()))
 }
 
 impl CreateTodo {
@@ -263,39 +425,42 @@ impl CreateTodo {
         Ok(NewTodo {
             title: valid_title(self.title)?,
             content: valid_content(self.content)?,
-            status: self.status.unwrap_or(Status::Todo),
+            status: not_null(self.status, "status")?.unwrap_or(Status::Todo),
         })
     }
 }
 
 impl ReplaceTodo {
-    /// Checks the body against the id the request addresses (`None` for `PUT /todo`).
-    pub fn validate(self, path_id: Option<i64>) -> Result<(i64, NewTodo), Invalid> {
-        let id = match (path_id, self.id) {
-            (Some(path), Some(body)) if path != body => {
-                return Err(Invalid(format!(
-                    "id in the body ({body}) does not match the id in the path ({path})"
-                )));
-            }
-            (Some(id), _) | (None, Some(id)) => id,
-            (None, None) => return Err(Invalid("id is required".into())),
-        };
-        if id < 1 {
-            return Err(Invalid(format!("id must be a positive integer, got {id}")));
-        }
-        let title = valid_title(self.title)?;
-        let content = valid_content(self.content)?;
-        let status = self
-            .status
-            .ok_or_else(|| Invalid("status is required".into()))?;
+    pub fn validate(self) -> Result<(i64, NewTodo), Invalid> {
+        let id = not_null(self.id, "id")?.ok_or_else(|| Invalid("id is required".into()))?;
+        let id = valid_id(id.integer("id")?)?;
         Ok((
             id,
             NewTodo {
-                title,
-                content,
-                status,
+                title: valid_title(self.title)?,
+                content: valid_content(self.content)?,
+                status: required_status(self.status)?,
             },
         ))
+    }
+}
+
+impl ReplaceTodoAt {
+    /// Checks the body against the id the path addresses.
+    pub fn validate(self, path_id: i64) -> Result<NewTodo, Invalid> {
+        if let Some(body) = not_null(self.id, "id")?
+            && body.integer("id")? != path_id
+        {
+            let body = &body.0;
+            return Err(Invalid(format!(
+                "id in the body ({body}) does not match the id in the path ({path_id})"
+            )));
+        }
+        Ok(NewTodo {
+            title: valid_title(self.title)?,
+            content: valid_content(self.content)?,
+            status: required_status(self.status)?,
+        })
     }
 }
 
@@ -307,9 +472,15 @@ impl PatchTodo {
             ));
         }
         Ok(Changes {
-            title: self.title.map(|t| valid_title(Some(t))).transpose()?,
-            content: self.content.map(|c| valid_content(Some(c))).transpose()?,
-            status: self.status,
+            title: match self.title {
+                None => None,
+                title => Some(valid_title(title)?),
+            },
+            content: match self.content {
+                None => None,
+                content => Some(valid_content(content)?),
+            },
+            status: not_null(self.status, "status")?,
         })
     }
 }
@@ -384,10 +555,14 @@ mod tests {
 
     #[test]
     fn titles_are_trimmed_and_bounded_in_characters() {
-        let ok = |t: &str| valid_title(Some(t.to_string()));
+        let ok = |t: &str| valid_title(Some(Some(t.to_string())));
         assert_eq!(ok("  tidy  ").unwrap(), "tidy");
         assert!(ok("   ").is_err());
         assert!(valid_title(None).is_err());
+        assert_eq!(
+            valid_title(Some(None)).unwrap_err().0,
+            "title must not be null"
+        );
         // 188 multi-byte characters fit: the limit is characters, not bytes.
         assert!(ok(&"가".repeat(188)).is_ok());
         let err = ok(&"a".repeat(189)).unwrap_err();
@@ -396,17 +571,97 @@ mod tests {
 
     #[test]
     fn replace_checks_the_id() {
-        let body = |id| ReplaceTodo {
-            id,
-            title: Some("t".into()),
-            content: None,
-            status: Some(Status::Done),
+        let fields = || (Some(Some("t".to_string())), None, Some(Some(Status::Done)));
+        let by_body = |id| {
+            let (title, content, status) = fields();
+            ReplaceTodo {
+                id,
+                title,
+                content,
+                status,
+            }
+            .validate()
         };
-        assert_eq!(body(Some(3)).validate(None).unwrap().0, 3);
-        assert_eq!(body(None).validate(Some(4)).unwrap().0, 4);
-        assert!(body(None).validate(None).is_err());
-        assert!(body(Some(3)).validate(Some(4)).is_err());
-        assert!(body(Some(0)).validate(None).is_err());
+        let n = |n: i64| Some(Some(Number::from(n)));
+        assert_eq!(by_body(n(3)).unwrap().0, 3);
+        let seven: serde_json::Number = serde_json::from_str("7.0").unwrap();
+        assert_eq!(by_body(Some(Some(Number(seven)))).unwrap().0, 7);
+        let half: serde_json::Number = serde_json::from_str("7.5").unwrap();
+        assert!(by_body(Some(Some(Number(half)))).is_err());
+        assert!(by_body(None).is_err());
+        assert!(by_body(Some(None)).is_err());
+        assert!(by_body(n(0)).is_err());
+        assert!(by_body(n(MAX_ID + 1)).is_err());
+        let at = |id, path| {
+            let (title, content, status) = fields();
+            ReplaceTodoAt {
+                id,
+                title,
+                content,
+                status,
+            }
+            .validate(path)
+        };
+        assert!(at(None, 4).is_ok());
+        assert!(at(n(4), 4).is_ok());
+        assert!(at(n(3), 4).is_err());
+    }
+
+    #[test]
+    fn the_whitespace_class_is_exactly_what_trim_removes() {
+        let class = regex::Regex::new(&format!("^[{WHITESPACE_CLASS}]$")).unwrap();
+        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+            let mut buf = [0; 4];
+            assert_eq!(
+                class.is_match(c.encode_utf8(&mut buf)),
+                c.is_whitespace(),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+    }
+
+    fn title_matches_pattern(title: &str) {
+        let pattern = regex::Regex::new(&title_pattern()).unwrap();
+        let accepted = valid_title(Some(Some(title.to_string()))).is_ok();
+        assert_eq!(pattern.is_match(title), accepted, "{title:?}");
+    }
+
+    #[test]
+    fn the_documented_title_pattern_accepts_exactly_the_valid_titles() {
+        let long = "x".repeat(MAX_TITLE_CHARS);
+        for title in [
+            "",
+            " ",
+            "a",
+            " a ",
+            "\0",
+            "a\0",
+            " \0 ",
+            "a\0b",
+            "\u{3000}a\u{85}",
+            "\u{feff}",
+            "\u{1c}",
+            "a\n",
+            "\n",
+            &long,
+            &format!("  {long}\t"),
+            &format!("{long}y"),
+            &format!("a{}b", " ".repeat(186)),
+            &format!("a{}b", " ".repeat(187)),
+            &"가".repeat(MAX_TITLE_CHARS),
+        ] {
+            title_matches_pattern(title);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_title_pattern_and_validation_agree(
+            title in "[ \\t\\u{85}\\u{3000}\\u{feff}\\u{1c}]{0,3}[ax가🚢 \\u{2000}\\u{0}]{0,190}[ \\t\\n\\u{a0}\\u{feff}]{0,3}"
+        ) {
+            title_matches_pattern(&title);
+        }
     }
 
     #[test]

@@ -8,17 +8,18 @@ use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform::ErrorBody;
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::conditional;
 use crate::error::{ApiError, JsonBody, MAX_BODY_BYTES, QueryParams, TodoId};
-use crate::model::{CreateTodo, PatchTodo, ReplaceTodo, Status, Timestamp, Todo};
-use crate::store::{Cursor, ListQuery, Position, Store, StoreSlot, Written};
+use crate::model::{
+    CreateTodo, NewTodo, PatchTodo, ReplaceTodo, ReplaceTodoAt, Status, Timestamp, Todo,
+};
+use crate::store::{Cursor, ListQuery, Position, Store, StoreError, StoreSlot, Written};
 
 /// Items per page unless `limit` says otherwise.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -73,28 +74,46 @@ pub fn router(store: StoreSlot) -> (axum::Router, utoipa::openapi::OpenApi) {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Column to list: TODO (default), PROGRESS or DONE.
+    /// Column to list: TODO (default, or the cursor's column), PROGRESS or DONE.
     #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Items per page, 1 to 1000 (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// Where the page starts: the `cursor` of the previous page's `Link: rel="next"` URL.
+    /// Where the page starts: pass the `cursor` of the previous page's `Link: rel="next"` URL
+    /// unchanged. It names its column: with a `status` that differs, the request is refused (400).
+    #[param(schema_with = cursor_schema)]
     cursor: Option<String>,
 }
 
 impl ListParams {
     fn validate(self) -> Result<ListQuery, ApiError> {
-        let status = match self.status.as_deref() {
-            None | Some("") => Status::Todo,
-            Some(s) => s
+        let after = match self.cursor.as_deref() {
+            None => None,
+            Some(s) => Some(decode_cursor(s).ok_or_else(|| {
+                ApiError::BadRequest(
+                    "cursor is not valid; pass the cursor of a Link header unchanged".to_string(),
+                )
+            })?),
+        };
+        let status = match (self.status.as_deref(), after) {
+            (None, None) => Status::Todo,
+            (None, Some((status, _))) => status,
+            (Some(s), _) => s
                 .parse()
                 .map_err(|e: crate::model::UnknownStatus| ApiError::BadRequest(e.to_string()))?,
         };
+        if let Some((from, _)) = after
+            && from != status
+        {
+            return Err(ApiError::BadRequest(format!(
+                "cursor is from the {from} column, but status is {status}"
+            )));
+        }
         let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
-            Some(s) => match s.parse::<u32>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            None => DEFAULT_LIMIT,
+            Some(s) => match whole_number(s).and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
                 _ => {
                     return Err(ApiError::BadRequest(format!(
                         "limit must be a whole number from 1 to {MAX_LIMIT}, got {s:?}"
@@ -102,20 +121,19 @@ impl ListParams {
                 }
             },
         };
-        let after = match self.cursor.as_deref() {
-            None | Some("") => None,
-            Some(s) => Some(decode_cursor(s).ok_or_else(|| {
-                ApiError::BadRequest(
-                    "cursor is not valid; pass the cursor of a Link header unchanged".to_string(),
-                )
-            })?),
-        };
         Ok(ListQuery {
             status,
-            after,
+            after: after.map(|(_, cursor)| cursor),
             limit,
         })
     }
+}
+
+/// Digits only (no sign, no spaces), at most 18 of them so the value fits an `i64`.
+fn whole_number(text: &str) -> Option<i64> {
+    (!text.is_empty() && text.len() <= 18 && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 /// Header carrying a replication position: on a write's answer, where the write landed; on a
@@ -152,40 +170,52 @@ fn with_position(mut response: Response, position: Option<&Position>) -> Respons
     response
 }
 
-/// Cursors are opaque to clients: `updated.id`, base64url-encoded.
-fn encode_cursor(cursor: Cursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}.{}", cursor.updated.0, cursor.id))
+/// What [`decode_cursor`] accepts, for the document.
+const CURSOR_PATTERN: &str = r"^(TODO|PROGRESS|DONE)\.(0|[1-9][0-9]{0,17})\.[1-9][0-9]{0,17}$";
+
+fn cursor_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(CURSOR_PATTERN))
+        .build()
 }
 
-fn decode_cursor(text: &str) -> Option<Cursor> {
-    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-    let text = std::str::from_utf8(&bytes).ok()?;
-    let (updated, id) = text.split_once('.')?;
+/// A cursor is `COLUMN.updated.id` of the last item of a page: clients pass it back unchanged
+/// (the document gives its pattern, which [`decode_cursor`] enforces exactly).
+fn encode_cursor(status: Status, cursor: Cursor) -> String {
+    format!("{status}.{}.{}", cursor.updated.0, cursor.id)
+}
+
+fn decode_cursor(text: &str) -> Option<(Status, Cursor)> {
+    let mut parts = text.splitn(3, '.');
+    let status = parts.next()?.parse().ok()?;
+    let (updated, id) = (parts.next()?, parts.next()?);
+    let canonical = |digits: &str| !digits.starts_with('0') || digits == "0";
     let cursor = Cursor {
-        updated: Timestamp(updated.parse().ok()?),
-        id: id.parse().ok()?,
+        updated: Timestamp(whole_number(updated).filter(|_| canonical(updated))?),
+        id: whole_number(id).filter(|_| canonical(id))?,
     };
-    (cursor.id > 0).then_some(cursor)
+    (cursor.id > 0).then_some((status, cursor))
 }
 
 /// List one column, newest change first.
 #[utoipa::path(get, path = "/todo", tag = "todo", params(ListParams), responses(
     (status = 200, description = "Items ordered by `updated` then `id`, newest first", body = [Todo],
-        headers(("Link" = String, description = "`<?status=...&limit=...&cursor=...>; rel=\"next\"` when more items remain"))),
-    (status = 400, description = "Unknown status, bad limit or cursor", body = ErrorBody),
+        headers(("Link" = String, description = "`<?status=...&limit=...&cursor=...>; rel=\"next\"` when more items remain"),
+            ("ETag" = String, description = "Tag of this answer; send it back in `If-None-Match`"))),
+    (status = 304, description = "`If-None-Match` names the current answer's tag: nothing changed, no body",
+        headers(("ETag" = String, description = "Tag of the current answer"))),
+    (status = 400, description = "Unknown status, a bad limit or cursor, or a cursor from another column than `status`", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn list_todos(
     State(state): State<AppState>,
     ReadAfter(after): ReadAfter,
+    request: HeaderMap,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Response, ApiError> {
     let query = params.validate()?;
     let page = state.store()?.list(&query, after.as_ref()).await?;
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     if let Some(next) = page.next {
         // A query-only reference resolves against the request's own path, so it stays right
         // behind a gateway that strips a prefix such as /api.
@@ -193,34 +223,40 @@ async fn list_todos(
             "<?status={}&limit={}&cursor={}>; rel=\"next\"",
             query.status,
             query.limit,
-            encode_cursor(next)
+            encode_cursor(query.status, next)
         );
         headers.insert(
             header::LINK,
             HeaderValue::try_from(link).expect("ASCII only"),
         );
     }
-    Ok((headers, page.json).into_response())
+    Ok(conditional::json(&request, headers, page.json))
 }
 
 /// One item.
 #[utoipa::path(get, path = "/todo/{id}", tag = "todo",
-    params(("id" = i64, Path, description = "Item id", minimum = 1)), responses(
-    (status = 200, description = "The item", body = Todo),
-    (status = 400, description = "The id is not a positive integer", body = ErrorBody),
+    params(("id" = i32, Path, description = "Item id", minimum = 1)), responses(
+    (status = 200, description = "The item", body = Todo,
+        headers(("ETag" = String, description = "Tag of this answer; send it back in `If-None-Match`"))),
+    (status = 304, description = "`If-None-Match` names the current answer's tag: nothing changed, no body",
+        headers(("ETag" = String, description = "Tag of the current answer"))),
+    (status = 400, description = "The id is not a positive 32-bit integer", body = ErrorBody),
     (status = 404, description = "No such item", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn get_todo(
     State(state): State<AppState>,
     ReadAfter(after): ReadAfter,
+    request: HeaderMap,
     TodoId(id): TodoId,
-) -> Result<Json<Todo>, ApiError> {
-    state
+) -> Result<Response, ApiError> {
+    let todo = state
         .store()?
         .get(id, after.as_ref())
         .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound(id))
+        .ok_or(ApiError::NotFound(id))?;
+    let body =
+        serde_json::to_vec(&todo).map_err(|e| ApiError::Store(StoreError::Other(e.into())))?;
+    Ok(conditional::json(&request, HeaderMap::new(), body))
 }
 
 /// Create an item, in the TODO column unless `status` names another.
@@ -228,7 +264,7 @@ async fn get_todo(
     (status = 201, description = "Created", body = Todo,
         headers(("Location" = String, description = "`/todo/{id}` of the new item"))),
     (status = 400, description = "Malformed JSON, or a missing, empty or too long title", body = ErrorBody),
-    (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+    (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn create_todo(
@@ -255,39 +291,36 @@ async fn create_todo(
     (status = 200, description = "The updated item", body = Todo),
     (status = 400, description = "Malformed JSON or an invalid field", body = ErrorBody),
     (status = 404, description = "No such item", body = ErrorBody),
-    (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+    (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn replace_todo_by_body(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ReplaceTodo>,
 ) -> Result<Response, ApiError> {
-    replace(&state, None, body).await
+    let (id, todo) = body.validate()?;
+    replace(&state, id, todo).await
 }
 
 /// Replace every field of an item.
-#[utoipa::path(put, path = "/todo/{id}", tag = "todo", request_body = ReplaceTodo,
-    params(("id" = i64, Path, description = "Item id", minimum = 1)), responses(
+#[utoipa::path(put, path = "/todo/{id}", tag = "todo", request_body = ReplaceTodoAt,
+    params(("id" = i32, Path, description = "Item id", minimum = 1)), responses(
     (status = 200, description = "The updated item", body = Todo),
     (status = 400, description = "Malformed JSON, an invalid field, or a body id that differs from the path", body = ErrorBody),
     (status = 404, description = "No such item", body = ErrorBody),
-    (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+    (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn replace_todo(
     State(state): State<AppState>,
     TodoId(id): TodoId,
-    JsonBody(body): JsonBody<ReplaceTodo>,
+    JsonBody(body): JsonBody<ReplaceTodoAt>,
 ) -> Result<Response, ApiError> {
-    replace(&state, Some(id), body).await
+    let todo = body.validate(id)?;
+    replace(&state, id, todo).await
 }
 
-async fn replace(
-    state: &AppState,
-    path_id: Option<i64>,
-    body: ReplaceTodo,
-) -> Result<Response, ApiError> {
-    let (id, todo) = body.validate(path_id)?;
+async fn replace(state: &AppState, id: i64, todo: NewTodo) -> Result<Response, ApiError> {
     let written = state.store()?.replace(id, &todo, Timestamp::now()).await?;
     updated_item(id, written)
 }
@@ -303,11 +336,11 @@ fn updated_item(id: i64, written: Written<Option<Todo>>) -> Result<Response, Api
 
 /// Change some fields of an item, such as only its `status`.
 #[utoipa::path(patch, path = "/todo/{id}", tag = "todo", request_body = PatchTodo,
-    params(("id" = i64, Path, description = "Item id", minimum = 1)), responses(
+    params(("id" = i32, Path, description = "Item id", minimum = 1)), responses(
     (status = 200, description = "The updated item", body = Todo),
     (status = 400, description = "Malformed JSON, an unknown or invalid field, or no field at all", body = ErrorBody),
     (status = 404, description = "No such item", body = ErrorBody),
-    (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+    (status = 413, description = "Body over 256 KiB", body = ErrorBody),
     (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn patch_todo(
@@ -325,9 +358,9 @@ async fn patch_todo(
 
 /// Delete an item.
 #[utoipa::path(delete, path = "/todo/{id}", tag = "todo",
-    params(("id" = i64, Path, description = "Item id", minimum = 1)), responses(
+    params(("id" = i32, Path, description = "Item id", minimum = 1)), responses(
     (status = 204, description = "Deleted"),
-    (status = 400, description = "The id is not a positive integer", body = ErrorBody),
+    (status = 400, description = "The id is not a positive 32-bit integer", body = ErrorBody),
     (status = 404, description = "No such item", body = ErrorBody),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 async fn delete_todo(
@@ -365,9 +398,31 @@ mod tests {
             updated: Timestamp(1_700_000_000),
             id: 42,
         };
-        assert_eq!(decode_cursor(&encode_cursor(cursor)), Some(cursor));
-        for bad in ["", "!!", "bm9wZQ", "MS4w", "YS5i"] {
+        let text = encode_cursor(Status::Done, cursor);
+        assert_eq!(text, "DONE.1700000000.42");
+        assert_eq!(decode_cursor(&text), Some((Status::Done, cursor)));
+        let pattern = regex::Regex::new(CURSOR_PATTERN).unwrap();
+        for bad in [
+            "",
+            "!!",
+            "DONE",
+            "DONE.1",
+            "DONE.1.0",
+            "DONE.01.2",
+            "DONE.1.02",
+            "DONE.-1.2",
+            "DONE.+1.2",
+            "done.1.2",
+            "DONE.1.2.3",
+            "DONE.1234567890123456789.2",
+            "DONE. 1.2",
+        ] {
             assert_eq!(decode_cursor(bad), None, "{bad:?}");
+            assert!(!pattern.is_match(bad), "{bad:?}");
+        }
+        for good in ["TODO.0.1", "PROGRESS.123456789012345678.999999999999999999"] {
+            assert!(decode_cursor(good).is_some(), "{good:?}");
+            assert!(pattern.is_match(good), "{good:?}");
         }
     }
 }

@@ -2,13 +2,16 @@
 //! `tests/api_mariadb` runs the same suites (crud, paging, validation, contract, openapi) against
 //! a real MariaDB primary and replica.
 
+mod bad_input;
 mod cluster;
+mod conditional;
 mod contract;
 mod crud;
 mod database;
 mod helpers;
 mod openapi;
 mod paging;
+mod schemathesis;
 mod validation;
 
 const BACKEND: helpers::Backend = helpers::Backend::Sqlite;

@@ -116,7 +116,15 @@ async fn bad_status_limit_or_cursor_is_400() {
         )
         .await;
     }
-    for cursor in ["x", "%FF", "bm9wZQ", "MS4w"] {
+    for cursor in [
+        "x",
+        "%FF",
+        "bm9wZQ",
+        "MS4w",
+        "DONE.1.0",
+        "TODO.01.2",
+        "LATER.1.2",
+    ] {
         assert_error(
             app.get(&format!("/todo?cursor={cursor}")).await,
             400,

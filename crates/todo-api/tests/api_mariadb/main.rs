@@ -3,8 +3,12 @@
 //! database of its own on a shared cluster, and the replication behaviour, each test on a
 //! cluster of its own that it may stop and start.
 
+#[path = "../api/bad_input.rs"]
+mod bad_input;
 #[path = "../api/cluster.rs"]
 mod cluster;
+#[path = "../api/conditional.rs"]
+mod conditional;
 #[path = "../api/contract.rs"]
 mod contract;
 #[path = "../api/crud.rs"]
@@ -16,6 +20,8 @@ mod openapi;
 #[path = "../api/paging.rs"]
 mod paging;
 mod replication;
+#[path = "../api/schemathesis.rs"]
+mod schemathesis;
 #[path = "../api/validation.rs"]
 mod validation;
 
