@@ -202,8 +202,19 @@ impl<S: Send + Sync> FromRequestParts<S> for TodoId {
         let raw = axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e: PathRejection| ApiError::BadRequest(e.body_text()))?;
-        let digits = !raw.0.is_empty() && raw.0.bytes().all(|b| b.is_ascii_digit());
-        match raw.0.parse::<i64>() {
+        // Digits, optionally with a zero fraction: `27.0` is the integer 27 to JSON Schema (and
+        // what Python prints for it), so a generated client may send it.
+        let whole = match raw.0.split_once('.') {
+            Some((whole, fraction))
+                if !fraction.is_empty() && fraction.bytes().all(|b| b == b'0') =>
+            {
+                whole
+            }
+            Some(_) => "",
+            None => raw.0.as_str(),
+        };
+        let digits = !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit());
+        match whole.parse::<i64>() {
             Ok(id) if digits && (1..=MAX_ID).contains(&id) => Ok(TodoId(id)),
             _ => Err(ApiError::BadRequest(format!(
                 "id must be a positive integer up to {MAX_ID}, got {:?}",

@@ -130,6 +130,33 @@ impl Cluster {
         .unwrap();
     }
 
+    /// Kills a node's server and its supervising script with SIGKILL, as a crash would: no
+    /// shutdown, no flush beyond what each commit already did.
+    pub(crate) fn kill(&self, node: &str) {
+        let pid = std::fs::read_to_string(self.dir.join(node).join("node.pid")).unwrap();
+        // The script runs in a session of its own (setsid): its process group is the node.
+        let status = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", pid.trim())])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {node}");
+        // Gone only once the server has exited and released its files and port.
+        let server = std::fs::read_to_string(self.dir.join(node).join("run/mariadb.pid")).unwrap();
+        for _ in 0..200 {
+            let alive = Command::new("kill")
+                .args(["-0", server.trim()])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            if !alive {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{node}'s server did not exit within 10 s of SIGKILL");
+    }
+
     /// Starts a stopped node again and waits until it answers.
     pub(crate) async fn start(&self, node: &str) {
         let (dir, node) = (self.dir.clone(), node.to_string());
