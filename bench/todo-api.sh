@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks the TODO API with wrk (keep-alive, 64 connections), on its embedded SQLite default
 # or (--db mariadb) on a MariaDB primary and replica started by scripts/db/mariadb.sh:
-#   GET  /todo?status=PROGRESS  with 100 rows in that column
-#   POST /todo
-# and the API's peak RSS. Prints a table and replaces its section of docs/benchmarks.md with it.
+#   GET   /todo?status=PROGRESS  with 100 rows in that column
+#   POST  /todo
+#   PATCH /todo/{id}  (one row each, ids 1..100 in turn)
+# and the API's peak RSS. On MariaDB it also measures the database alone doing the same work at
+# the same concurrency with mariadb-slap (Debian's C client, text protocol): the list query on the
+# replica, the INSERT and the UPDATE on the primary, each committed on its own; the table gives the
+# API's req/s as a fraction of that. Prints a table and replaces its section of
+# docs/benchmarks.md with it.
 #
 #   bench/todo-api.sh [--db sqlite|mariadb] [--duration 20] [--connections 64] [--runs 3] [--no-record]
 #
@@ -78,14 +83,44 @@ repeat() {
 wrk -t2 -c"$connections" -d2s "$base/todo?status=PROGRESS" >/dev/null   # warm-up
 read -r get_rps get_p50 get_p99 get_min get_max < <(repeat "$base/todo?status=PROGRESS")
 read -r post_rps post_p50 post_p99 post_min post_max < <(repeat -s bench/post-todo.lua "$base/todo")
+read -r patch_rps patch_p50 patch_p99 patch_min patch_max < <(repeat -s bench/patch-todo.lua "$base")
 rss_mb=$(peak_rss_mb "$api")
+
+# The database alone: the same statements at the same concurrency, as many as the API answered
+# in its median run, with the API idle -> queries per second (median of $runs).
+db_alone() { # URL QUERY COUNT
+  local port=${1##*:}; port=${port%%/*}
+  for _ in $(seq "$runs"); do
+    mariadb-slap -h127.0.0.1 -P"$port" -ugihyo -pgihyo --create-schema=tododb \
+      --concurrency="$connections" --number-of-queries="$3" --iterations=1 --delimiter=";" --query="$2" \
+      | awk -v n="$3" '/Average number of seconds/ {printf "%d\n", n / $(NF-1)}'
+  done | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+if [ "$db" = mariadb ]; then
+  columns="id, title, content, status, created, updated"
+  n() { awk -v r="$1" -v d="$duration" 'BEGIN {printf "%d", r * d}'; }
+  get_db=$(db_alone "${urls[1]}" "SELECT $columns FROM todo WHERE status = 'PROGRESS' ORDER BY updated DESC, id DESC LIMIT 101" "$(n "$get_rps")")
+  post_db=$(db_alone "${urls[0]}" "INSERT INTO todo (title, content, status, created, updated) VALUES ('benchmark item', 'written by mariadb-slap', 'TODO', UTC_TIMESTAMP(), UTC_TIMESTAMP())" "$(n "$post_rps")")
+  # One UPDATE per id 1..100; each client goes through them in turn.
+  updates=$(for id in $(seq 100); do printf "UPDATE todo SET status = 'PROGRESS', updated = UTC_TIMESTAMP() WHERE id = %d;" "$id"; done)
+  patch_db=$(db_alone "${urls[0]}" "$updates" "$(n "$patch_rps")")
+  get_db_col=" | $get_db | $(ratio "$get_rps" "$get_db")"
+  post_db_col=" | $post_db | $(ratio "$post_rps" "$post_db")"
+  patch_db_col=" | $patch_db | $(ratio "$patch_rps" "$patch_db")"
+  db_head=" database alone, queries/s | API ÷ database |"
+  db_rule="---:|---:|"
+else
+  get_db_col="" post_db_col="" patch_db_col="" db_head="" db_rule=""
+fi
 
 cpu=$(cpu_model)
 table=$(cat <<EOF
-| case | req/s (median of $runs) | range of $runs runs | p50 | p99 |
-|---|---:|---:|---:|---:|
-| GET /todo?status=PROGRESS (100 rows) | $get_rps | $get_min–$get_max | $get_p50 | $get_p99 |
-| POST /todo | $post_rps | $post_min–$post_max | $post_p50 | $post_p99 |
+| case | req/s (median of $runs) | range of $runs runs | p50 | p99 |$db_head
+|---|---:|---:|---:|---:|$db_rule
+| GET /todo?status=PROGRESS (100 rows) | $get_rps | $get_min–$get_max | $get_p50 | $get_p99$get_db_col |
+| POST /todo | $post_rps | $post_min–$post_max | $post_p50 | $post_p99$post_db_col |
+| PATCH /todo/{id} | $patch_rps | $patch_min–$patch_max | $patch_p50 | $patch_p99$patch_db_col |
 
 Peak RSS of the API: $rss_mb MB (VmHWM).
 EOF

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// The body of every 4xx and 5xx answer of a JSON API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": 400, "message": "title must not be empty"}))]
 pub struct ErrorBody {
     /// The HTTP status code, repeated for clients that only see the body.
     pub status: u16,

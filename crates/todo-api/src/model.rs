@@ -298,6 +298,7 @@ impl Serialize for Todo {
 /// `POST /todo`: a new item; it starts in TODO unless `status` says otherwise. A field may be
 /// left out where it is optional, but never sent as null.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"title": "Build the API", "content": "In Rust"}))]
 pub struct CreateTodo {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = title_schema, required = true)]
@@ -314,6 +315,7 @@ pub struct CreateTodo {
 /// `PUT /todo` (the original form): every field of the item whose `id` is in the body is
 /// replaced.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"id": 1, "title": "Build the API", "content": "In Rust", "status": "PROGRESS"}))]
 pub struct ReplaceTodo {
     #[serde(default, deserialize_with = "nullable_integer")]
     #[schema(schema_with = id_schema, required = true)]
@@ -332,6 +334,7 @@ pub struct ReplaceTodo {
 /// `PUT /todo/{id}`: every field of the item is replaced. An `id` in the body is not needed; if
 /// one is sent it must equal the path's (400 otherwise), so a client may send back an item it read.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(example = json!({"title": "Build the API", "content": "In Rust", "status": "PROGRESS"}))]
 pub struct ReplaceTodoAt {
     #[serde(default, deserialize_with = "nullable_integer")]
     #[schema(ignore)]
@@ -350,7 +353,7 @@ pub struct ReplaceTodoAt {
 /// `PATCH /todo/{id}`: only the fields present change; at least one must be, and no other.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(min_properties = 1)]
+#[schema(min_properties = 1, example = json!({"status": "DONE"}))]
 pub struct PatchTodo {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = title_schema)]

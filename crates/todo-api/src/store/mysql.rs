@@ -16,6 +16,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 /// Connections per server. MariaDB handles these in threads; more buys nothing on small hosts.
 const POOL_SIZE: u32 = 16;
+/// A write connection idle longer than this is pinged before use.
+const VERIFY_IDLE: Duration = Duration::from_millis(500);
 
 macro_rules! columns {
     () => {
@@ -85,10 +87,23 @@ impl MySql {
             .min_connections(0)
             .acquire_timeout(options.timeout)
             .idle_timeout(Some(Duration::from_secs(60)))
-            // Writes check a pooled connection before use (a restarted primary leaves dead ones,
-            // and a write is not retried); reads skip the round trip and fail over instead.
-            .test_before_acquire(verify_connections)
-            .connect_lazy_with(connect);
+            .test_before_acquire(false);
+        // Writes check a connection that sat idle before using it (a restarted primary leaves
+        // dead ones, and a write is not retried); one in steady use skips the round trip. Reads
+        // never check: they fail over instead.
+        let pool = if verify_connections {
+            pool.before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > VERIFY_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
+        } else {
+            pool
+        }
+        .connect_lazy_with(connect);
         MySql {
             pool,
             label: target.label(),
