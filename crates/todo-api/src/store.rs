@@ -178,7 +178,10 @@ impl Store {
         let primary = match primary {
             DatabaseUrl::Sqlite(path) => Node::Sqlite(sqlite::Sqlite::open(path, options).await?),
             DatabaseUrl::MySql(target) => {
-                let db = mysql::MySql::connect(target, options, true);
+                let mut db = mysql::MySql::connect(target, options, true);
+                if replicas.is_empty() {
+                    db = db.without_positions();
+                }
                 let mut pause = Duration::from_millis(100);
                 while let Err(error) = db.migrate().await {
                     if !error.is_transient() {

@@ -1,8 +1,11 @@
 //! The TODO API as the board sees it: every call has a timeout and goes through one circuit
 //! breaker, so a dead API costs a page a few milliseconds, not a hanging browser.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use http::{HeaderValue, StatusCode, header};
 
 use platform::{BreakerSettings, CallError, CircuitBreaker};
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,16 @@ pub(crate) struct Api {
     base: Arc<str>,
     client: reqwest::Client,
     breaker: Arc<CircuitBreaker>,
+    columns: Arc<Columns>,
+}
+
+/// A column as the API last sent it, with its tag: asked again with `If-None-Match`, an
+/// unchanged column comes back as `304` without a body, and this copy is shown.
+#[derive(Clone)]
+struct Column {
+    etag: HeaderValue,
+    items: Arc<[Todo]>,
+    more: bool,
 }
 
 #[derive(Serialize)]
@@ -75,6 +88,7 @@ impl Api {
                 .build()
                 .expect("a plain HTTP client builds"),
             breaker: Arc::new(CircuitBreaker::new("todo-api", BreakerSettings::default())),
+            columns: Arc::default(),
         }
     }
 
@@ -82,19 +96,46 @@ impl Api {
         &self.breaker
     }
 
-    /// One column, and whether the API has more than it returned.
+    /// One column, and whether the API has more than it returned. Conditional: an unchanged
+    /// column costs the API no body and the board no parsing.
     pub(crate) async fn list(
         &self,
-        status: &str,
+        status: &'static str,
         caller: &Caller<'_>,
-    ) -> Result<(Vec<Todo>, bool), ApiError> {
+    ) -> Result<(Arc<[Todo]>, bool), ApiError> {
         let url = format!("{}/todo?status={status}&limit={COLUMN_LIMIT}", self.base);
-        self.call(self.client.get(url), caller, |response| async move {
-            let more = response.headers().contains_key(http::header::LINK);
-            Ok((
-                response.json::<Vec<Todo>>().await.map_err(unavailable)?,
-                more,
-            ))
+        let cached = lock(&self.columns).get(status).cloned();
+        let mut request = self.client.get(url);
+        if let Some(cached) = &cached {
+            request = request.header(header::IF_NONE_MATCH, cached.etag.clone());
+        }
+        let columns = self.columns.clone();
+        self.call(request, caller, |response| async move {
+            if response.status() == StatusCode::NOT_MODIFIED
+                && let Some(cached) = cached
+            {
+                return Ok((cached.items, cached.more));
+            }
+            let more = response.headers().contains_key(header::LINK);
+            let etag = response.headers().get(header::ETAG).cloned();
+            let items: Arc<[Todo]> = response
+                .json::<Vec<Todo>>()
+                .await
+                .map_err(unavailable)?
+                .into();
+            let mut columns = lock(&columns);
+            match etag {
+                Some(etag) => columns.insert(
+                    status,
+                    Column {
+                        etag,
+                        items: items.clone(),
+                        more,
+                    },
+                ),
+                None => columns.remove(status),
+            };
+            Ok((items, more))
         })
         .await
     }
@@ -176,7 +217,8 @@ impl Api {
                 }
                 let response = response.map_err(unavailable)?;
                 let status = response.status();
-                if status.is_success() {
+                // 304: the caller asked conditionally, and its copy is current.
+                if status.is_success() || status == StatusCode::NOT_MODIFIED {
                     return read(response).await;
                 }
                 let message = match response.json::<ErrorBody>().await {
@@ -195,6 +237,13 @@ impl Api {
             Err(open @ CallError::Open(_)) => Err(ApiError::Unavailable(open.to_string())),
         }
     }
+}
+
+type Columns = Mutex<HashMap<&'static str, Column>>;
+
+fn lock(columns: &Columns) -> std::sync::MutexGuard<'_, HashMap<&'static str, Column>> {
+    // A panic while holding the lock leaves a map of whole entries: still usable.
+    columns.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Who a call to the API is made for: the page request's id and its headers, which carry its

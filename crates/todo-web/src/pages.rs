@@ -122,10 +122,10 @@ async fn render(
             let (items, more) = list.unwrap_or_else(|error| {
                 tracing::warn!(%error, column = status, "cannot load a column");
                 notice = Some("TODO API unavailable — showing nothing; retrying".to_string());
-                (Vec::new(), false)
+                (std::sync::Arc::from([]), false)
             });
             let items = items
-                .into_iter()
+                .iter()
                 .map(|todo| card(todo, &mut failed_edit))
                 .collect();
             Column {
@@ -157,7 +157,7 @@ async fn render(
     }
 }
 
-fn card(todo: Todo, failed_edit: &mut Option<FailedEdit>) -> Card {
+fn card(todo: &Todo, failed_edit: &mut Option<FailedEdit>) -> Card {
     let edit = match failed_edit.take() {
         Some(failed) if failed.id == todo.id => failed.form,
         other => {
@@ -177,9 +177,9 @@ fn card(todo: Todo, failed_edit: &mut Option<FailedEdit>) -> Card {
             .filter(|s| *s != todo.status)
             .collect(),
         updated_text: readable_time(&todo.updated),
-        updated: todo.updated,
-        title: todo.title,
-        content: todo.content,
+        updated: todo.updated.clone(),
+        title: todo.title.clone(),
+        content: todo.content.clone(),
         edit,
     }
 }

@@ -246,6 +246,64 @@ async fn every_api_call_carries_the_request_id() {
     );
 }
 
+/// The API's count of `GET /todo` answers with `status`, from its metrics.
+async fn list_answers(api: &crate::helpers::Service, status: &str) -> u64 {
+    let metrics = client()
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("http_requests_total{")
+                && line.contains("method=\"GET\"")
+                && line.contains("route=\"/todo\"")
+                && line.contains(&format!("status=\"{status}\""))
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_unchanged_column_is_asked_for_conditionally_and_a_change_shows_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = spawn_api(dir.path(), true).await;
+    let web = spawn_web(&api.url("")).await;
+    let page = || async {
+        client()
+            .get(web.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let first = page().await;
+    assert_eq!(list_answers(&api, "200").await, 3);
+    assert_eq!(list_answers(&api, "304").await, 0);
+    // Nothing changed: three 304s without a body, and the same board.
+    assert_eq!(page().await, first);
+    assert_eq!(list_answers(&api, "304").await, 3);
+    assert_eq!(list_answers(&api, "200").await, 3);
+    // A change made elsewhere (straight to the API) shows on the next page.
+    let created = client()
+        .post(api.url("/todo"))
+        .json(&serde_json::json!({"title": "made elsewhere", "status": "DONE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let after = page().await;
+    assert!(after.contains("made elsewhere"), "{after}");
+    assert_eq!(list_answers(&api, "200").await, 4, "only DONE changed");
+    assert_eq!(list_answers(&api, "304").await, 5);
+}
+
 #[tokio::test]
 async fn assets_have_hashed_names_long_cache_headers_and_export() {
     let dir = tempfile::tempdir().unwrap();
