@@ -5,9 +5,9 @@
 #   POST  /todo
 #   PATCH /todo/{id}  (one row each, ids 1..100 in turn)
 # and the API's peak RSS. On MariaDB it also measures the database alone doing the same work at
-# the same concurrency with mariadb-slap (Debian's C client, text protocol): the list query on the
-# replica, the INSERT and the UPDATE on the primary, each committed on its own; the table gives the
-# API's req/s as a fraction of that. Prints a table and replaces its section of
+# the same concurrency with sysbench (C client): the list query on the replica, the INSERT and a
+# one-row UPDATE on the primary, each committed on its own; the table gives its queries/s, p50 and
+# p99, and the API's req/s as a fraction of its queries/s. Prints a table and replaces its section of
 # docs/benchmarks.md with it.
 #
 #   bench/todo-api.sh [--db sqlite|mariadb] [--duration 20] [--connections 64] [--runs 3] [--no-record]
@@ -34,6 +34,9 @@ while [ $# -gt 0 ]; do
 done
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+if [ "$db" = mariadb ] && ! command -v sysbench >/dev/null; then
+  echo "sysbench is missing (it measures the database alone): apt-get install sysbench" >&2; exit 1
+fi
 cargo build --release --quiet
 bin=target/release/flotilla
 
@@ -86,30 +89,35 @@ read -r post_rps post_p50 post_p99 post_min post_max < <(repeat -s bench/post-to
 read -r patch_rps patch_p50 patch_p99 patch_min patch_max < <(repeat -s bench/patch-todo.lua "$base")
 rss_mb=$(peak_rss_mb "$api")
 
-# The database alone: the same statements at the same concurrency, as many as the API answered
-# in its median run, with the API idle -> queries per second (median of $runs).
-db_alone() { # URL QUERY COUNT
+# The database alone: the same statements at the same concurrency for as long, with the API idle,
+# through sysbench (C client) -> "queries/s p50 p99" of the run with the median queries/s. p50
+# comes from sysbench's latency histogram, p99 from its percentile.
+db_alone() { # URL QUERY
   local port=${1##*:}; port=${port%%/*}
   for _ in $(seq "$runs"); do
-    mariadb-slap -h127.0.0.1 -P"$port" -ugihyo -pgihyo --create-schema=tododb \
-      --concurrency="$connections" --number-of-queries="$3" --iterations=1 --delimiter=";" --query="$2" \
-      | awk -v n="$3" '/Average number of seconds/ {printf "%d\n", n / $(NF-1)}'
-  done | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+    SB_QUERY=$2 sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$port" \
+      --mysql-user=gihyo --mysql-password=gihyo --mysql-db=tododb --threads="$connections" \
+      --time="$duration" --percentile=99 --histogram=on bench/db-alone.lua run | awk '
+        /^ *[0-9.]+ \|/ { value[++n] = $1; count[n] = $NF; total += $NF }
+        /queries:/ && /per sec/ { gsub(/[()]/, "", $3); qps = int($3) }
+        /99th percentile:/ { p99 = $3 }
+        END {
+          for (i = 1; i <= n; i++) { seen += count[i]; if (seen * 2 >= total) { p50 = value[i]; break } }
+          printf "%d %.2fms %.2fms\n", qps, p50, p99
+        }'
+  done | sort -n | awk '{line[NR] = $0} END {print line[int((NR + 1) / 2)]}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 if [ "$db" = mariadb ]; then
   columns="id, title, content, status, created, updated"
-  n() { awk -v r="$1" -v d="$duration" 'BEGIN {printf "%d", r * d}'; }
-  get_db=$(db_alone "${urls[1]}" "SELECT $columns FROM todo WHERE status = 'PROGRESS' ORDER BY updated DESC, id DESC LIMIT 101" "$(n "$get_rps")")
-  post_db=$(db_alone "${urls[0]}" "INSERT INTO todo (title, content, status, created, updated) VALUES ('benchmark item', 'written by mariadb-slap', 'TODO', UTC_TIMESTAMP(), UTC_TIMESTAMP())" "$(n "$post_rps")")
-  # One UPDATE per id 1..100; each client goes through them in turn.
-  updates=$(for id in $(seq 100); do printf "UPDATE todo SET status = 'PROGRESS', updated = UTC_TIMESTAMP() WHERE id = %d;" "$id"; done)
-  patch_db=$(db_alone "${urls[0]}" "$updates" "$(n "$patch_rps")")
-  get_db_col=" | $get_db | $(ratio "$get_rps" "$get_db")"
-  post_db_col=" | $post_db | $(ratio "$post_rps" "$post_db")"
-  patch_db_col=" | $patch_db | $(ratio "$patch_rps" "$patch_db")"
-  db_head=" database alone, queries/s | API ÷ database |"
-  db_rule="---:|---:|"
+  read -r get_db get_db_p50 get_db_p99 < <(db_alone "${urls[1]}" "SELECT $columns FROM todo WHERE status = 'PROGRESS' ORDER BY updated DESC, id DESC LIMIT 101")
+  read -r post_db post_db_p50 post_db_p99 < <(db_alone "${urls[0]}" "INSERT INTO todo (title, content, status, created, updated) VALUES ('benchmark item', 'written by sysbench', 'TODO', UTC_TIMESTAMP(), UTC_TIMESTAMP())")
+  read -r patch_db patch_db_p50 patch_db_p99 < <(db_alone "${urls[0]}" "UPDATE todo SET status = 'PROGRESS', updated = UTC_TIMESTAMP() WHERE id = %d")
+  get_db_col=" | $get_db | $get_db_p50 | $get_db_p99 | $(ratio "$get_rps" "$get_db")"
+  post_db_col=" | $post_db | $post_db_p50 | $post_db_p99 | $(ratio "$post_rps" "$post_db")"
+  patch_db_col=" | $patch_db | $patch_db_p50 | $patch_db_p99 | $(ratio "$patch_rps" "$patch_db")"
+  db_head=" database alone, queries/s | its p50 | its p99 | API ÷ database |"
+  db_rule="---:|---:|---:|---:|"
 else
   get_db_col="" post_db_col="" patch_db_col="" db_head="" db_rule=""
 fi
