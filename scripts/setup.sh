@@ -40,16 +40,17 @@ if ! cargo machete --version >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-machete@0.9.2
 fi
 # The real clients the tests run, pinned, into target/clients (where the tests look): Eureka's
-# (the registry's tests), Zipkin's (the trace collector's) and OpenTelemetry's protobuf
-# definitions (the OTLP receiver of the tracing tests). One pip and one npm install each,
+# (the registry's tests), Zipkin's (the trace collector's), OpenTelemetry's protobuf
+# definitions (the OTLP receiver of the tracing tests), and Azure's storage emulator (Azurite)
+# with Azure's Python client (video-storage's Azure backend). One pip and one npm install each,
 # so a newer list replaces an older one (npm removes what the install does not name).
 clients="$(cd "$(dirname "$0")/.." && pwd)/target/clients"
 if [ ! -x "$clients/py/bin/python" ] \
-  || ! "$clients/py/bin/python" -c 'import py_eureka_client, py_zipkin, opentelemetry.proto' 2>/dev/null; then
-  echo "setup: installing py-eureka-client, py_zipkin and opentelemetry-proto into $clients/py"
+  || ! "$clients/py/bin/python" -c 'import py_eureka_client, py_zipkin, opentelemetry.proto, azure.storage.blob' 2>/dev/null; then
+  echo "setup: installing py-eureka-client, py_zipkin, opentelemetry-proto and azure-storage-blob into $clients/py"
   python3 -m venv "$clients/py"
   "$clients/py/bin/pip" install --quiet --disable-pip-version-check py-eureka-client==0.13.3 \
-    py_zipkin==1.2.8 opentelemetry-proto==1.45.2
+    py_zipkin==1.2.8 opentelemetry-proto==1.45.2 azure-storage-blob==12.31.1
 fi
 # schemathesis checks the TODO API against its own OpenAPI document (tests/api/schemathesis.rs),
 # in a venv of its own: it pins many libraries of its own.
@@ -59,10 +60,11 @@ if [ ! -x "$clients/st/bin/st" ] || [ "$("$clients/st/bin/st" --version 2>/dev/n
   "$clients/st/bin/pip" install --quiet --disable-pip-version-check schemathesis==4.32.0
 fi
 if [ ! -f "$clients/js/node_modules/eureka-js-client/package.json" ] \
-  || [ ! -f "$clients/js/node_modules/zipkin-transport-http/package.json" ]; then
-  echo "setup: installing eureka-js-client and zipkin-js into $clients/js"
+  || [ ! -f "$clients/js/node_modules/zipkin-transport-http/package.json" ] \
+  || [ ! -f "$clients/js/node_modules/azurite/package.json" ]; then
+  echo "setup: installing eureka-js-client, zipkin-js and Azurite into $clients/js"
   mkdir -p "$clients/js"
   (cd "$clients/js" && npm install --silent --no-audit --no-fund --no-save \
-    eureka-js-client@4.5.0 zipkin@0.22.0 zipkin-transport-http@0.22.0)
+    eureka-js-client@4.5.0 zipkin@0.22.0 zipkin-transport-http@0.22.0 azurite@3.37.0)
 fi
 echo "setup: ready"

@@ -81,6 +81,11 @@ fn command() -> Command {
             traces::SETTINGS,
         ))
         .subcommand(service(
+            "video-storage",
+            "FlixTube's storage service: videos with Range and atomic uploads, on a directory, Azure Blob or S3 (VIDEO_STORAGE_BIND)",
+            video_storage::SETTINGS,
+        ))
+        .subcommand(service(
             "echo",
             "A tiny backend answering '<hostname>, current time : <millis>' (the seeds' test-web)",
             echo::SETTINGS,
@@ -152,6 +157,20 @@ fn main() -> ExitCode {
             |config| async move {
                 let listener = platform::bind(config.bind).await?;
                 traces::run(listener, config, platform::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+        ),
+        "video-storage" => launch(
+            name,
+            sub,
+            video_storage::SETTINGS,
+            video_storage::Config::from_source,
+            |c| &c.common,
+            |_| None,
+            |config| async move {
+                let listener = platform::bind(config.bind).await?;
+                video_storage::run(listener, config, platform::shutdown_signal())
                     .await
                     .map_err(anyhow::Error::from)
             },
@@ -391,6 +410,7 @@ trait OneShot {
 
 impl OneShot for todo_api::Config {}
 impl OneShot for echo::Config {}
+impl OneShot for video_storage::Config {}
 impl OneShot for registry::Config {}
 impl OneShot for traces::Config {}
 impl OneShot for stack::Config {}
