@@ -25,6 +25,9 @@ trap stop_all EXIT
 
 mkdir -p "$work/videos" "$work/nginx"
 head -c $((200 * 1024 * 1024)) /dev/urandom >"$work/videos/film.mp4"
+# nginx's workers run as nobody: they must be able to read the file (mktemp made the dir 0700).
+chmod 755 "$work" "$work/videos"
+chmod 644 "$work/videos/film.mp4"
 
 nginx_port=$(free_port)
 cat >"$work/nginx.conf" <<CONF

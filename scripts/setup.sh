@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 # The Swarm end-to-end test (run when a Docker engine in Swarm mode is there) loads with wrk.
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+# The video tests make their own short clips and probe uploads with ffmpeg and ffprobe.
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || packages+=(ffmpeg)
 # The registry's and the trace collector's tests run real clients: Python ones in a venv, Node
 # ones with npm.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)

@@ -86,6 +86,11 @@ fn command() -> Command {
             video_storage::SETTINGS,
         ))
         .subcommand(service(
+            "video-streaming",
+            "FlixTube's streaming service: video pages, a JSON API and streaming with seeking from video-storage (VIDEO_STREAMING_BIND)",
+            video_streaming::SETTINGS,
+        ))
+        .subcommand(service(
             "echo",
             "A tiny backend answering '<hostname>, current time : <millis>' (the seeds' test-web)",
             echo::SETTINGS,
@@ -171,6 +176,20 @@ fn main() -> ExitCode {
             |config| async move {
                 let listener = platform::bind(config.bind).await?;
                 video_storage::run(listener, config, platform::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+        ),
+        "video-streaming" => launch(
+            name,
+            sub,
+            video_streaming::SETTINGS,
+            video_streaming::Config::from_source,
+            |c| &c.common,
+            |_| None,
+            |config| async move {
+                let listener = platform::bind(config.bind).await?;
+                video_streaming::run(listener, config, platform::shutdown_signal())
                     .await
                     .map_err(anyhow::Error::from)
             },
@@ -411,6 +430,7 @@ trait OneShot {
 impl OneShot for todo_api::Config {}
 impl OneShot for echo::Config {}
 impl OneShot for video_storage::Config {}
+impl OneShot for video_streaming::Config {}
 impl OneShot for registry::Config {}
 impl OneShot for traces::Config {}
 impl OneShot for stack::Config {}

@@ -371,6 +371,30 @@ pub fn parse_count(value: &str, max: u64) -> Result<u64, String> {
     }
 }
 
+/// A size in bytes: `4G`, `500M`, `64k` (powers of 1024) or plain bytes; more than zero.
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let (digits, unit) = match value.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], c.to_ascii_lowercase()),
+        _ => (value, 'b'),
+    };
+    let scale: u64 = match unit {
+        'b' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        't' => 1 << 40,
+        _ => return Err("a size such as 4G, 500M or 1048576".into()),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "a size such as 4G, 500M or 1048576".into())
+}
+
 impl fmt::Display for Found<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.origin, self.value)

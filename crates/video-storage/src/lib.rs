@@ -102,30 +102,6 @@ pub struct Config {
     pub common: CommonConfig,
 }
 
-/// `4G`, `500M`, `64k` or plain bytes.
-pub fn parse_size(value: &str) -> Result<u64, String> {
-    let value = value.trim();
-    let (digits, unit) = match value.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&value[..i], c.to_ascii_lowercase()),
-        _ => (value, 'b'),
-    };
-    let scale: u64 = match unit {
-        'b' => 1,
-        'k' => 1 << 10,
-        'm' => 1 << 20,
-        'g' => 1 << 30,
-        't' => 1 << 40,
-        _ => return Err("a size such as 4G, 500M or 1048576".into()),
-    };
-    digits
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| "a size such as 4G, 500M or 1048576".into())
-}
-
 impl Config {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         let bind = match source.get(&BIND)? {
@@ -193,7 +169,7 @@ impl Config {
         Ok(Config {
             bind,
             backend,
-            max_upload: source.parse_or_default(&MAX_UPLOAD, parse_size)?,
+            max_upload: source.parse_or_default(&MAX_UPLOAD, platform::config::parse_size)?,
             common: CommonConfig::from_source(source)?,
         })
     }

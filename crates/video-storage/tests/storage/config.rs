@@ -83,6 +83,6 @@ fn bad_settings_name_the_variable() {
         let error = config(pairs).expect_err(&format!("{pairs:?} was accepted"));
         assert!(error.contains(named), "{pairs:?}: {error}");
     }
-    assert_eq!(video_storage::parse_size("500M"), Ok(500 << 20));
-    assert_eq!(video_storage::parse_size("1048576"), Ok(1 << 20));
+    assert_eq!(platform::config::parse_size("500M"), Ok(500 << 20));
+    assert_eq!(platform::config::parse_size("1048576"), Ok(1 << 20));
 }
