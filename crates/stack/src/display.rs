@@ -22,7 +22,7 @@ pub(crate) fn render(rows: &[ReplicaStatus]) -> String {
 pub(crate) fn table(rows: impl Iterator<Item = [String; 6]>) -> String {
     let line = |c: &[String; 6]| {
         format!(
-            "{:<14} {:>7} {:>8} {:<22} {:<11} {:>8}\n",
+            "{:<16} {:>7} {:>8} {:<22} {:<11} {:>8}\n",
             c[0], c[1], c[2], c[3], c[4], c[5]
         )
     };

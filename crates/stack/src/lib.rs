@@ -71,7 +71,23 @@ pub const DB_REPLICAS: Setting = Setting::new(
     "read replicas of --db, comma-separated",
 );
 
-pub const SETTINGS: &[Setting] = &[PORT, API_REPLICAS, WEB_REPLICAS, DATA_DIR, DB, DB_REPLICAS];
+pub const VIDEO: Setting = Setting::new(
+    "FLOTILLA_UP_VIDEO",
+    "video",
+    "",
+    "also run the video services (video-storage and video-streaming, at /videos/)",
+)
+.switch();
+
+pub const SETTINGS: &[Setting] = &[
+    PORT,
+    API_REPLICAS,
+    WEB_REPLICAS,
+    DATA_DIR,
+    DB,
+    DB_REPLICAS,
+    VIDEO,
+];
 
 /// The data directory, shared by `up`, `ps` and `rollout`.
 pub const DATA_DIR: Setting = Setting::new(
@@ -90,6 +106,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub db: Option<String>,
     pub db_replicas: Vec<String>,
+    /// Run the video pair too.
+    pub video: bool,
     pub common: platform::CommonConfig,
 }
 
@@ -116,6 +134,7 @@ impl Config {
             data_dir: source.parse_or_default(&DATA_DIR, |v| Ok(PathBuf::from(v)))?,
             db,
             db_replicas,
+            video: source.switch(&VIDEO)?,
             common: platform::CommonConfig::from_source(source)?,
         })
     }
@@ -132,6 +151,8 @@ pub(crate) struct Stack {
     /// Admin ports of the two gateways.
     pub(crate) admin_ports: HashMap<Service, u16>,
     pub(crate) rollout_lock: tokio::sync::Mutex<()>,
+    /// Whether the video services run (the front gateway routes `/videos/` to them).
+    pub(crate) video: bool,
 }
 
 /// Runs the system until `shutdown`; a second SIGINT/SIGTERM during the graceful stop kills
@@ -176,12 +197,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
             api_gateway: free_port()?,
             registry: free_port()?,
             traces: free_port()?,
+            video_storage: free_port()?,
         },
         admin_ports: HashMap::from([
             (Service::ApiGateway, free_port()?),
             (Service::FrontGateway, free_port()?),
         ]),
         rollout_lock: tokio::sync::Mutex::new(()),
+        video: config.video,
     });
     let display = tokio::spawn(display::run(stack.supervisor.clone(), config.port));
 
@@ -202,6 +225,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
             "flotilla up: the TODO system is on http://127.0.0.1:{} (Ctrl-C stops it)",
             config.port
         );
+        if config.video {
+            println!(
+                "flotilla up: the videos are on http://127.0.0.1:{}/videos/",
+                config.port
+            );
+        }
         println!(
             "flotilla up: its traces are on http://127.0.0.1:{}",
             stack.singletons.traces
@@ -270,6 +299,13 @@ async fn start_all(stack: &Arc<Stack>, config: &Config) -> error::Result<()> {
     for id in web {
         wait_ready(stack, id, Service::TodoWeb).await?;
     }
+    if config.video {
+        let port = stack.singletons.video_storage;
+        let id = start_replica(stack, Service::VideoStorage, 1, port, false)?;
+        wait_ready(stack, id, Service::VideoStorage).await?;
+        let id = start_replica(stack, Service::VideoStreaming, 1, free_port()?, false)?;
+        wait_ready(stack, id, Service::VideoStreaming).await?;
+    }
     write_gateway_config(stack, Service::FrontGateway)?;
     let id = start_replica(stack, Service::FrontGateway, 1, config.port, false)?;
     wait_ready(stack, id, Service::FrontGateway).await?;
@@ -306,7 +342,8 @@ impl Interrupts {
     }
 }
 
-/// Stops everything in dependency order: front gateway, boards, API gateway, APIs.
+/// Stops everything in dependency order: front gateway, video services, boards, API gateway,
+/// APIs.
 async fn stop_all(stack: &Stack) {
     for service in Service::ALL.into_iter().rev() {
         println!("flotilla up: stopping {}", service.name());
@@ -387,9 +424,11 @@ pub(crate) async fn wait_ready(stack: &Stack, id: u64, service: Service) -> erro
 pub(crate) fn write_gateway_config(stack: &Stack, gateway: Service) -> error::Result<()> {
     let text = match gateway {
         Service::ApiGateway => plan::api_gateway_config(stack.singletons.registry),
-        Service::FrontGateway => {
-            plan::front_gateway_config(stack.singletons.registry, stack.singletons.api_gateway)
-        }
+        Service::FrontGateway => plan::front_gateway_config(
+            stack.singletons.registry,
+            stack.singletons.api_gateway,
+            stack.video,
+        ),
         other => failed!("{} is not a gateway", other.name()),
     };
     let path = plan::gateway_config_path(&stack.run_dir, gateway);

@@ -12,16 +12,20 @@ pub(crate) enum Service {
     TodoApi,
     ApiGateway,
     TodoWeb,
+    VideoStorage,
+    VideoStreaming,
     FrontGateway,
 }
 
 impl Service {
-    pub(crate) const ALL: [Service; 6] = [
+    pub(crate) const ALL: [Service; 8] = [
         Service::Traces,
         Service::Registry,
         Service::TodoApi,
         Service::ApiGateway,
         Service::TodoWeb,
+        Service::VideoStorage,
+        Service::VideoStreaming,
         Service::FrontGateway,
     ];
 
@@ -32,6 +36,8 @@ impl Service {
             Service::TodoApi => "todo-api",
             Service::ApiGateway => "api-gateway",
             Service::TodoWeb => "todo-web",
+            Service::VideoStorage => "video-storage",
+            Service::VideoStreaming => "video-streaming",
             Service::FrontGateway => "front-gateway",
         }
     }
@@ -43,7 +49,12 @@ impl Service {
     /// The path that says a replica can take traffic.
     pub(crate) fn ready_path(self) -> &'static str {
         match self {
-            Service::Traces | Service::Registry | Service::TodoApi | Service::TodoWeb => "/ready",
+            Service::Traces
+            | Service::Registry
+            | Service::TodoApi
+            | Service::TodoWeb
+            | Service::VideoStorage
+            | Service::VideoStreaming => "/ready",
             Service::ApiGateway | Service::FrontGateway => "/hc",
         }
     }
@@ -81,6 +92,7 @@ pub(crate) struct Singletons {
     pub(crate) api_gateway: u16,
     pub(crate) registry: u16,
     pub(crate) traces: u16,
+    pub(crate) video_storage: u16,
 }
 
 /// The command line of one replica (after the binary).
@@ -94,18 +106,14 @@ pub(crate) fn args(
     seed: bool,
 ) -> Vec<String> {
     let bind = format!("127.0.0.1:{port}");
+    let data_dir = run_dir.parent().unwrap_or(run_dir);
     let mut args: Vec<String> = match service {
         Service::Traces => vec![
             "traces".into(),
             "--bind".into(),
             bind,
             "--data".into(),
-            run_dir
-                .parent()
-                .unwrap_or(run_dir)
-                .join("traces.db")
-                .display()
-                .to_string(),
+            data_dir.join("traces.db").display().to_string(),
         ],
         Service::Registry => vec!["registry".into(), "--bind".into(), bind],
         Service::TodoApi => {
@@ -131,6 +139,22 @@ pub(crate) fn args(
             "--api-url".into(),
             format!("http://127.0.0.1:{}", singletons.api_gateway),
         ],
+        Service::VideoStorage => vec![
+            "video-storage".into(),
+            "--bind".into(),
+            bind,
+            "--store".into(),
+            data_dir.join("videos").display().to_string(),
+        ],
+        Service::VideoStreaming => vec![
+            "video-streaming".into(),
+            "--bind".into(),
+            bind,
+            "--storage-url".into(),
+            format!("http://127.0.0.1:{}", singletons.video_storage),
+            "--db-url".into(),
+            format!("sqlite://{}", data_dir.join("video.db").display()),
+        ],
         Service::ApiGateway | Service::FrontGateway => vec![
             "gateway".into(),
             "--config".into(),
@@ -141,7 +165,10 @@ pub(crate) fn args(
             format!("127.0.0.1:{admin_port}"),
         ],
     };
-    if matches!(service, Service::TodoApi | Service::TodoWeb) {
+    if matches!(
+        service,
+        Service::TodoApi | Service::TodoWeb | Service::VideoStreaming
+    ) {
         // They register themselves, renew every 5 s (a lease of 15 s), and on SIGTERM leave the
         // registry first, then serve half a second more while the gateways let go of them.
         args.extend([
@@ -188,14 +215,25 @@ fn header(registry_port: u16) -> String {
     )
 }
 
-/// The front gateway: `/api/` to the API gateway (prefix stripped), everything else to the board.
-/// The board is checked on `/hc`: its `/ready` is 503 while the API is down, and the board's own
-/// "API unavailable" page is better than the gateway's 503.
-pub(crate) fn front_gateway_config(registry_port: u16, api_gateway_port: u16) -> String {
+/// The front gateway: `/api/` to the API gateway (prefix stripped), `/videos/` to
+/// video-streaming when it runs (prefix stripped: its pages link relatively), everything else to
+/// the board. The board is checked on `/hc`: its `/ready` is 503 while the API is down, and the
+/// board's own "API unavailable" page is better than the gateway's 503.
+pub(crate) fn front_gateway_config(
+    registry_port: u16,
+    api_gateway_port: u16,
+    video: bool,
+) -> String {
     let mut text = header(registry_port);
     text.push_str("[[listener]]\nbind = \"127.0.0.1:0\"\n\n");
     text.push_str("[[route]]\nupstream = \"todo-web\"\n\n");
     text.push_str("[[route]]\npath = \"/api/\"\nstrip_prefix = true\nupstream = \"api\"\n\n");
+    if video {
+        text.push_str(
+            "[[route]]\npath = \"/videos/\"\nstrip_prefix = true\nupstream = \"video-streaming\"\n\n",
+        );
+        upstream(&mut text, Service::VideoStreaming, "/hc");
+    }
     upstream(&mut text, Service::TodoWeb, "/hc");
     let _ = writeln!(
         text,

@@ -35,22 +35,27 @@ impl Up {
 
     /// With its standard output going to `stdout` (not a terminal: plain lines).
     fn start_printing_to(stdout: impl Into<Stdio>) -> Up {
+        Self::start_with(&[], stdout)
+    }
+
+    /// With `extra` arguments.
+    fn start_with(extra: &[&str], stdout: impl Into<Stdio>) -> Up {
         let port = free_port();
         let data_dir = tempfile::tempdir().unwrap();
-        let child = flotilla(
-            &[
-                "up",
-                "--port",
-                &port.to_string(),
-                "--data-dir",
-                data_dir.path().to_str().unwrap(),
-            ],
-            &[("PATH", "/usr/bin:/bin")],
-        )
-        .stdout(stdout)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        let port_text = port.to_string();
+        let mut args = vec![
+            "up",
+            "--port",
+            &port_text,
+            "--data-dir",
+            data_dir.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let child = flotilla(&args, &[("PATH", "/usr/bin:/bin")])
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let up = Up {
             child,
             port,
@@ -526,4 +531,55 @@ fn one_request_through_the_whole_system_is_one_trace_with_every_hop() {
         );
     }
     assert_eq!(pairs.len(), 4, "no other links: {pairs:?}");
+}
+
+#[test]
+fn up_with_video_runs_the_video_pair_behind_the_front_gateway() {
+    let up = Up::start_with(&["--video"], Stdio::null());
+    let table = up.ps();
+    for replica in ["video-storage.1", "video-streaming.1"] {
+        assert_eq!(
+            table.get(replica).map(|r| r.state.as_str()),
+            Some("ready"),
+            "{table:?}"
+        );
+    }
+    let client = reqwest::blocking::Client::new();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("title", "Through the gateway")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(data.clone()).file_name("clip.webm"),
+        );
+    let created = client
+        .post(up.url("/videos/api/videos"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let video: serde_json::Value = created.json().unwrap();
+    let id = video["id"].as_str().unwrap();
+    // Stored in the data directory, streamed with ranges through the front gateway.
+    let stored = up.data_dir.path().join("videos").join(id).join("clip.webm");
+    assert_eq!(std::fs::read(&stored).unwrap(), data);
+    let part = client
+        .get(up.url(&format!("/videos/video?id={id}")))
+        .header("range", "bytes=50000-50099")
+        .send()
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().unwrap().as_ref(), &data[50_000..50_100]);
+    let page = client
+        .get(up.url("/videos/"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("Through the gateway"), "{page}");
+    // The TODO system is there as before.
+    assert_eq!(
+        client.get(up.url("/api/todo")).send().unwrap().status(),
+        200
+    );
 }
