@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The TODO system on a real Docker Swarm, end to end: builds the images, creates the network,
-# secrets and node label, deploys the six stacks of deploy/swarm/, waits until every service has
-# converged, checks that the API tasks registered with both registries under their overlay
+# secrets and node label, deploys the seven stacks of deploy/swarm/, waits until every service has
+# converged (FlixTube's video pair too), checks that the API tasks registered with both registries under their overlay
 # address, runs a smoke test through the published port (the board renders, and is one trace in
 # the trace collector from the front gateway to the API; a TODO created and
-# read through /api/; the write reaches both database replicas), then, under a bounded steady load
+# read through /api/; the write reaches both database replicas; a video uploaded and read back
+# with a Range request through video-streaming's published port), then, under a bounded steady load
 # (reads of the board and the API, and writes), rolls the API and the board with
 # `docker service update --force` and scales the API up and down, counting failed requests. It
 # removes everything it created, prints a summary and exits non-zero on any failure.
@@ -16,6 +17,7 @@
 #   E2E_PORT            published port of the front gateway          (default 18080)
 #   E2E_REGISTRY_PORT   published port of the first registry         (default 18761)
 #   E2E_TRACES_PORT     published port of the trace collector        (default 19411)
+#   E2E_VIDEO_PORT      published port of video-streaming            (default 14001)
 #   E2E_BUILD_TARGET    `host`: image from `cargo build --release` on this host (Debian 12, no
 #                       image pulls); `runtime`: from source in Docker (BuildKit, pulls rust)
 #                                                                    (default host)
@@ -28,11 +30,12 @@ repo=$PWD
 port=${E2E_PORT:-18080}
 registry_port=${E2E_REGISTRY_PORT:-18761}
 traces_port=${E2E_TRACES_PORT:-19411}
+video_port=${E2E_VIDEO_PORT:-14001}
 target=${E2E_BUILD_TARGET:-host}
 rate=${E2E_RATE:-100}
 image=flotilla:e2e
 db_image=flotilla-mariadb:e2e
-stacks=(todo_ingress todo_frontend todo_app todo_mysql todo_registry todo_traces)   # removal order
+stacks=(todo_video todo_ingress todo_frontend todo_app todo_mysql todo_registry todo_traces)   # removal order
 secrets=(tododb_root_password tododb_password tododb_repl_password todo_primary_url todo_replica_urls)
 work=$(mktemp -d /tmp/flotilla-e2e.XXXXXX)
 base="http://127.0.0.1:$port"
@@ -154,14 +157,14 @@ wait_converged() {
 }
 
 export FLOTILLA_IMAGE=$image FLOTILLA_MARIADB_IMAGE=$db_image FLOTILLA_PORT=$port
-export FLOTILLA_REGISTRY_PORT=$registry_port FLOTILLA_TRACES_PORT=$traces_port
-for pair in todo_traces:traces todo_registry:registry todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress; do
+export FLOTILLA_REGISTRY_PORT=$registry_port FLOTILLA_TRACES_PORT=$traces_port FLOTILLA_VIDEO_PORT=$video_port
+for pair in todo_traces:traces todo_registry:registry todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress todo_video:video; do
   stack=${pair%%:*}
   say "deploying $stack"
   docker stack deploy -c "deploy/swarm/${pair#*:}.yml" "$stack" >/dev/null || die "docker stack deploy $stack"
   wait_converged "$stack" 240 || die "$stack did not converge within 240 s"
 done
-pass "six stacks deployed and converged"
+pass "seven stacks deployed and converged"
 
 # --- registry -------------------------------------------------------------------------------------
 say "registry: the API tasks registered with their overlay address, on both peers"
@@ -268,6 +271,28 @@ if [ "$reinit" = 0 ] && [ "$seen" = 2 ] && [ "$seen_later" = 2 ]; then
   pass "replaced replicas kept their data without initialising again, and replicate new writes"
 else
   fail "replaced replicas: $reinit initialised again, $seen kept the row, $seen_later got the new write"
+fi
+
+# --- video ----------------------------------------------------------------------------------------
+say "video: an upload through video-streaming, read back with a Range request"
+video_base="http://127.0.0.1:$video_port"
+for _ in $(seq 30); do curl -fsS -o /dev/null "$video_base/ready" 2>/dev/null && break; sleep 1; done
+head -c 300000 /dev/urandom >"$work/clip.webm"
+video_id=$(curl -fsS -F title="Swarm clip" -F "file=@$work/clip.webm" "$video_base/api/videos" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])') || video_id=""
+if [ -n "$video_id" ]; then
+  pass "a video uploaded through video-streaming to video-storage ($video_id)"
+  tail -c +100001 "$work/clip.webm" | head -c 1000 >"$work/expected"
+  code=$(curl -sS -o "$work/part" -w '%{http_code}' -H 'Range: bytes=100000-100999' "$video_base/video?id=$video_id")
+  if [ "$code" = 206 ] && cmp -s "$work/part" "$work/expected"; then
+    pass "GET /video?id= with a Range: 206 and the right bytes"
+  else
+    fail "GET /video?id= with a Range answered $code (or other bytes)"
+  fi
+  curl -fsS "$video_base/" | grep -q "Swarm clip" && pass "the video list page shows it" \
+    || fail "the video list page does not show the upload"
+else
+  fail "uploading a video through $video_base/api/videos"
 fi
 
 # --- steady load around each operation -------------------------------------------------------------

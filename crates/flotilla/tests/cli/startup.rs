@@ -120,6 +120,8 @@ fn the_readme_documents_every_setting() {
         stack::SETTINGS,
         registry::SETTINGS,
         traces::SETTINGS,
+        video_storage::SETTINGS,
+        video_streaming::SETTINGS,
         &[platform::health::HEALTHCHECK_URL],
     ];
     for setting in all.iter().flat_map(|s| s.iter()) {

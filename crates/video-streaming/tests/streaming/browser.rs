@@ -138,17 +138,20 @@ async fn start_proxy(target: SocketAddr) -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-/// A 40-second 640×360 clip of about 10 MB: long enough that a player reads it in parts.
+/// A 40-second clip of about 30 MB (noise does not compress): big enough that the player reads
+/// only its start before the seek, so the seek has to ask for a range it has not cached.
 fn long_clip(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("long.webm");
     let status = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc=duration=40:size=640x360:rate=25")
+        .arg("testsrc=duration=40:size=320x240:rate=25")
+        .args(["-vf", "noise=alls=60:allf=t+u"])
         .args([
-            "-c:v",
-            "libvpx",
-            "-b:v",
-            "2M",
+            "-c:v", "libvpx", "-b:v", "6M", "-minrate", "6M", "-maxrate", "6M",
+        ])
+        .args([
+            "-bufsize",
+            "6M",
             "-g",
             "25",
             "-deadline",
