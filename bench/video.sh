@@ -91,6 +91,19 @@ for run in $(seq "$runs"); do
     connections=32 measure -H "$middle" "$url" >>"$work/$target-range.txt"
   done
 done
+# Time to the first byte of one Range request in the middle, alone: the median of 50 in a row.
+ttfb() {
+  for _ in $(seq 50); do
+    curl -s -o /dev/null -H "$middle" -w '%{time_starttransfer}\n' "$1"
+  done | sort -n | awk '{v[NR]=$1} END {printf "%.2f ms\n", v[int((NR+1)/2)] * 1000}'
+}
+for target in streaming storage nginx; do
+  case "$target" in
+    streaming) ttfb "$streaming_url" >"$work/$target-ttfb.txt" ;;
+    storage) ttfb "$storage_url" >"$work/$target-ttfb.txt" ;;
+    nginx) ttfb "$nginx_url" >"$work/$target-ttfb.txt" ;;
+  esac
+done
 # Peak memory while 64 connections stream the whole file through the pair.
 wrk -t2 -c64 -d"${duration}s" "$streaming_url" >/dev/null
 storage_rss=$(peak_rss_mb "$storage_pid")
@@ -100,8 +113,8 @@ median_col() { awk -v c="$2" '{print $c}' "$1" | sort -n | awk '{v[NR]=$1} END {
 table=$(
   echo "$(cpu_model), $(nproc) cores; one 200 MB file on the local disk; wrk -t2; median of $runs rounds of ${duration}s."
   echo
-  echo "| server | whole file, 4 connections | vs nginx | 64 KiB Range in the middle, 32 connections: req/s | p50 | p99 |"
-  echo "|---|---|---|---|---|---|"
+  echo "| server | whole file, 4 connections | vs nginx | 64 KiB Range in the middle, 32 connections: req/s | p50 | p99 | one Range request alone: first byte |"
+  echo "|---|---|---|---|---|---|---|"
   nginx_mbs=$(median_col "$work/nginx-whole.txt" 1)
   for target in streaming storage nginx; do
     case "$target" in
@@ -110,8 +123,8 @@ table=$(
       nginx) label="nginx 1 worker, sendfile" ;;
     esac
     mbs=$(median_col "$work/$target-whole.txt" 1)
-    read -r rps p50 p99 < <(median <"$work/$target-range.txt")
-    echo "| $label | $mbs MB/s | $(python3 -c "print(f'{$mbs / max($nginx_mbs, 1):.2f}×')") | $rps | $p50 | $p99 |"
+    read -r rps p50 p99 _ _ < <(median <"$work/$target-range.txt")
+    echo "| $label | $mbs MB/s | $(python3 -c "print(f'{$mbs / max($nginx_mbs, 1):.2f}×')") | $rps | $p50 | $p99 | $(cat "$work/$target-ttfb.txt") |"
   done
   echo
   echo "Peak RSS after 64 connections streamed the whole file through the pair for ${duration}s: video-streaming $streaming_rss MB, video-storage $storage_rss MB."
