@@ -10,7 +10,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ObjectStore, RetryConfig};
 
 /// Which backend, parsed from `VIDEO_STORE` (and the seed's Azure variables).
 #[derive(Clone, PartialEq)]
@@ -114,7 +114,7 @@ impl Store {
                 endpoint,
             } => {
                 let mut builder = MicrosoftAzureBuilder::new()
-                    .with_client_options(client_options())
+                    .with_http_connector(crate::connector::PlainHttp)
                     .with_retry(retries())
                     .with_account(account)
                     .with_container_name(container);
@@ -140,7 +140,7 @@ impl Store {
                 endpoint,
             } => {
                 let mut builder = AmazonS3Builder::new()
-                    .with_client_options(client_options())
+                    .with_http_connector(crate::connector::PlainHttp)
                     .with_retry(retries())
                     .with_bucket_name(bucket);
                 for (key, value) in options {
@@ -190,15 +190,6 @@ fn resolves_inside(file: &FsPath, root: &FsPath) -> Result<(), Outside> {
         }
     }
     Err(Outside)
-}
-
-/// Time bounds of the calls to a cloud store. No bound on a whole request: a viewer streams a
-/// film for as long as it plays; instead each read must bring data within 30 s.
-fn client_options() -> ClientOptions {
-    ClientOptions::new()
-        .with_timeout_disabled()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_read_timeout(Duration::from_secs(30))
 }
 
 /// Two retries within 10 s, rather than `object_store`'s ten within three minutes: a request

@@ -84,6 +84,25 @@ fn multipart_error(error: MultipartError, limit: u64) -> VideoError {
     }
 }
 
+/// Most bytes a text field may have (a title is at most 200 characters): the form as a whole may
+/// be as large as an upload, and a field's text is held in memory.
+const MAX_TEXT_FIELD_BYTES: usize = 4096;
+
+/// A text field, read up to [`MAX_TEXT_FIELD_BYTES`].
+async fn small_field(mut field: Field<'_>, limit: u64) -> Result<String, VideoError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(|e| multipart_error(e, limit))?;
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
+            return Err(VideoError::BadRequest(format!(
+                "title must be at most {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| VideoError::BadRequest("title must be UTF-8".into()))
+}
+
 /// Streams one form field to storage at `path`, at most `limit` bytes.
 async fn store_field(
     state: &AppState,
@@ -142,10 +161,7 @@ pub(crate) async fn receive(state: &AppState, mut form: Multipart) -> Result<Vid
             .map_err(|e| multipart_error(e, limit))?
         {
             match field.name() {
-                Some("title") => {
-                    let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
-                    title_text = Some(text);
-                }
+                Some("title") => title_text = Some(small_field(field, limit).await?),
                 Some("file") if stored.is_some() => {
                     return Err(VideoError::BadRequest("send one file".into()));
                 }

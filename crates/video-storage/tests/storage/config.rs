@@ -21,6 +21,7 @@ fn the_seeds_port_and_azure_variables_work() {
         ("PORT", "4000"),
         ("STORAGE_ACCOUNT_NAME", "flixtube"),
         ("STORAGE_ACCESS_KEY", "c2VjcmV0"),
+        ("VIDEO_STORE_ENDPOINT", "http://azurite:10000/flixtube"),
     ])
     .unwrap();
     assert_eq!(c.bind.to_string(), "0.0.0.0:4000");
@@ -43,7 +44,12 @@ fn the_seeds_port_and_azure_variables_work() {
 
 #[test]
 fn store_urls_pick_the_backend() {
-    let c = config(&[("VIDEO_STORE", "s3://films"), ("AWS_REGION", "eu-west-1")]).unwrap();
+    let c = config(&[
+        ("VIDEO_STORE", "s3://films"),
+        ("AWS_REGION", "eu-west-1"),
+        ("VIDEO_STORE_ENDPOINT", "http://minio:9000"),
+    ])
+    .unwrap();
     let Backend::S3 {
         bucket, options, ..
     } = &c.backend
@@ -57,6 +63,7 @@ fn store_urls_pick_the_backend() {
     let c = config(&[
         ("VIDEO_STORE", "az://films"),
         ("STORAGE_ACCOUNT_NAME", "flixtube"),
+        ("VIDEO_STORE_ENDPOINT", "http://azurite:10000/flixtube"),
     ])
     .unwrap();
     assert!(matches!(c.backend, Backend::Azure { ref container, .. } if container == "films"));
@@ -77,6 +84,19 @@ fn bad_settings_name_the_variable() {
         (&[("PORT", "http")][..], "PORT"),
         (
             &[("VIDEO_STORE_ENDPOINT", "127.0.0.1:10000")][..],
+            "VIDEO_STORE_ENDPOINT",
+        ),
+        // No TLS in this build: the cloud's own https:// endpoints are refused at startup.
+        (
+            &[("STORAGE_ACCOUNT_NAME", "flixtube")][..],
+            "VIDEO_STORE_ENDPOINT",
+        ),
+        (&[("VIDEO_STORE", "s3://films")][..], "VIDEO_STORE_ENDPOINT"),
+        (
+            &[
+                ("VIDEO_STORE", "s3://films"),
+                ("VIDEO_STORE_ENDPOINT", "https://s3.example"),
+            ][..],
             "VIDEO_STORE_ENDPOINT",
         ),
     ] {

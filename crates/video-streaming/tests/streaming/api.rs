@@ -184,6 +184,12 @@ async fn bad_requests_get_clear_errors_and_leave_nothing_behind() {
     assert_eq!(blank.status, 400);
     let big = pair.upload("Big", "big.webm", vec![7u8; 200 * 1024]).await;
     assert_eq!(big.status, 413, "{}", big.text());
+    // A title is read into memory only up to a few KiB, whatever the form's size.
+    let long = pair
+        .upload(&"t".repeat(60 * 1024), "l.webm", vec![1u8; 10])
+        .await;
+    assert_eq!(long.status, 400, "{}", long.text());
+    assert!(long.text().contains("title must be at most 200 characters"));
 
     // None of them left a file or a row.
     for _ in 0..100 {
