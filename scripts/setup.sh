@@ -43,16 +43,16 @@ if ! cargo machete --version >/dev/null 2>&1; then
 fi
 # The real clients the tests run, pinned, into target/clients (where the tests look): Eureka's
 # (the registry's tests), Zipkin's (the trace collector's), OpenTelemetry's protobuf
-# definitions (the OTLP receiver of the tracing tests), and Azure's storage emulator (Azurite)
-# with Azure's Python client (video-storage's Azure backend). One pip and one npm install each,
+# definitions (the OTLP receiver of the tracing tests), Azure's storage emulator (Azurite) with
+# Azure's Python client, and moto's S3 server with boto3 (video-storage's Azure and S3 backends). One pip and one npm install each,
 # so a newer list replaces an older one (npm removes what the install does not name).
 clients="$(cd "$(dirname "$0")/.." && pwd)/target/clients"
 if [ ! -x "$clients/py/bin/python" ] \
-  || ! "$clients/py/bin/python" -c 'import py_eureka_client, py_zipkin, opentelemetry.proto, azure.storage.blob' 2>/dev/null; then
-  echo "setup: installing py-eureka-client, py_zipkin, opentelemetry-proto and azure-storage-blob into $clients/py"
+  || ! "$clients/py/bin/python" -c 'import py_eureka_client, py_zipkin, opentelemetry.proto, azure.storage.blob, moto.server, boto3' 2>/dev/null; then
+  echo "setup: installing py-eureka-client, py_zipkin, opentelemetry-proto, azure-storage-blob and moto into $clients/py"
   python3 -m venv "$clients/py"
   "$clients/py/bin/pip" install --quiet --disable-pip-version-check py-eureka-client==0.13.3 \
-    py_zipkin==1.2.8 opentelemetry-proto==1.45.2 azure-storage-blob==12.31.1
+    py_zipkin==1.2.8 opentelemetry-proto==1.45.2 azure-storage-blob==12.31.1 "moto[server]==5.1.18"
 fi
 # schemathesis checks the TODO API against its own OpenAPI document (tests/api/schemathesis.rs),
 # in a venv of its own: it pins many libraries of its own.

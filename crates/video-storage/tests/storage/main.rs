@@ -5,4 +5,5 @@ mod azure;
 mod config;
 mod helpers;
 mod local;
+mod s3;
 mod uploads;
