@@ -371,6 +371,31 @@ pub fn parse_count(value: &str, max: u64) -> Result<u64, String> {
     }
 }
 
+/// The seeds' Node services' `PORT`: listen on all interfaces on this port.
+pub const SEED_PORT: Setting = Setting::new(
+    "PORT",
+    "port",
+    "PORT",
+    "the seed's port setting: 0.0.0.0:PORT, unless the service's own bind setting is given",
+)
+.env_only();
+
+/// Where to listen: `bind` when given, else the seeds' `PORT` on all interfaces, else `bind`'s
+/// default.
+pub fn bind_or_seed_port(source: &Source, bind: &Setting) -> Result<SocketAddr, ConfigError> {
+    if source.get(bind)?.is_none()
+        && let Some(port) = source.parse(&SEED_PORT, |v| {
+            v.trim()
+                .parse::<u16>()
+                .map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
+                .map_err(|_| "a port number from 0 to 65535".to_string())
+        })?
+    {
+        return Ok(port);
+    }
+    source.parse_or_default(bind, parse_bind)
+}
+
 /// A size in bytes: `4G`, `500M`, `64k` (powers of 1024) or plain bytes; more than zero.
 pub fn parse_size(value: &str) -> Result<u64, String> {
     let value = value.trim();

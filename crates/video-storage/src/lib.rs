@@ -34,14 +34,8 @@ pub use store::{Backend, Store};
 pub use upload::IDLE_TIMEOUT;
 
 pub const BIND: Setting = Setting::bind("VIDEO_STORAGE_BIND", "0.0.0.0:3000");
-/// The seed's `PORT`: listen on all interfaces on this port, unless `VIDEO_STORAGE_BIND` says.
-pub const PORT: Setting = Setting::new(
-    "PORT",
-    "port",
-    "PORT",
-    "the seed's port setting: 0.0.0.0:PORT",
-)
-.env_only();
+/// The seed's `PORT` (listen on all interfaces on it, unless `VIDEO_STORAGE_BIND` is given).
+pub const PORT: Setting = platform::config::SEED_PORT;
 pub const STORE: Setting = Setting::new(
     "VIDEO_STORE",
     "store",
@@ -106,18 +100,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
-        let bind = match source.get(&BIND)? {
-            Some(_) => source.parse_or_default(&BIND, platform::config::parse_bind)?,
-            None => match source.parse(&PORT, |v| {
-                v.trim()
-                    .parse::<u16>()
-                    .map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
-                    .map_err(|_| "a port number from 0 to 65535".to_string())
-            })? {
-                Some(bind) => bind,
-                None => source.parse_or_default(&BIND, platform::config::parse_bind)?,
-            },
-        };
+        let bind = platform::config::bind_or_seed_port(source, &BIND)?;
         let account = source.parse(&ACCOUNT, |v| Ok(v.trim().to_string()))?;
         let access_key = source.parse(&ACCESS_KEY, |v| Ok(v.trim().to_string()))?;
         let endpoint = source.parse(&STORE_ENDPOINT, |v| {

@@ -35,14 +35,8 @@ pub use error::VideoError;
 pub use storage::StorageClient;
 
 pub const BIND: Setting = Setting::bind("VIDEO_STREAMING_BIND", "0.0.0.0:3000");
-/// The seed's `PORT`: listen on all interfaces on this port, unless `VIDEO_STREAMING_BIND` says.
-pub const PORT: Setting = Setting::new(
-    "PORT",
-    "port",
-    "PORT",
-    "the seed's port setting: 0.0.0.0:PORT",
-)
-.env_only();
+/// The seed's `PORT` (listen on all interfaces on it, unless `VIDEO_STREAMING_BIND` is given).
+pub const PORT: Setting = platform::config::SEED_PORT;
 pub const STORAGE_URL: Setting = Setting::new(
     "VIDEO_STORAGE_URL",
     "storage-url",
@@ -126,17 +120,7 @@ impl Config {
                 )));
             }
         }
-        let bind = match (source.get(&BIND)?, source.get(&PORT)?) {
-            (None, Some(_)) => source
-                .parse(&PORT, |v| {
-                    v.trim()
-                        .parse::<u16>()
-                        .map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
-                        .map_err(|_| "a port number from 0 to 65535".to_string())
-                })?
-                .expect("PORT is set"),
-            _ => source.parse_or_default(&BIND, platform::config::parse_bind)?,
-        };
+        let bind = platform::config::bind_or_seed_port(source, &BIND)?;
         let storage_url = match source.parse(&STORAGE_URL, |v| {
             let v = v.trim().trim_end_matches('/');
             let parsed = reqwest::Url::parse(v).map_err(|_| "an http:// URL".to_string())?;
