@@ -81,6 +81,11 @@ fn command() -> Command {
             traces::SETTINGS,
         ))
         .subcommand(service(
+            "dashboard",
+            "The live dashboard: every circuit and upstream, all replicas together, from their metrics (DASHBOARD_BIND)",
+            dashboard::SETTINGS,
+        ))
+        .subcommand(service(
             "video-storage",
             "FlixTube's storage service: videos with Range and atomic uploads, on a directory, Azure Blob or S3 (VIDEO_STORAGE_BIND)",
             video_storage::SETTINGS,
@@ -162,6 +167,20 @@ fn main() -> ExitCode {
             |config| async move {
                 let listener = platform::bind(config.bind).await?;
                 traces::run(listener, config, platform::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            },
+        ),
+        "dashboard" => launch(
+            name,
+            sub,
+            dashboard::SETTINGS,
+            dashboard::Config::from_source,
+            |c| &c.common,
+            |_| None,
+            |config| async move {
+                let listener = platform::bind(config.bind).await?;
+                dashboard::run(listener, config, platform::shutdown_signal())
                     .await
                     .map_err(anyhow::Error::from)
             },
@@ -433,6 +452,7 @@ impl OneShot for video_storage::Config {}
 impl OneShot for video_streaming::Config {}
 impl OneShot for registry::Config {}
 impl OneShot for traces::Config {}
+impl OneShot for dashboard::Config {}
 impl OneShot for stack::Config {}
 impl OneShot for gateway::Config {
     fn one_shot(&self) -> Option<Result<String, String>> {

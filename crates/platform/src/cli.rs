@@ -61,6 +61,7 @@ pub const COMMON_SETTINGS: &[Setting] = &[
     crate::otel::SAMPLER,
     crate::otel::SAMPLER_ARG,
     crate::otel::QUEUE_SIZE,
+    crate::call::CALLS_FILE,
 ];
 
 /// Adds one flag per setting that has one, with the env var and default in its help.

@@ -197,6 +197,18 @@ impl Source {
             .filter(|v| !v.is_empty())
     }
 
+    /// Environment variables whose names start with `prefix` (empty values left out), for
+    /// settings whose names are made from other names (`FLOTILLA_CALL_<TARGET>_<KEY>`).
+    pub fn vars_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.env
+            .iter()
+            .filter(move |(name, value)| name.starts_with(prefix) && !value.is_empty())
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
     /// Records a value given on the command line; it wins over the environment.
     pub fn set_flag(&mut self, setting: &Setting, value: impl Into<String>) {
         self.flags.insert(setting.env, value.into());

@@ -18,11 +18,12 @@
 //!   first-request, idle and send timeouts) and graceful shutdown; its parts also serve the
 //!   gateway's listeners.
 //! - [`tls`]: rustls for a listener, certificates swapped on reload, HTTP/2 by ALPN.
-//! - [`circuit`]: a circuit breaker for calls to other services.
+//! - [`call`]: calls to other services, protected: timeout, retries within a budget, circuit
+//!   breaker, bulkhead, fallback, with metrics.
 //! - [`registration`]: registering with a service registry (Eureka's API), and which address to
 //!   advertise.
 
-pub mod circuit;
+pub mod call;
 pub mod cli;
 pub mod config;
 pub mod contract;
@@ -37,7 +38,7 @@ pub mod tls;
 
 use std::time::Duration;
 
-pub use circuit::{BreakerSettings, CallError, CircuitBreaker, CircuitState};
+pub use call::{CallError, CallPolicy, CallTarget, CircuitState, Verdict};
 pub use config::{ConfigError, Setting, Source};
 pub use contract::{
     Contracted, ErrorStyle, Handler, RequestLayers, RouterHandler, contract_openapi,
@@ -58,6 +59,8 @@ pub struct CommonConfig {
     pub registration: Option<registration::RegistrationConfig>,
     /// Where spans go, when a collector is given.
     pub tracing: otel::TracingConfig,
+    /// How calls to other services are protected, per target.
+    pub calls: call::CallSettings,
 }
 
 impl CommonConfig {
@@ -69,6 +72,7 @@ impl CommonConfig {
                 .parse_or_default(&cli::SHUTDOWN_DELAY, config::parse_duration)?,
             registration: registration::RegistrationConfig::from_source(source)?,
             tracing: otel::TracingConfig::from_source(source)?,
+            calls: call::CallSettings::from_source(source)?,
         })
     }
 

@@ -1,13 +1,15 @@
-//! The TODO API as the board sees it: every call has a timeout and goes through one circuit
-//! breaker, so a dead API costs a page a few milliseconds, not a hanging browser.
+//! The TODO API as the board sees it: every call goes through the platform's protected client
+//! (deadline, retries of idempotent calls, circuit breaker, bulkhead), so a dead API costs a
+//! page a few milliseconds, not a hanging browser. Columns fall back to their last good copy,
+//! marked stale, while the API cannot answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode, header};
 
-use platform::{BreakerSettings, CallError, CircuitBreaker};
+use platform::{CallError, CallPolicy, CallTarget, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// One TODO item as the API returns it.
@@ -31,16 +33,38 @@ pub(crate) enum ApiError {
     /// The API refused the input; the message is the API's, naming the field.
     #[error("{message}")]
     Rejected { status: u16, message: String },
+    /// No connection could be made: nothing reached the API, so trying again is safe.
+    #[error("TODO API unreachable: {0}")]
+    Unreachable(String),
     #[error("TODO API unavailable: {0}")]
     Unavailable(String),
+    /// The circuit is open (or too many calls wait): refused without calling.
+    #[error("TODO API unavailable: {0}")]
+    Refused(String),
+    /// No answer in time: a write may or may not have been applied.
+    #[error("TODO API did not answer in time")]
+    TimedOut,
 }
 
-impl ApiError {
-    /// Failures of the API itself, which count against the circuit; a 4xx is the user's.
-    fn is_failure(&self) -> bool {
-        match self {
-            ApiError::Rejected { status, .. } => *status >= 500,
-            ApiError::Unavailable(_) => true,
+/// How an attempt counts for the breaker: the API's own failures do; a 4xx is the user's.
+fn judge<T>(result: &Result<T, ApiError>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Success,
+        Err(ApiError::Rejected { status, .. }) if *status < 500 => Verdict::Success,
+        Err(ApiError::Rejected { status, .. }) => Verdict::Failure {
+            retry: matches!(status, 502..=504),
+        },
+        Err(ApiError::Unreachable(_)) => Verdict::Failure { retry: true },
+        Err(_) => Verdict::Failure { retry: false },
+    }
+}
+
+impl From<CallError<ApiError>> for ApiError {
+    fn from(error: CallError<ApiError>) -> Self {
+        match error {
+            CallError::Failed(error) => error,
+            CallError::Timeout { .. } => ApiError::TimedOut,
+            refused => ApiError::Refused(refused.to_string()),
         }
     }
 }
@@ -49,17 +73,28 @@ impl ApiError {
 pub(crate) struct Api {
     base: Arc<str>,
     client: reqwest::Client,
-    breaker: Arc<CircuitBreaker>,
+    target: Arc<CallTarget>,
     columns: Arc<Columns>,
+}
+
+/// A column as the board shows it.
+pub(crate) struct Listed {
+    pub(crate) items: Arc<[Todo]>,
+    /// The API has more than it returned.
+    pub(crate) more: bool,
+    /// Set when the API could not answer and this is the last good copy: its age.
+    pub(crate) stale: Option<Duration>,
 }
 
 /// A column as the API last sent it, with its tag: asked again with `If-None-Match`, an
 /// unchanged column comes back as `304` without a body, and this copy is shown.
 #[derive(Clone)]
 struct Column {
-    etag: HeaderValue,
+    etag: Option<HeaderValue>,
     items: Arc<[Todo]>,
     more: bool,
+    /// When the API last confirmed it.
+    seen: Instant,
 }
 
 #[derive(Serialize)]
@@ -78,64 +113,75 @@ struct ErrorBody {
 }
 
 impl Api {
-    pub(crate) fn new(base: &str, timeout: Duration) -> Self {
+    /// `policy`: how calls to the API are protected (its `timeout` bounds every call).
+    pub(crate) fn new(base: &str, policy: CallPolicy) -> Self {
         Api {
             base: Arc::from(base.trim_end_matches('/')),
             client: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout)
+                .connect_timeout(policy.timeout)
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build()
                 .expect("a plain HTTP client builds"),
-            breaker: Arc::new(CircuitBreaker::new("todo-api", BreakerSettings::default())),
+            target: Arc::new(CallTarget::new("todo-api", policy)),
             columns: Arc::default(),
         }
     }
 
-    pub(crate) fn breaker(&self) -> &CircuitBreaker {
-        &self.breaker
+    pub(crate) fn target(&self) -> &CallTarget {
+        &self.target
     }
 
     /// One column, and whether the API has more than it returned. Conditional: an unchanged
-    /// column costs the API no body and the board no parsing.
+    /// column costs the API no body and the board no parsing. When the API cannot answer, the
+    /// last good copy is the fallback, with its age.
     pub(crate) async fn list(
         &self,
         status: &'static str,
         caller: &Caller<'_>,
-    ) -> Result<(Arc<[Todo]>, bool), ApiError> {
+    ) -> Result<Listed, ApiError> {
         let url = format!("{}/todo?status={status}&limit={COLUMN_LIMIT}", self.base);
         let cached = lock(&self.columns).get(status).cloned();
         let mut request = self.client.get(url);
-        if let Some(cached) = &cached {
-            request = request.header(header::IF_NONE_MATCH, cached.etag.clone());
+        if let Some(etag) = cached.as_ref().and_then(|c| c.etag.clone()) {
+            request = request.header(header::IF_NONE_MATCH, etag);
         }
         let columns = self.columns.clone();
-        self.call(request, caller, |response| async move {
-            if response.status() == StatusCode::NOT_MODIFIED
-                && let Some(cached) = cached
-            {
-                return Ok((cached.items, cached.more));
+        let fallback = cached.clone();
+        let read = move |response: reqwest::Response| {
+            let cached = cached.clone();
+            let columns = columns.clone();
+            async move {
+                let more = response.headers().contains_key(header::LINK);
+                let etag = response.headers().get(header::ETAG).cloned();
+                let items: Arc<[Todo]> = match cached {
+                    Some(cached) if response.status() == StatusCode::NOT_MODIFIED => cached.items,
+                    _ => response
+                        .json::<Vec<Todo>>()
+                        .await
+                        .map_err(unavailable)?
+                        .into(),
+                };
+                let column = Column {
+                    etag,
+                    items: items.clone(),
+                    more,
+                    seen: Instant::now(),
+                };
+                lock(&columns).insert(status, column);
+                Ok(Listed {
+                    items,
+                    more,
+                    stale: None,
+                })
             }
-            let more = response.headers().contains_key(header::LINK);
-            let etag = response.headers().get(header::ETAG).cloned();
-            let items: Arc<[Todo]> = response
-                .json::<Vec<Todo>>()
-                .await
-                .map_err(unavailable)?
-                .into();
-            let mut columns = lock(&columns);
-            match etag {
-                Some(etag) => columns.insert(
-                    status,
-                    Column {
-                        etag,
-                        items: items.clone(),
-                        more,
-                    },
-                ),
-                None => columns.remove(status),
-            };
-            Ok((items, more))
+        };
+        self.call(true, request, caller, read, move |error| match fallback {
+            Some(copy) => Ok(Listed {
+                items: copy.items,
+                more: copy.more,
+                stale: Some(copy.seen.elapsed()),
+            }),
+            None => Err(error),
         })
         .await
     }
@@ -148,7 +194,7 @@ impl Api {
     ) -> Result<Todo, ApiError> {
         let url = format!("{}/todo", self.base);
         let body = serde_json::json!({ "title": title, "content": content });
-        self.call(self.client.post(url).json(&body), caller, json)
+        self.call(false, self.client.post(url).json(&body), caller, json, Err)
             .await
     }
 
@@ -159,31 +205,55 @@ impl Api {
         caller: &Caller<'_>,
     ) -> Result<Todo, ApiError> {
         let url = format!("{}/todo/{id}", self.base);
-        self.call(self.client.patch(url).json(changes), caller, json)
-            .await
+        self.call(
+            false,
+            self.client.patch(url).json(changes),
+            caller,
+            json,
+            Err,
+        )
+        .await
     }
 
     pub(crate) async fn delete(&self, id: i64, caller: &Caller<'_>) -> Result<(), ApiError> {
         let url = format!("{}/todo/{id}", self.base);
-        self.call(self.client.delete(url), caller, |_| async { Ok(()) })
-            .await
+        self.call(
+            true,
+            self.client.delete(url),
+            caller,
+            |_| async { Ok(()) },
+            Err,
+        )
+        .await
     }
 
     /// Whether the API answers its liveness probe (for `/ready`).
     pub(crate) async fn probe(&self) -> Result<(), ApiError> {
         let url = format!("{}/hc", self.base);
-        self.call(self.client.get(url), &Caller::probe(), |_| async { Ok(()) })
-            .await
+        let caller = Caller::probe();
+        self.call(
+            true,
+            self.client.get(url),
+            &caller,
+            |_| async { Ok(()) },
+            Err,
+        )
+        .await
     }
 
+    /// One protected call: `read` turns a successful answer into the value; `fallback` may
+    /// answer instead when the call fails. `idempotent` calls are retried on a refused
+    /// connection or a 502–504.
     async fn call<T, F, Fut>(
         &self,
+        idempotent: bool,
         request: reqwest::RequestBuilder,
         caller: &Caller<'_>,
         read: F,
+        fallback: impl FnOnce(CallError<ApiError>) -> Result<T, CallError<ApiError>>,
     ) -> Result<T, ApiError>
     where
-        F: FnOnce(reqwest::Response) -> Fut,
+        F: Fn(reqwest::Response) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
         let mut request = request.header("x-request-id", caller.request_id);
@@ -208,34 +278,37 @@ impl Api {
             }
             (None, None) => {}
         }
-        let result = self
-            .breaker
-            .call(ApiError::is_failure, async {
-                let response = request.send().await;
-                if let Some(span) = span {
-                    span.finish(response.as_ref().ok().map(|r| r.status().as_u16()));
-                }
-                let response = response.map_err(unavailable)?;
-                let status = response.status();
-                // 304: the caller asked conditionally, and its copy is current.
-                if status.is_success() || status == StatusCode::NOT_MODIFIED {
-                    return read(response).await;
-                }
-                let message = match response.json::<ErrorBody>().await {
-                    Ok(body) => body.message,
-                    Err(_) => format!("the API answered {status}"),
-                };
-                Err(ApiError::Rejected {
-                    status: status.as_u16(),
-                    message,
-                })
+        let span = std::sync::Mutex::new(span);
+        let attempt = || async {
+            // Bodies here are small JSON documents: a copy per attempt always exists.
+            let Some(request) = request.try_clone() else {
+                return Err(ApiError::Unavailable(
+                    "the request cannot be sent again".into(),
+                ));
+            };
+            let response = request.send().await;
+            if let Some(span) = span.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                span.finish(response.as_ref().ok().map(|r| r.status().as_u16()));
+            }
+            let response = response.map_err(unavailable)?;
+            let status = response.status();
+            // 304: the caller asked conditionally, and its copy is current.
+            if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                return read(response).await;
+            }
+            let message = match response.json::<ErrorBody>().await {
+                Ok(body) => body.message,
+                Err(_) => format!("the API answered {status}"),
+            };
+            Err(ApiError::Rejected {
+                status: status.as_u16(),
+                message,
             })
-            .await;
-        match result {
-            Ok(value) => Ok(value),
-            Err(CallError::Failed(error)) => Err(error),
-            Err(open @ CallError::Open(_)) => Err(ApiError::Unavailable(open.to_string())),
-        }
+        };
+        self.target
+            .call_or_else(idempotent, judge, attempt, fallback)
+            .await
+            .map_err(ApiError::from)
     }
 }
 
@@ -268,12 +341,11 @@ async fn json(response: reqwest::Response) -> Result<Todo, ApiError> {
 }
 
 fn unavailable(error: reqwest::Error) -> ApiError {
-    let what = if error.is_timeout() {
-        "no answer in time".to_string()
-    } else if error.is_connect() {
-        "cannot connect".to_string()
+    if error.is_connect() {
+        ApiError::Unreachable("cannot connect".to_string())
+    } else if error.is_timeout() {
+        ApiError::TimedOut
     } else {
-        error.to_string()
-    };
-    ApiError::Unavailable(what)
+        ApiError::Unavailable(error.to_string())
+    }
 }

@@ -2,12 +2,12 @@
 //!
 //! Three columns (TODO, PROGRESS, DONE) filled by three concurrent API calls; forms to create,
 //! edit, move and delete items that work without JavaScript, and a small vendored script that
-//! makes them update the board in place. The board never touches the database. Every API call has
-//! a timeout and goes through a circuit breaker: with the API down the page still answers at once,
-//! with a notice.
+//! makes them update the board in place. The board never touches the database. Every API call goes
+//! through the platform's protected client: with the API down the page still answers at once,
+//! from its last good copy of each column, with a notice saying how old it is.
 //!
 //! Layout:
-//! - `api`: the API client (timeouts, circuit breaker, request id passed on).
+//! - `api`: the API client (protected calls, last good copies, request id passed on).
 //! - `pages`: the board and its form handlers; templates in `templates/`.
 //! - [`assets`]: CSS, JS and icon under content-hashed names; `--export-assets`.
 
@@ -17,7 +17,6 @@ mod api;
 mod pages;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -33,7 +32,7 @@ pub const API_TIMEOUT: Setting = Setting::new(
     "TODO_API_TIMEOUT",
     "api-timeout",
     "DURATION",
-    "how long one API call may take",
+    "how long one API call may take, retries included (FLOTILLA_CALL_TODO_API_TIMEOUT wins)",
 )
 .default("2s");
 pub const EXPORT_ASSETS: Setting = Setting::new(
@@ -49,13 +48,15 @@ pub const SETTINGS: &[Setting] = &[BIND, API_URL, API_TIMEOUT, EXPORT_ASSETS];
 pub struct Config {
     pub bind: SocketAddr,
     pub api_url: String,
-    pub api_timeout: Duration,
+    /// How calls to the API are protected: timeout, retries, breaker, bulkhead.
+    pub api_calls: platform::CallPolicy,
     pub export_assets: Option<String>,
     pub common: CommonConfig,
 }
 
 impl Config {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let common = CommonConfig::from_source(source)?;
         Ok(Config {
             bind: source.parse_or_default(&BIND, parse_bind)?,
             api_url: source.parse_or_default(&API_URL, |v| {
@@ -66,9 +67,15 @@ impl Config {
                     Err("an http:// URL".to_string())
                 }
             })?,
-            api_timeout: source.parse_or_default(&API_TIMEOUT, parse_duration)?,
+            api_calls: common.calls.policy(
+                "todo-api",
+                platform::CallPolicy {
+                    timeout: source.parse_or_default(&API_TIMEOUT, parse_duration)?,
+                    ..platform::CallPolicy::default()
+                },
+            )?,
             export_assets: source.parse(&EXPORT_ASSETS, |v| Ok(v.to_string()))?,
-            common: CommonConfig::from_source(source)?,
+            common,
         })
     }
 }
@@ -80,13 +87,13 @@ pub(crate) struct AppState {
 
 /// The board's routes, wrapped in the service contract.
 pub fn app(config: &Config, readiness: &Readiness) -> platform::Contracted {
-    let api = api::Api::new(&config.api_url, config.api_timeout);
+    let api = api::Api::new(&config.api_url, config.api_calls.clone());
     let probe = api.clone();
     readiness.add_check("todo-api", true, move || {
         let probe = probe.clone();
         async move {
             probe.probe().await.map_err(|e| e.to_string())?;
-            Ok(serde_json::json!({ "circuit": probe.breaker().state().as_str() }))
+            Ok(serde_json::json!({ "circuit": probe.target().state().as_str() }))
         }
     });
     let routes = Router::new()
@@ -123,13 +130,25 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn defaults_are_the_originals_and_bad_urls_are_named() {
         let config = Config::from_source(&Source::default()).unwrap();
         assert_eq!(config.bind, "0.0.0.0:3000".parse().unwrap());
         assert_eq!(config.api_url, "http://localhost:8000");
-        assert_eq!(config.api_timeout, Duration::from_secs(2));
+        assert_eq!(config.api_calls.timeout, Duration::from_secs(2));
+        let error = Config::from_source(&Source::from_pairs([(
+            "FLOTILLA_CALL_TODO_API_FAILURE_RATE",
+            "101",
+        )]))
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("FLOTILLA_CALL_TODO_API_FAILURE_RATE"),
+            "{error}"
+        );
         let error =
             Config::from_source(&Source::from_pairs([("TODO_API_URL", "ftp://x")])).unwrap_err();
         assert!(error.to_string().contains("TODO_API_URL"), "{error}");

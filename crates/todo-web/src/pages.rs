@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::api::{ApiError, Caller, Changes, STATUSES, Todo};
+use crate::api::{ApiError, Caller, Changes, Listed, STATUSES, Todo};
 use crate::assets;
 
 #[derive(Template)]
@@ -29,6 +29,8 @@ struct Column {
     status: &'static str,
     items: Vec<Card>,
     more: bool,
+    /// The last good copy, shown while the API cannot answer.
+    stale: bool,
 }
 
 struct Card {
@@ -54,8 +56,17 @@ struct FormState {
 impl FormState {
     fn failed(title: &str, content: &str, error: &ApiError) -> Self {
         let message = match error {
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Unreachable(_) => {
                 "TODO API unavailable — nothing was saved; please try again".to_string()
+            }
+            ApiError::Refused(_) => {
+                "TODO API is failing, so changes are refused for a few seconds — nothing was saved"
+                    .to_string()
+            }
+            // The request may have reached the API: do not claim either way.
+            ApiError::TimedOut => {
+                "TODO API did not answer in time — the change may not have been saved; check the board"
+                    .to_string()
             }
             ApiError::Rejected { message, .. } => message.clone(),
         };
@@ -114,27 +125,43 @@ async fn render(
     )
     .await;
     let mut notice = None;
+    let mut oldest: Option<std::time::Duration> = None;
     let mut failed_edit = failed_edit;
     let columns = STATUSES
         .iter()
         .zip(lists)
         .map(|(status, list)| {
-            let (items, more) = list.unwrap_or_else(|error| {
+            let listed = list.unwrap_or_else(|error| {
                 tracing::warn!(%error, column = status, "cannot load a column");
                 notice = Some("TODO API unavailable — showing nothing; retrying".to_string());
-                (std::sync::Arc::from([]), false)
+                Listed {
+                    items: std::sync::Arc::from([]),
+                    more: false,
+                    stale: None,
+                }
             });
-            let items = items
+            if let Some(age) = listed.stale {
+                oldest = Some(oldest.map_or(age, |o| o.max(age)));
+            }
+            let items = listed
+                .items
                 .iter()
                 .map(|todo| card(todo, &mut failed_edit))
                 .collect();
             Column {
                 status,
                 items,
-                more,
+                more: listed.more,
+                stale: listed.stale.is_some(),
             }
         })
         .collect();
+    if let (None, Some(age)) = (&notice, oldest) {
+        notice = Some(format!(
+            "TODO API unavailable — showing the board as it was {} ago; retrying",
+            age_text(age)
+        ));
+    }
     let auto_refresh = notice.is_some() && new.error.is_none();
     let page = BoardPage {
         css: assets::url("app.css"),
@@ -181,6 +208,15 @@ fn card(todo: &Todo, failed_edit: &mut Option<FailedEdit>) -> Card {
         title: todo.title.clone(),
         content: todo.content.clone(),
         edit,
+    }
+}
+
+/// `42 s`, `3 min`, `2 h`.
+fn age_text(age: std::time::Duration) -> String {
+    match age.as_secs() {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3600),
     }
 }
 

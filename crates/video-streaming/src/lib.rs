@@ -105,6 +105,8 @@ pub struct Config {
     pub storage_url: String,
     pub catalog: PathBuf,
     pub max_upload: u64,
+    /// How calls to storage are protected.
+    pub storage_calls: platform::CallPolicy,
     pub common: CommonConfig,
 }
 
@@ -160,12 +162,20 @@ impl Config {
                 _ => Err("sqlite://FILE".to_string()),
             }
         })?;
+        let common = CommonConfig::from_source(source)?;
         Ok(Config {
             bind,
             storage_url,
             catalog,
             max_upload: source.parse_or_default(&MAX_UPLOAD, platform::config::parse_size)?,
-            common: CommonConfig::from_source(source)?,
+            storage_calls: common.calls.policy(
+                "video-storage",
+                platform::CallPolicy {
+                    timeout: storage::HEAD_TIMEOUT,
+                    ..platform::CallPolicy::default()
+                },
+            )?,
+            common,
         })
     }
 }
@@ -242,7 +252,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     let catalog = Catalog::open(&config.catalog)?;
-    let storage = StorageClient::new(&config.storage_url);
+    let storage = StorageClient::new(&config.storage_url, config.storage_calls.clone());
     let readiness = Readiness::new();
     let router = app(catalog, storage, config.max_upload, &readiness);
     readiness.started();

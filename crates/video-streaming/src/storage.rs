@@ -1,13 +1,14 @@
-//! Calls to video-storage, through the platform's circuit breaker: when storage is down the
-//! first few calls fail (connect within 2 s, an answer's head within 10 s), then the breaker
-//! answers at once (503) until storage is tried again. A stream, once started, has no bound on
-//! its length (a film plays as long as it plays) but must bring data every 30 s.
+//! Calls to video-storage, through the platform's protected client: when storage is down the
+//! first few calls fail (connect within 2 s, an answer's head within the policy's timeout,
+//! 10 s by default; reads retried once on a refused connection), then the breaker answers at
+//! once (503) until storage is tried again. A stream, once started, has no bound on its length
+//! (a film plays as long as it plays) but must bring data every 30 s. An upload has an hour.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use platform::{BreakerSettings, CallError, CircuitBreaker};
+use platform::{CallError, CallPolicy, CallTarget, Verdict};
 
 /// The request headers a read passes on: ranges and conditions.
 pub(crate) const READ_HEADERS: &[&str] = &[
@@ -29,22 +30,31 @@ pub(crate) const ANSWER_HEADERS: &[&str] = &[
     "last-modified",
 ];
 
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default bound on a call's answer head.
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound on an upload, body included.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("video storage is unavailable")]
     Unavailable,
+    /// No connection: nothing reached storage, so a read may go again.
+    #[error("video storage is unavailable")]
+    Unreachable,
     #[error("video storage refused: {message}")]
     Refused { status: u16, message: String },
 }
 
-impl StorageError {
-    fn is_failure(&self) -> bool {
-        match self {
-            StorageError::Unavailable => true,
-            StorageError::Refused { status, .. } => *status >= 500,
-        }
+fn judge(result: &Result<reqwest::Response, StorageError>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Success,
+        Err(StorageError::Refused { status, .. }) if *status < 500 => Verdict::Success,
+        Err(StorageError::Refused { status, .. }) => Verdict::Failure {
+            retry: matches!(status, 502..=504),
+        },
+        Err(StorageError::Unreachable) => Verdict::Failure { retry: true },
+        Err(StorageError::Unavailable) => Verdict::Failure { retry: false },
     }
 }
 
@@ -60,7 +70,7 @@ pub struct Stored {
 pub struct StorageClient {
     base: String,
     http: reqwest::Client,
-    breaker: Arc<CircuitBreaker>,
+    target: Arc<CallTarget>,
 }
 
 fn query(path: &str) -> String {
@@ -69,7 +79,7 @@ fn query(path: &str) -> String {
 
 impl StorageClient {
     /// `base`: `http://host:port`, without a trailing slash.
-    pub fn new(base: &str) -> StorageClient {
+    pub fn new(base: &str, policy: CallPolicy) -> StorageClient {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .read_timeout(Duration::from_secs(30))
@@ -78,10 +88,7 @@ impl StorageClient {
         StorageClient {
             base: base.trim_end_matches('/').to_string(),
             http,
-            breaker: Arc::new(CircuitBreaker::new(
-                "video-storage",
-                BreakerSettings::default(),
-            )),
+            target: Arc::new(CallTarget::new("video-storage", policy)),
         }
     }
 
@@ -90,22 +97,30 @@ impl StorageClient {
         format!("{}/video?path={}", self.base, query(path))
     }
 
+    /// One protected call. A request with a streamed body cannot be sent twice: it is sent
+    /// once, not `idempotent`; `timeout` replaces the policy's for it.
     async fn call(
         &self,
         request: reqwest::RequestBuilder,
+        idempotent: bool,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, StorageError> {
-        let result = self
-            .breaker
-            .call(StorageError::is_failure, async {
-                let send = request.send();
-                let answer = match timeout {
-                    Some(limit) => tokio::time::timeout(limit, send)
-                        .await
-                        .map_err(|_| StorageError::Unavailable)?,
-                    None => send.await,
-                }
-                .map_err(|_| StorageError::Unavailable)?;
+        let mut once = Some(request);
+        let attempt = || {
+            let request = match &once {
+                Some(request) if idempotent => request.try_clone(),
+                _ => None,
+            }
+            .or_else(|| once.take());
+            async move {
+                let request = request.ok_or(StorageError::Unavailable)?;
+                let answer = request.send().await.map_err(|error| {
+                    if error.is_connect() {
+                        StorageError::Unreachable
+                    } else {
+                        StorageError::Unavailable
+                    }
+                })?;
                 let status = answer.status();
                 if status.is_server_error() {
                     return Err(StorageError::Refused {
@@ -114,12 +129,18 @@ impl StorageClient {
                     });
                 }
                 Ok(answer)
-            })
-            .await;
-        match result {
+            }
+        };
+        let timeout = timeout.unwrap_or(self.target.policy().timeout);
+        match self
+            .target
+            .call_within(timeout, idempotent, judge, attempt)
+            .await
+        {
             Ok(answer) => Ok(answer),
+            Err(CallError::Failed(StorageError::Unreachable)) => Err(StorageError::Unavailable),
             Err(CallError::Failed(error)) => Err(error),
-            Err(CallError::Open(_)) => Err(StorageError::Unavailable),
+            Err(_) => Err(StorageError::Unavailable),
         }
     }
 
@@ -142,13 +163,17 @@ impl StorageClient {
                 request = request.header(*name, value);
             }
         }
-        self.call(request, Some(HEAD_TIMEOUT)).await
+        self.call(request, true, None).await
     }
 
     /// Stores `body` at `path`.
     pub async fn put(&self, path: &str, body: reqwest::Body) -> Result<Stored, StorageError> {
         let answer = self
-            .call(self.http.put(self.object_url(path)).body(body), None)
+            .call(
+                self.http.put(self.object_url(path)).body(body),
+                false,
+                Some(UPLOAD_TIMEOUT),
+            )
             .await?;
         let status = answer.status();
         if status == StatusCode::CREATED || status == StatusCode::OK {
@@ -160,7 +185,7 @@ impl StorageClient {
     /// Deletes `path`; a missing object is fine.
     pub async fn delete(&self, path: &str) -> Result<(), StorageError> {
         let answer = self
-            .call(self.http.delete(self.object_url(path)), Some(HEAD_TIMEOUT))
+            .call(self.http.delete(self.object_url(path)), true, None)
             .await?;
         match answer.status() {
             StatusCode::NO_CONTENT | StatusCode::NOT_FOUND => Ok(()),

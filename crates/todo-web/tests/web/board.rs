@@ -163,7 +163,13 @@ async fn with_the_api_down_the_board_answers_at_once_with_a_notice() {
         .unwrap();
     assert_eq!(answer.status(), 503);
     let page = answer.text().await.unwrap();
-    assert!(page.contains("TODO API unavailable — nothing was saved; please try again"));
+    // The failed page loads opened the circuit: the write is refused without calling.
+    assert!(
+        page.contains(
+            "TODO API is failing, so changes are refused for a few seconds — nothing was saved"
+        ),
+        "{page}"
+    );
     assert!(page.contains(r#"value="keep me""#) && page.contains(">and me</textarea>"));
     assert_eq!(
         client()
@@ -208,7 +214,10 @@ async fn a_hanging_api_costs_at_most_the_timeout_and_then_the_circuit_opens() {
         .await
         .unwrap();
     let error = ready["checks"]["todo-api"]["error"].as_str().unwrap();
-    assert!(error.contains("circuit todo-api is open"), "{error}");
+    assert!(
+        error.contains("todo-api") && error.contains("circuit is open"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -349,4 +358,53 @@ async fn assets_have_hashed_names_long_cache_headers_and_export() {
     assert_eq!(names.len(), 3);
     let exported = std::fs::read(out.path().join(css.trim_start_matches("/assets/"))).unwrap();
     assert_eq!(exported, answer.bytes().await.unwrap());
+}
+
+#[tokio::test]
+async fn with_the_api_down_the_board_shows_its_last_good_copy_marked_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut api = spawn_api(dir.path(), true).await;
+    let web = spawn_web(&api.url("")).await;
+    let created = client()
+        .post(web.url("/todo"))
+        .form(&[("title", "survives an outage"), ("content", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 303);
+    let fresh = client()
+        .get(web.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(fresh.contains("survives an outage") && !fresh.contains("data-stale"));
+    api.stop().await;
+
+    for _ in 0..8 {
+        let answer = client().get(web.url("/")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let page = answer.text().await.unwrap();
+        assert!(page.contains("survives an outage"), "{page}");
+        assert!(
+            page.contains("TODO API unavailable — showing the board as it was"),
+            "{page}"
+        );
+        assert!(page.contains(r#"data-stale="true""#), "{page}");
+    }
+    let metrics = client()
+        .get(web.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"flotilla_call_circuit_state{target="todo-api",state="open"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flotilla_call_fallbacks_total{target=\"todo-api\"}"));
 }
