@@ -32,7 +32,7 @@ use tokio::sync::watch;
 pub const BIND: Setting = Setting::bind("DASHBOARD_BIND", "0.0.0.0:7979");
 pub const REGISTRY_URL: Setting = Setting::new(
     "DASHBOARD_REGISTRY_URL",
-    "registry-url",
+    "registry",
     "URLS",
     "registry to find services in (http://registry:8761/eureka/, comma-separated); default: FLOTILLA_REGISTRY_URL",
 );

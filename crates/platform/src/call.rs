@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use tower::retry::budget::{Budget, TpsBudget};
 
 pub use breaker::CircuitState;
-pub use policy::{CALLS_FILE, CallPolicy, CallSettings, KEYS, WindowKind, env_name};
+pub use policy::{CallPolicy, CallSettings, KEYS, WindowKind, env_name};
 
 /// How a finished attempt counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,8 @@ struct Meters {
 
 impl Meters {
     fn new(target: &str) -> Meters {
+        // Handles made before the recorder is installed would record nowhere.
+        crate::telemetry::metrics_handle();
         describe();
         let label = target.to_string();
         Meters {
@@ -157,6 +159,8 @@ impl std::fmt::Debug for CallTarget {
 
 impl CallTarget {
     pub fn new(name: &str, policy: CallPolicy) -> CallTarget {
+        // First: it installs the recorder the breaker's state gauge is set in.
+        let meters = Meters::new(name);
         CallTarget {
             name: Arc::from(name),
             breaker: breaker::Breaker::new(name, &policy, publish_state),
@@ -166,7 +170,7 @@ impl CallTarget {
                 policy.retry_min_per_second,
                 (policy.retry_budget / 100.0) as f32,
             ),
-            meters: Meters::new(name),
+            meters,
             policy,
         }
     }

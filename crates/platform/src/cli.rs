@@ -44,6 +44,14 @@ pub const SHUTDOWN_DELAY: Setting = Setting::new(
 )
 .default("0s");
 
+/// `FLOTILLA_CALLS_FILE`: per-target settings of calls to other services, in TOML.
+pub const CALLS_FILE: Setting = Setting::new(
+    "FLOTILLA_CALLS_FILE",
+    "calls-file",
+    "FILE",
+    "TOML file of settings for calls to other services ([defaults], [targets.NAME]); see docs/resilience.md",
+);
+
 /// Settings every service has, provided by the platform.
 pub const COMMON_SETTINGS: &[Setting] = &[
     LOG_FORMAT,
@@ -61,7 +69,7 @@ pub const COMMON_SETTINGS: &[Setting] = &[
     crate::otel::SAMPLER,
     crate::otel::SAMPLER_ARG,
     crate::otel::QUEUE_SIZE,
-    crate::call::CALLS_FILE,
+    CALLS_FILE,
 ];
 
 /// Adds one flag per setting that has one, with the env var and default in its help.

@@ -198,6 +198,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
             registry: free_port()?,
             traces: free_port()?,
             video_storage: free_port()?,
+            dashboard: free_port()?,
         },
         admin_ports: HashMap::from([
             (Service::ApiGateway, free_port()?),
@@ -234,6 +235,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> error::R
         println!(
             "flotilla up: its traces are on http://127.0.0.1:{}",
             stack.singletons.traces
+        );
+        println!(
+            "flotilla up: its circuits and upstreams, live, are on http://127.0.0.1:{}",
+            stack.singletons.dashboard
         );
         shutdown.await;
     }
@@ -309,6 +314,9 @@ async fn start_all(stack: &Arc<Stack>, config: &Config) -> error::Result<()> {
     write_gateway_config(stack, Service::FrontGateway)?;
     let id = start_replica(stack, Service::FrontGateway, 1, config.port, false)?;
     wait_ready(stack, id, Service::FrontGateway).await?;
+    let port = stack.singletons.dashboard;
+    let id = start_replica(stack, Service::Dashboard, 1, port, false)?;
+    wait_ready(stack, id, Service::Dashboard).await?;
     Ok(())
 }
 
@@ -368,10 +376,14 @@ pub(crate) fn start_replica(
     seed: bool,
 ) -> error::Result<u64> {
     let admin = stack.admin_ports.get(&service).copied().unwrap_or(0);
+    let mut gateways: Vec<(Service, u16)> =
+        stack.admin_ports.iter().map(|(s, p)| (*s, *p)).collect();
+    gateways.sort_unstable_by_key(|(s, _)| s.name());
     let args = plan::args(
         service,
         port,
         admin,
+        &gateways,
         &stack.run_dir,
         &stack.database,
         stack.singletons,

@@ -15,10 +15,11 @@ pub(crate) enum Service {
     VideoStorage,
     VideoStreaming,
     FrontGateway,
+    Dashboard,
 }
 
 impl Service {
-    pub(crate) const ALL: [Service; 8] = [
+    pub(crate) const ALL: [Service; 9] = [
         Service::Traces,
         Service::Registry,
         Service::TodoApi,
@@ -27,6 +28,7 @@ impl Service {
         Service::VideoStorage,
         Service::VideoStreaming,
         Service::FrontGateway,
+        Service::Dashboard,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -39,6 +41,7 @@ impl Service {
             Service::VideoStorage => "video-storage",
             Service::VideoStreaming => "video-streaming",
             Service::FrontGateway => "front-gateway",
+            Service::Dashboard => "dashboard",
         }
     }
 
@@ -54,7 +57,8 @@ impl Service {
             | Service::TodoApi
             | Service::TodoWeb
             | Service::VideoStorage
-            | Service::VideoStreaming => "/ready",
+            | Service::VideoStreaming
+            | Service::Dashboard => "/ready",
             Service::ApiGateway | Service::FrontGateway => "/hc",
         }
     }
@@ -93,13 +97,16 @@ pub(crate) struct Singletons {
     pub(crate) registry: u16,
     pub(crate) traces: u16,
     pub(crate) video_storage: u16,
+    pub(crate) dashboard: u16,
 }
 
 /// The command line of one replica (after the binary).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn args(
     service: Service,
     port: u16,
     admin_port: u16,
+    gateway_admin_ports: &[(Service, u16)],
     run_dir: &Path,
     database: &Database,
     singletons: Singletons,
@@ -155,6 +162,21 @@ pub(crate) fn args(
             "--db-url".into(),
             format!("sqlite://{}", data_dir.join("video.db").display()),
         ],
+        // Every registered service, and the gateways (which do not register) by their admin
+        // listeners, where their metrics are.
+        Service::Dashboard => vec![
+            "dashboard".into(),
+            "--bind".into(),
+            bind,
+            "--registry".into(),
+            registry_url(singletons.registry),
+            "--targets".into(),
+            gateway_admin_ports
+                .iter()
+                .map(|(gateway, port)| format!("{}=http://127.0.0.1:{port}", gateway.name()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ],
         Service::ApiGateway | Service::FrontGateway => vec![
             "gateway".into(),
             "--config".into(),
@@ -185,7 +207,10 @@ pub(crate) fn args(
     // trace its own ingest of them, without end), nor the registry's (heartbeats and watches
     // every few seconds would bury the requests people look for).
     args.extend(["--app-name".into(), service.app().into()]);
-    if !matches!(service, Service::Traces | Service::Registry) {
+    if !matches!(
+        service,
+        Service::Traces | Service::Registry | Service::Dashboard
+    ) {
         args.extend([
             "--traces-url".into(),
             format!("http://127.0.0.1:{}", singletons.traces),

@@ -120,6 +120,7 @@ fn the_readme_documents_every_setting() {
         stack::SETTINGS,
         registry::SETTINGS,
         traces::SETTINGS,
+        dashboard::SETTINGS,
         video_storage::SETTINGS,
         video_streaming::SETTINGS,
         &[platform::health::HEALTHCHECK_URL],

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::helpers::{flotilla, free_port, run_to_end};
 
-struct Up {
+pub(crate) struct Up {
     child: Child,
     port: u16,
     data_dir: tempfile::TempDir,
@@ -29,7 +29,7 @@ impl Drop for Up {
 }
 
 impl Up {
-    fn start() -> Up {
+    pub(crate) fn start() -> Up {
         Self::start_printing_to(Stdio::null())
     }
 
@@ -73,7 +73,7 @@ impl Up {
         up
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -82,7 +82,7 @@ impl Up {
     }
 
     /// `flotilla ps`, by `service.replica`.
-    fn ps(&self) -> HashMap<String, Row> {
+    pub(crate) fn ps(&self) -> HashMap<String, Row> {
         let output = run_to_end(&["ps", "--data-dir", self.data_dir()], &[]);
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -105,10 +105,10 @@ impl Up {
 }
 
 #[derive(Debug)]
-struct Row {
-    pid: Option<i32>,
-    address: String,
-    state: String,
+pub(crate) struct Row {
+    pub(crate) pid: Option<i32>,
+    pub(crate) address: String,
+    pub(crate) state: String,
     restarts: u32,
 }
 
@@ -267,8 +267,8 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
     let pids: Vec<i32> = up.ps().values().filter_map(|r| r.pid).collect();
     assert_eq!(
         pids.len(),
-        8,
-        "a trace collector, a registry, 2 APIs, 2 boards, 2 gateways"
+        9,
+        "a trace collector, a registry, 2 APIs, 2 boards, 2 gateways, a dashboard"
     );
     assert_eq!(
         reqwest::blocking::get(up.url("/api/todo"))
@@ -294,6 +294,7 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
         "todo-web.1",
         "todo-web.2",
         "front-gateway.1",
+        "dashboard.1",
     ] {
         let line = format!("flotilla up: {replica} ready pid=");
         assert!(text.contains(&line), "no {line:?} in:\n{text}");
@@ -309,6 +310,7 @@ fn it_prints_each_process_and_prefixed_logs_and_ctrl_c_stops_in_dependency_order
     );
     // Stopped front to back, the registry and the trace collector last.
     let order: Vec<usize> = [
+        "dashboard",
         "front-gateway",
         "todo-web",
         "api-gateway",

@@ -8,15 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{ConfigError, Setting, Source, parse_duration};
-
-/// `FLOTILLA_CALLS_FILE`: per-target call settings in TOML.
-pub const CALLS_FILE: Setting = Setting::new(
-    "FLOTILLA_CALLS_FILE",
-    "calls-file",
-    "FILE",
-    "TOML file of settings for calls to other services ([defaults], [targets.NAME]); see docs/resilience.md",
-);
+use crate::cli::CALLS_FILE;
+use crate::config::{ConfigError, Source, parse_duration};
 
 /// The breaker's sliding window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
