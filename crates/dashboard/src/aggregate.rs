@@ -53,7 +53,7 @@ pub struct Tile {
     /// Per second, by outcome or class.
     pub outcomes: BTreeMap<String, f64>,
     /// Circuits: the worst state any host reports (`open` > `half_open` > `closed`).
-    /// Upstreams: `healthy`, `degraded` (some servers down) or `down` (none up).
+    /// Upstreams: `healthy`, `degraded` (some servers down) or `down` (none up, or none).
     pub state: String,
     /// Circuits: hosts per state. Upstreams: servers per state, summed.
     pub states: BTreeMap<String, f64>,
@@ -244,7 +244,8 @@ fn tile(service: &str, kind: &Kind, name: &str, readings: &[&Reading]) -> Tile {
             let up = states.get("up").copied().unwrap_or(0.0)
                 + states.get("backup").copied().unwrap_or(0.0);
             let down = states.get("down").copied().unwrap_or(0.0);
-            if up == 0.0 && down > 0.0 {
+            // No server at all (a registry pool whose instances all left) is down too.
+            if up == 0.0 {
                 "down"
             } else if down > 0.0 {
                 "degraded"
@@ -373,6 +374,20 @@ mod tests {
         assert_eq!(view.services[0].hosts, 2);
         assert_eq!(view.services[0].unreadable[0].instance, "http://b");
         assert_eq!(view.tiles.len(), 1);
+    }
+
+    #[test]
+    fn an_upstream_without_servers_up_is_down() {
+        let upstream = |up: f64, down: f64| {
+            let mut r = Reading::default();
+            r.state.insert("up".into(), up);
+            r.state.insert("down".into(), down);
+            tile("gw", &Kind::Upstream, "api", &[&r]).state
+        };
+        assert_eq!(upstream(2.0, 0.0), "healthy");
+        assert_eq!(upstream(1.0, 1.0), "degraded");
+        assert_eq!(upstream(0.0, 2.0), "down");
+        assert_eq!(upstream(0.0, 0.0), "down", "an empty pool routes nowhere");
     }
 
     #[test]
