@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The TODO system on a real Docker Swarm, end to end: builds the images, creates the network,
-# secrets and node label, deploys the seven stacks of deploy/swarm/, waits until every service has
+# secrets and node label, deploys the eight stacks of deploy/swarm/, waits until every service has
 # converged (FlixTube's video pair too), checks that the API tasks registered with both registries under their overlay
 # address, runs a smoke test through the published port (the board renders, and is one trace in
 # the trace collector from the front gateway to the API; a TODO created and
@@ -18,6 +18,7 @@
 #   E2E_REGISTRY_PORT   published port of the first registry         (default 18761)
 #   E2E_TRACES_PORT     published port of the trace collector        (default 19411)
 #   E2E_VIDEO_PORT      published port of video-streaming            (default 14001)
+#   E2E_DASHBOARD_PORT  published port of the dashboard              (default 17979)
 #   E2E_BUILD_TARGET    `host`: image from `cargo build --release` on this host (Debian 12, no
 #                       image pulls); `runtime`: from source in Docker (BuildKit, pulls rust)
 #                                                                    (default host)
@@ -31,11 +32,12 @@ port=${E2E_PORT:-18080}
 registry_port=${E2E_REGISTRY_PORT:-18761}
 traces_port=${E2E_TRACES_PORT:-19411}
 video_port=${E2E_VIDEO_PORT:-14001}
+dashboard_port=${E2E_DASHBOARD_PORT:-17979}
 target=${E2E_BUILD_TARGET:-host}
 rate=${E2E_RATE:-100}
 image=flotilla:e2e
 db_image=flotilla-mariadb:e2e
-stacks=(todo_video todo_ingress todo_frontend todo_app todo_mysql todo_registry todo_traces)   # removal order
+stacks=(todo_dashboard todo_video todo_ingress todo_frontend todo_app todo_mysql todo_registry todo_traces)   # removal order
 secrets=(tododb_root_password tododb_password tododb_repl_password todo_primary_url todo_replica_urls)
 work=$(mktemp -d /tmp/flotilla-e2e.XXXXXX)
 base="http://127.0.0.1:$port"
@@ -86,7 +88,7 @@ done
 [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" = active ] \
   || die "the Docker engine is not in Swarm mode (docker swarm init)"
 [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || die "run this on a Swarm manager"
-if docker stack ls --format '{{.Name}}' | grep -qx -e todo_traces -e todo_registry -e todo_mysql -e todo_app -e todo_frontend -e todo_ingress; then
+if docker stack ls --format '{{.Name}}' | grep -qx -e todo_dashboard -e todo_traces -e todo_registry -e todo_mysql -e todo_app -e todo_frontend -e todo_ingress; then
   stacks=()   # not ours to remove
   die "a todo_* stack is already deployed; remove it first"
 fi
@@ -158,13 +160,14 @@ wait_converged() {
 
 export FLOTILLA_IMAGE=$image FLOTILLA_MARIADB_IMAGE=$db_image FLOTILLA_PORT=$port
 export FLOTILLA_REGISTRY_PORT=$registry_port FLOTILLA_TRACES_PORT=$traces_port FLOTILLA_VIDEO_PORT=$video_port
-for pair in todo_traces:traces todo_registry:registry todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress todo_video:video; do
+export FLOTILLA_DASHBOARD_PORT=$dashboard_port
+for pair in todo_traces:traces todo_registry:registry todo_mysql:todo-mysql todo_app:todo-app todo_frontend:todo-frontend todo_ingress:todo-ingress todo_video:video todo_dashboard:dashboard; do
   stack=${pair%%:*}
   say "deploying $stack"
   docker stack deploy -c "deploy/swarm/${pair#*:}.yml" "$stack" >/dev/null || die "docker stack deploy $stack"
   wait_converged "$stack" 240 || die "$stack did not converge within 240 s"
 done
-pass "seven stacks deployed and converged"
+pass "eight stacks deployed and converged"
 
 # --- registry -------------------------------------------------------------------------------------
 say "registry: the API tasks registered with their overlay address, on both peers"
@@ -271,6 +274,26 @@ if [ "$reinit" = 0 ] && [ "$seen" = 2 ] && [ "$seen_later" = 2 ]; then
   pass "replaced replicas kept their data without initialising again, and replicate new writes"
 else
   fail "replaced replicas: $reinit initialised again, $seen kept the row, $seen_later got the new write"
+fi
+
+# --- dashboard ------------------------------------------------------------------------------------
+say "dashboard: both boards' circuit to the API, found through the registry"
+dashboard_base="http://127.0.0.1:$dashboard_port"
+circuit=""
+for _ in $(seq 40); do
+  curl -fsS -o /dev/null "$base/" 2>/dev/null || true
+  circuit=$(curl -fsS "$dashboard_base/api/tiles" 2>/dev/null | python3 -c '
+import json, sys
+tiles = [t for t in json.load(sys.stdin)["tiles"]
+         if t["service"] == "todo-web" and t["kind"] == "circuit" and t["name"] == "todo-api"]
+print(tiles[0]["state"], tiles[0]["hosts"]) if tiles else print("")' 2>/dev/null || true)
+  [ "$circuit" = "closed 2" ] && break
+  sleep 1
+done
+if [ "$circuit" = "closed 2" ]; then
+  pass "the dashboard shows both boards' circuit to the API, closed"
+else
+  fail "the dashboard's todo-web -> todo-api tile: [$circuit] (expected: closed, on 2 hosts)"
 fi
 
 # --- video ----------------------------------------------------------------------------------------

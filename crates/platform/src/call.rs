@@ -217,6 +217,15 @@ impl CallTarget {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if !self.policy.protection {
+            return match tokio::time::timeout(timeout, attempt()).await {
+                Ok(result) => result.map_err(CallError::Failed),
+                Err(_) => Err(CallError::Timeout {
+                    target: self.name.clone(),
+                    timeout,
+                }),
+            };
+        }
         let started = Instant::now();
         let Some(_place) = self.enter().await else {
             self.meters.outcome(3, started);

@@ -46,6 +46,10 @@ pub struct CallPolicy {
     pub max_concurrent: u32,
     /// How long a call may wait for a place in the bulkhead; zero: refused at once.
     pub max_wait: Duration,
+    /// Off: every call is one attempt within `timeout`, nothing else (no breaker, bulkhead,
+    /// retries or metrics) — Resilience4j's disabled state, and the baseline of the overhead
+    /// benchmark.
+    pub protection: bool,
 }
 
 impl Default for CallPolicy {
@@ -64,6 +68,7 @@ impl Default for CallPolicy {
             half_open_calls: 3,
             max_concurrent: 512,
             max_wait: Duration::ZERO,
+            protection: true,
         }
     }
 }
@@ -84,6 +89,7 @@ pub const KEYS: &[&str] = &[
     "half_open_calls",
     "max_concurrent",
     "max_wait",
+    "protection",
 ];
 
 /// The call settings given to a process: the TOML file's tables, and the environment.
@@ -217,6 +223,9 @@ impl CallSettings {
                     policy.max_concurrent = whole(value, 1, 100_000).map_err(invalid)?
                 }
                 "max_wait" => policy.max_wait = duration(value, true).map_err(invalid)?,
+                "protection" => {
+                    policy.protection = crate::config::parse_bool(value).map_err(invalid)?
+                }
                 other => unreachable!("key {other} is checked against KEYS when read"),
             }
         }

@@ -236,3 +236,33 @@ async fn outcomes_are_counted_in_metrics() {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn with_protection_off_a_call_is_one_attempt_within_the_timeout() {
+    let target = CallTarget::new(
+        "t-off",
+        CallPolicy {
+            protection: false,
+            ..policy()
+        },
+    );
+    for _ in 0..10 {
+        let attempts = AtomicU32::new(0);
+        let result = target
+            .call(true, judge, || async {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Err("refused")
+            })
+            .await;
+        assert!(matches!(result, Err(CallError::Failed("refused"))));
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "no retry");
+    }
+    assert_eq!(target.state(), CircuitState::Closed, "no breaker");
+    let result: Result<(), _> = target
+        .call(true, judge, || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(())
+        })
+        .await;
+    assert!(matches!(result, Err(CallError::Timeout { .. })), "the deadline stays");
+}
