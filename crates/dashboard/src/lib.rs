@@ -10,13 +10,15 @@
 //! `/api/tiles` gives the same data as JSON.
 //!
 //! Layout:
-//! - [`scrape`]: one instance's metrics, read and checked.
+//! - [`scrape`]: one instance's metrics, read and checked; `exposition`: one line of
+//!   Prometheus text, strictly.
 //! - [`aggregate`]: rates, error %, percentiles and states across instances.
 //! - `routes`: the page, the event stream, the JSON.
 
 pub mod aggregate;
 pub mod scrape;
 
+mod exposition;
 mod routes;
 
 use std::net::SocketAddr;

@@ -1,16 +1,15 @@
 //! Reading one instance's `/metrics`: the families the dashboard shows, pulled out of the
-//! Prometheus text by `prometheus-parse`.
+//! Prometheus text line by line (`exposition`).
 //!
 //! Only two kinds of thing become tiles: a caller's circuit to a target (`flotilla_call_*`, from
 //! the platform's protected client) and a gateway's upstream (`gateway_upstream_*`). Lines of
-//! other families are skipped before parsing, so a service with a thousand other series costs
-//! little. An answer that is not Prometheus text (an HTML page, binary noise, a body over the
+//! other families are checked and skipped without allocating. An answer that is not Prometheus text (an HTML page, binary noise, a body over the
 //! limit) makes the instance *unreadable*, with the reason, and nothing else.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use prometheus_parse::{Scrape, Value};
+use crate::exposition;
 
 /// Largest `/metrics` body read.
 const BODY_LIMIT: usize = 8 << 20;
@@ -40,15 +39,6 @@ pub struct Reading {
 
 /// Everything one instance reports, by (kind, name).
 pub type Readings = BTreeMap<(Kind, String), Reading>;
-
-const FAMILIES: [&str; 5] = [
-    "flotilla_calls_total",
-    "flotilla_call_duration_seconds",
-    "flotilla_call_circuit_state",
-    "gateway_upstream_responses_total",
-    "gateway_upstream_response_duration_seconds",
-];
-const SERVERS: &str = "gateway_upstream_servers";
 
 /// Reads `base`/metrics.
 pub(crate) async fn scrape(client: &reqwest::Client, base: &str) -> Result<Readings, String> {
@@ -91,105 +81,59 @@ pub(crate) async fn scrape(client: &reqwest::Client, base: &str) -> Result<Readi
     parse(&text)
 }
 
-/// The tiles' numbers in a Prometheus text body.
+/// The tiles' numbers in a Prometheus text body; any line that is not a comment or a sample
+/// makes the whole body unreadable (the rest of it cannot be trusted either).
 pub fn parse(text: &str) -> Result<Readings, String> {
-    check_format(text)?;
-    let wanted = |line: &&str| {
-        let name = line
-            .strip_prefix("# TYPE ")
-            .unwrap_or(line)
-            .split(['{', ' '])
-            .next()
-            .unwrap_or("");
-        FAMILIES
-            .iter()
-            .chain(std::iter::once(&SERVERS))
-            .any(|family| name.starts_with(family))
-    };
-    let lines = text.lines().filter(wanted).map(|line| Ok(line.to_string()));
-    let scrape = Scrape::parse(lines).map_err(|e| format!("unreadable metrics: {e}"))?;
     let mut readings = Readings::new();
-    for sample in scrape.samples {
-        let metric = sample.metric.as_str();
-        let (kind, name_label) = if metric.starts_with("flotilla_call") {
-            (Kind::Circuit, "target")
-        } else {
-            (Kind::Upstream, "upstream")
+    for (number, text) in text.lines().enumerate() {
+        let sample = exposition::line(text).map_err(|()| {
+            format!(
+                "not Prometheus text (line {} is neither a comment nor a sample)",
+                number + 1
+            )
+        })?;
+        let Some(sample) = sample else { continue };
+        let (kind, key, part) = match sample.name {
+            "flotilla_calls_total" => (Kind::Circuit, "target", "outcome"),
+            "flotilla_call_duration_seconds_bucket" => (Kind::Circuit, "target", "le"),
+            "flotilla_call_circuit_state" => (Kind::Circuit, "target", "state"),
+            "gateway_upstream_responses_total" => (Kind::Upstream, "upstream", "class"),
+            "gateway_upstream_response_duration_seconds_bucket" => {
+                (Kind::Upstream, "upstream", "le")
+            }
+            "gateway_upstream_servers" => (Kind::Upstream, "upstream", "state"),
+            _ => continue,
         };
-        let Some(name) = sample.labels.get(name_label) else {
+        let (Some(name), Some(part)) = (sample.label(key), sample.label(part)) else {
             continue;
         };
-        let reading = readings.entry((kind, name.to_string())).or_default();
-        match (metric, &sample.value) {
-            ("flotilla_calls_total", Value::Counter(n) | Value::Untyped(n)) => {
-                if let Some(outcome) = sample.labels.get("outcome") {
-                    *reading.counts.entry(outcome.to_string()).or_default() += n;
-                }
-            }
-            ("gateway_upstream_responses_total", Value::Counter(n) | Value::Untyped(n)) => {
-                if let Some(class) = sample.labels.get("class") {
-                    *reading.counts.entry(class.to_string()).or_default() += n;
-                }
-            }
-            (
-                "flotilla_call_duration_seconds" | "gateway_upstream_response_duration_seconds",
-                Value::Histogram(buckets),
-            ) => add_buckets(
-                &mut reading.buckets,
-                buckets.iter().map(|b| (b.less_than, b.count)),
-            ),
-            ("flotilla_call_circuit_state" | SERVERS, Value::Gauge(n) | Value::Untyped(n)) => {
-                if let Some(state) = sample.labels.get("state") {
-                    reading.state.insert(state.to_string(), *n);
-                }
-            }
-            _ => {}
+        let reading = readings.entry((kind, name.into_owned())).or_default();
+        if sample.name.ends_with("_bucket") {
+            let Ok(bound) = exposition::bound(&part) else {
+                return Err(format!(
+                    "line {}: a bucket bound that is not a number",
+                    number + 1
+                ));
+            };
+            add_bucket(&mut reading.buckets, bound, sample.value);
+        } else if sample.name.ends_with("_total") {
+            *reading.counts.entry(part.into_owned()).or_default() += sample.value;
+        } else {
+            reading.state.insert(part.into_owned(), sample.value);
         }
+    }
+    for reading in readings.values_mut() {
+        reading.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     Ok(readings)
 }
 
-/// Adds a histogram's cumulative buckets into `into` (same bounds expected; the union kept).
-fn add_buckets(into: &mut Vec<(f64, f64)>, buckets: impl Iterator<Item = (f64, f64)>) {
-    for (bound, count) in buckets {
-        match into.iter_mut().find(|(b, _)| *b == bound) {
-            Some((_, total)) => *total += count,
-            None => into.push((bound, count)),
-        }
+/// Adds one cumulative bucket into `into` (the same bound of another outcome adds up).
+fn add_bucket(into: &mut Vec<(f64, f64)>, bound: f64, count: f64) {
+    match into.iter_mut().find(|(b, _)| *b == bound) {
+        Some((_, total)) => *total += count,
+        None => into.push((bound, count)),
     }
-    into.sort_by(|a, b| a.0.total_cmp(&b.0));
-}
-
-/// Whether `text` is Prometheus text at all: every line a comment or `name{labels} value`.
-/// The parser skips lines it does not understand, so garbage would otherwise read as "no data".
-fn check_format(text: &str) -> Result<(), String> {
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let name_end = line
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-            .unwrap_or(line.len());
-        let rest = line[name_end..].trim_start();
-        let value = if let Some(labels) = rest.strip_prefix('{') {
-            match labels.rfind('}') {
-                Some(end) => labels[end + 1..].trim(),
-                None => "",
-            }
-        } else {
-            rest
-        };
-        let value = value.split_whitespace().next().unwrap_or("");
-        let number_ok = value.parse::<f64>().is_ok() || matches!(value, "+Inf" | "-Inf" | "NaN");
-        if name_end == 0 || !number_ok {
-            return Err(format!(
-                "not Prometheus text (line {} is neither a comment nor a sample)",
-                number + 1
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -264,5 +264,8 @@ async fn with_protection_off_a_call_is_one_attempt_within_the_timeout() {
             Ok(())
         })
         .await;
-    assert!(matches!(result, Err(CallError::Timeout { .. })), "the deadline stays");
+    assert!(
+        matches!(result, Err(CallError::Timeout { .. })),
+        "the deadline stays"
+    );
 }
