@@ -201,6 +201,14 @@ pub struct Upstream {
     /// Attempts per request, the first included, each on a different server.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Envoy's `max_requests`: attempts in flight to the pool at once, until their answers'
+    /// bodies end; past it a request is refused at once (503) and counted. 0: no limit.
+    #[serde(default)]
+    pub max_requests: u32,
+    /// Envoy's `max_retries`: retries in flight to the pool at once; past it a failed attempt is
+    /// not retried, and that is counted. 0: no limit (the retry budget still applies).
+    #[serde(default)]
+    pub max_retries: u32,
     /// Retries may add at most this fraction of requests (over a 10 s window)...
     #[serde(default = "default_retry_budget")]
     pub retry_budget: f32,
@@ -234,6 +242,8 @@ impl Default for Upstream {
             read_timeout: default_read_timeout(),
             idle_timeout: default_idle_timeout(),
             max_attempts: default_max_attempts(),
+            max_requests: 0,
+            max_retries: 0,
             retry_budget: default_retry_budget(),
             min_retries_per_second: default_min_retries(),
             retry_buffer: default_retry_buffer(),

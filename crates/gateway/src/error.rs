@@ -43,6 +43,9 @@ pub(crate) enum ProxyError {
     // upstream
     #[error("no server is available")]
     NoServer,
+    /// The upstream's `max_requests` is reached.
+    #[error("too many requests in flight to this service; try again shortly")]
+    Overloaded,
     #[error("upstream {upstream:?}: {server}: {cause}")]
     Unreachable {
         upstream: std::sync::Arc<str>,
@@ -76,7 +79,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer | ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unreachable { .. }
             | ProxyError::BrokenResponse(_)
             | ProxyError::UnaskedSwitch(_) => StatusCode::BAD_GATEWAY,
@@ -98,6 +101,7 @@ impl ProxyError {
             | ProxyError::ClientBodyTimeout
             | ProxyError::ClientBodyBroken => "downstream",
             ProxyError::NoServer
+            | ProxyError::Overloaded
             | ProxyError::Unreachable { .. }
             | ProxyError::Timeout { .. }
             | ProxyError::BrokenResponse(_)

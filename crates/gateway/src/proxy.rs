@@ -92,33 +92,44 @@ pub(crate) struct InFlight {
     view: Proxy,
     route: usize,
     server: usize,
+    /// A retry, counted against the pool's `max_retries`.
+    retry: bool,
 }
 
 impl InFlight {
-    fn begin(view: &Proxy, route: usize, server: usize) -> Self {
-        let in_flight = InFlight {
+    /// An attempt in flight, or `None` when the pool's limits refuse it.
+    fn begin(view: &Proxy, route: usize, server: usize, retry: bool) -> Option<Self> {
+        let upstream = upstream_of(view, route);
+        if !upstream.enter(retry) {
+            return None;
+        }
+        upstream.begin(server);
+        Some(InFlight {
             view: view.clone(),
             route,
             server,
-        };
-        in_flight.upstream().begin(server);
-        in_flight
+            retry,
+        })
     }
 
     fn upstream(&self) -> &Upstream {
-        self.view
-            .0
-            .routes
-            .route(self.route)
-            .upstream
-            .as_deref()
-            .expect("only routes with an upstream forward")
+        upstream_of(&self.view, self.route)
     }
+}
+
+fn upstream_of(view: &Proxy, route: usize) -> &Upstream {
+    view.0
+        .routes
+        .route(route)
+        .upstream
+        .as_deref()
+        .expect("only routes with an upstream forward")
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.upstream().end(self.server);
+        self.upstream().leave(self.retry);
     }
 }
 
@@ -263,7 +274,11 @@ async fn forward(
         };
         tried.push(index);
         let server = &upstream.servers[index];
-        let in_flight = InFlight::begin(proxy, route.index, index);
+        let retry = tried.len() > 1;
+        let Some(in_flight) = InFlight::begin(proxy, route.index, index, retry) else {
+            // Envoy's overflow: a first attempt is refused at once, a retry is not made.
+            return Err(last_error.unwrap_or(ProxyError::Overloaded));
+        };
 
         let (attempt_body, replayable) = body.take()?;
         // A CLIENT span per attempt when the request is traced: a retry shows as a second one.
@@ -285,6 +300,7 @@ async fn forward(
         let may_retry = |upstream: &Upstream, tried: &[usize]| {
             let retry = replayable
                 && tried.len() < upstream.max_attempts as usize
+                && upstream.retry_allowed()
                 && upstream.budget.withdraw();
             if retry {
                 upstream.metrics.retries.increment(1);

@@ -12,7 +12,7 @@
 //! (requests in flight, health, failures, latency) lives in a [`ServerState`] that the new pool
 //! takes over from the old one for every address both have, so nothing resets on a rebuild.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,12 @@ pub(crate) struct Upstream {
     pub(crate) read_timeout: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) retry_buffer: usize,
+    /// Envoy-style limits on the whole pool (0: none), and what is in flight against them. Only
+    /// a pool with a limit pays for the shared counters.
+    max_requests: u32,
+    max_retries: u32,
+    active_requests: AtomicU32,
+    active_retries: AtomicU32,
     /// Retries within the last 10 s may add at most `retry_budget` of the requests, plus
     /// `min_retries_per_second` (tower's budget).
     pub(crate) budget: tower::retry::budget::TpsBudget,
@@ -59,6 +65,8 @@ pub(crate) struct UpstreamMetrics {
     errors: Counter,
     latency: Histogram,
     pub(crate) retries: Counter,
+    /// Refused by the pool's limits: `max_requests`, `max_retries`.
+    overflow: [Counter; 2],
 }
 
 /// The help lines of the upstream metrics, given to the recorder once.
@@ -77,6 +85,10 @@ fn describe_once() {
         metrics::describe_counter!(
             "gateway_retries_total",
             "Attempts retried on another server"
+        );
+        metrics::describe_counter!(
+            "gateway_upstream_overflow_total",
+            "Attempts refused by an upstream's limits: limit=requests (max_requests: the request got a 503), limit=retries (max_retries: not retried)"
         );
     });
 }
@@ -105,6 +117,9 @@ impl UpstreamMetrics {
                 "gateway_upstream_response_duration_seconds",
                 "upstream" => upstream.clone(),
             ),
+            overflow: ["requests", "retries"].map(|limit| {
+                metrics::counter!("gateway_upstream_overflow_total", "upstream" => upstream.clone(), "limit" => limit)
+            }),
             retries: metrics::counter!("gateway_retries_total", "upstream" => upstream),
         }
     }
@@ -229,6 +244,10 @@ impl Upstream {
             read_timeout: config.read_timeout.0,
             max_attempts: config.max_attempts,
             retry_buffer: config.retry_buffer,
+            max_requests: config.max_requests,
+            max_retries: config.max_retries,
+            active_requests: AtomicU32::new(0),
+            active_retries: AtomicU32::new(0),
             budget: tower::retry::budget::TpsBudget::new(
                 Duration::from_secs(10),
                 config.min_retries_per_second,
@@ -338,6 +357,38 @@ impl Upstream {
     /// The request that [`Upstream::begin`] counted is no longer in flight.
     pub(crate) fn end(&self, index: usize) {
         self.servers[index].state.active.decrement();
+    }
+
+    /// Takes a place among the pool's `max_requests` (always, without a limit); `false` when
+    /// the pool is full, which is counted. A taken place is given back by [`Upstream::leave`].
+    pub(crate) fn enter(&self, retry: bool) -> bool {
+        if !take(&self.active_requests, self.max_requests) {
+            self.metrics.overflow[0].increment(1);
+            return false;
+        }
+        if retry && !take(&self.active_retries, self.max_retries) {
+            give_back(&self.active_requests, self.max_requests);
+            self.metrics.overflow[1].increment(1);
+            return false;
+        }
+        true
+    }
+
+    /// Whether `max_retries` leaves room for one more retry now (counted when not); checked
+    /// before giving up an answer to retry, and taken for good by [`Upstream::enter`].
+    pub(crate) fn retry_allowed(&self) -> bool {
+        if self.max_retries == 0 || self.active_retries.load(Ordering::Acquire) < self.max_retries {
+            return true;
+        }
+        self.metrics.overflow[1].increment(1);
+        false
+    }
+
+    pub(crate) fn leave(&self, retry: bool) {
+        give_back(&self.active_requests, self.max_requests);
+        if retry {
+            give_back(&self.active_retries, self.max_retries);
+        }
     }
 
     /// A failed attempt (no connection, no answer in time, or 502/503/504).
@@ -491,6 +542,24 @@ impl Server {
 /// mean "never".
 fn now_ms() -> u64 {
     crate::coarse_timer::millis() + 1
+}
+
+/// One more of `limit` in `active`, unless it is full; a zero limit is none (nothing counted).
+fn take(active: &AtomicU32, limit: u32) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    active
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+fn give_back(active: &AtomicU32, limit: u32) {
+    if limit != 0 {
+        active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[cfg(test)]

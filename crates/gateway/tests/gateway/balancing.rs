@@ -295,3 +295,88 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "slow after 500 ms");
 }
+
+async fn overflow(gateway: &crate::helpers::TestGateway, limit: &str) -> String {
+    let metrics = gateway
+        .client
+        .get(format!("http://{}/metrics", gateway.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("gateway_upstream_overflow_total{{upstream=\"app\",limit=\"{limit}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or("none")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_pool_at_max_requests_refuses_at_once_and_counts_it() {
+    let backend = Backend::start("only").await;
+    let gateway = spawn_gateway(&one_upstream(
+        &[server(backend.addr, "")],
+        "max_requests = 1",
+    ))
+    .await;
+    // One slow request holds the pool's only place.
+    let slow = tokio::spawn(reqwest::get(gateway.url("/slow/1500")));
+    assert!(eventually(Duration::from_secs(5), || async { backend.hits() == 1 }).await);
+    let refused = gateway.get("/").await;
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many requests in flight"),
+        "{body}"
+    );
+    assert_eq!(
+        backend.hits(),
+        1,
+        "the refused request never reached the server"
+    );
+    assert_eq!(overflow(&gateway, "requests").await, "1");
+    // The place comes back when the slow answer ends.
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    assert_eq!(gateway.get("/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn max_retries_bounds_the_retries_in_flight() {
+    let refusing = closed_port().await;
+    let good = Backend::start("good").await;
+    let gateway = spawn_gateway(&one_upstream(
+        &[
+            server(refusing, "max_fails = 0"),
+            server(good.addr, "max_fails = 0"),
+        ],
+        "max_retries = 1",
+    ))
+    .await;
+    // Two slow requests at once: round robin sends one to the refusing server first, and its
+    // retry on the good server (3 s) holds the only retry place.
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(reqwest::get(gateway.url("/slow/3000"))))
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || async { good.hits() == 2 }).await);
+    // Meanwhile a request that lands on the refusing server is not retried.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(gateway.get("/").await.status().as_u16());
+    }
+    assert!(statuses.contains(&502), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert_ne!(overflow(&gateway, "retries").await, "0");
+    for request in slow {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    // With the place back, every request that lands there is retried again.
+    for _ in 0..4 {
+        assert_eq!(gateway.get("/").await.status(), 200);
+    }
+}
